@@ -1,0 +1,34 @@
+"""gpudense: a dense (fully-connected) layer for CUDA GPUs through CuPy, with a NumPy fallback.
+
+    forward:   y  = x @ w + b
+    backward:  dx = dy @ w.T,  dw = x.T @ dy,  db = dy summed over the batch
+
+``w`` has shape ``(in_features, out_features)``; ``w[i, j]`` joins input ``i``
+to neuron ``j``. ``import gpudense`` never imports CuPy.
+"""
+
+from gpudense.backends import (
+    Backend,
+    BackendUnavailableError,
+    GpudenseFallbackWarning,
+    auto_backend_reason,
+    get_backend,
+)
+from gpudense.functional import DenseGrads, dense_backward, dense_forward
+from gpudense.layer import Dense, ParamGrad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "Dense",
+    "DenseGrads",
+    "GpudenseFallbackWarning",
+    "ParamGrad",
+    "__version__",
+    "auto_backend_reason",
+    "dense_backward",
+    "dense_forward",
+    "get_backend",
+]

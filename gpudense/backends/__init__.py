@@ -1,0 +1,188 @@
+"""Backend registry: backends are found by name and imported on first use.
+
+A backend supplies the array module ``xp`` the core math is written against,
+plus the few operations whose best implementation differs by device (the
+bias-gradient reduction, the accumulating matrix product, NVTX ranges).
+
+``import gpudense`` never imports CuPy: the CuPy backend's module is imported
+only when ``get_backend("cupy")`` or ``get_backend("auto")`` asks for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import warnings
+from typing import Any
+
+from gpudense.backends.base import Backend
+
+__all__ = [
+    "Backend",
+    "BACKEND_NAMES",
+    "BackendUnavailableError",
+    "GpudenseFallbackWarning",
+    "auto_backend_reason",
+    "backend_of",
+    "get_backend",
+]
+
+#: Names accepted by :func:`get_backend`.
+BACKEND_NAMES = ("auto", "numpy", "cupy")
+
+_MODULES = {
+    "numpy": ("gpudense.backends.numpy_backend", "NumpyBackend"),
+    "cupy": ("gpudense.backends.cupy_backend", "CupyBackend"),
+}
+
+ENV_VAR = "GPUDENSE_BACKEND"
+
+_lock = threading.Lock()
+_instances: dict[str, Backend] = {}
+_auto: tuple[str, str] | None = None  # (chosen name, reason)
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend that was asked for by name cannot be used here."""
+
+
+class GpudenseFallbackWarning(RuntimeWarning):
+    """``backend="auto"`` found CuPy installed but unusable and fell back to NumPy."""
+
+
+def _check_name(name: Any, *, allow_auto: bool = True) -> str:
+    if isinstance(name, Backend):
+        return name.name
+    if not isinstance(name, str):
+        raise TypeError(
+            f"backend must be a str, one of {BACKEND_NAMES}, or a Backend; got {type(name).__name__}"
+        )
+    key = name.strip().lower()
+    names = BACKEND_NAMES if allow_auto else BACKEND_NAMES[1:]
+    if key not in names:
+        raise ValueError(f"unknown backend {name!r}; expected one of {names}")
+    return key
+
+
+def _load(name: str) -> Backend:
+    """Import and instantiate backend ``name`` (not "auto"); raises if unusable."""
+    with _lock:
+        if name in _instances:
+            return _instances[name]
+        module_name, class_name = _MODULES[name]
+        module = importlib.import_module(module_name)
+        backend = getattr(module, class_name)()  # raises BackendUnavailableError
+        _instances[name] = backend
+        return backend
+
+
+def _choose_auto() -> tuple[str, str]:
+    """Decide what "auto" means on this machine, once per process."""
+    global _auto
+    if _auto is not None:
+        return _auto
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env and env.lower() != "auto":
+        name = _check_name(env, allow_auto=False)
+        _auto = (name, f"{ENV_VAR}={env} in the environment")
+        return _auto
+    try:
+        _load("cupy")
+    except BackendUnavailableError as exc:
+        reason = f"CuPy backend unavailable ({exc}); using NumPy"
+        if getattr(exc, "cupy_installed", False):
+            warnings.warn(
+                f"gpudense: backend='auto' falls back to NumPy: {exc}",
+                GpudenseFallbackWarning,
+                stacklevel=4,
+            )
+        _auto = ("numpy", reason)
+    else:
+        _auto = ("cupy", "CuPy imports and a CUDA device is usable")
+    return _auto
+
+
+def get_backend(name: str | Backend = "auto") -> Backend:
+    """Return the backend called ``name``.
+
+    Args:
+        name: ``"numpy"``, ``"cupy"`` or ``"auto"`` (case-insensitive), or a
+            :class:`Backend`, returned as it is. ``"auto"`` picks CuPy when it
+            imports and a CUDA device is usable, else NumPy; the environment
+            variable ``GPUDENSE_BACKEND`` (``numpy`` or ``cupy``) overrides it.
+            The choice and its reason are made once per process and reported
+            by :func:`auto_backend_reason` and ``gpudense info``.
+
+    Returns:
+        The backend, one instance per name and process.
+
+    Raises:
+        ValueError: ``name`` is not a known backend.
+        BackendUnavailableError: ``"cupy"`` was asked for (by name or through
+            ``GPUDENSE_BACKEND``) and CuPy or a CUDA device is missing; the
+            message names the cause.
+
+    Example:
+        >>> get_backend("numpy").name
+        'numpy'
+    """
+    if isinstance(name, Backend):
+        return name
+    key = _check_name(name)
+    if key == "auto":
+        key = _choose_auto()[0]
+    return _load(key)
+
+
+def auto_backend_reason() -> tuple[str, str]:
+    """``(name, reason)``: what ``backend="auto"`` chose on this machine and why."""
+    return _choose_auto()
+
+
+def backend_of(*arrays: Any) -> Backend:
+    """The backend that owns ``arrays`` (None entries are ignored).
+
+    NumPy arrays belong to the NumPy backend and CuPy arrays to the CuPy
+    backend; CuPy is never imported to find out. Mixing them is an error, never
+    a silent copy.
+
+    Raises:
+        TypeError: an entry is not an array, or NumPy and CuPy arrays are mixed.
+    """
+    kinds: dict[str, str] = {}
+    for a in arrays:
+        if a is None:
+            continue
+        kind = _array_kind(a)
+        kinds.setdefault(kind, type(a).__module__ + "." + type(a).__name__)
+    if len(kinds) > 1:
+        got = ", ".join(sorted(kinds.values()))
+        raise TypeError(
+            "arrays must all live on one backend (all numpy.ndarray or all cupy.ndarray); "
+            f"got a mix of {got}. Move them with Dense.to(...), cupy.asarray or cupy.asnumpy."
+        )
+    if not kinds:
+        return _load("numpy")
+    return _load(next(iter(kinds)))
+
+
+def _array_kind(a: Any) -> str:
+    import numpy as np
+
+    if isinstance(a, np.ndarray):
+        return "numpy"
+    module = type(a).__module__ or ""
+    if module == "cupy" or module.startswith("cupy."):
+        return "cupy"
+    raise TypeError(
+        f"expected a numpy.ndarray or cupy.ndarray, got {type(a).__module__}.{type(a).__name__}"
+    )
+
+
+def _reset_for_tests() -> None:
+    """Forget cached backends and the "auto" decision (tests only)."""
+    global _auto
+    with _lock:
+        _instances.clear()
+        _auto = None

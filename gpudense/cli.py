@@ -1,0 +1,64 @@
+"""The ``gpudense`` command line: ``info``, ``train``.
+
+Each subcommand lives in its own module, which exposes
+``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
+that subcommand runs (or ``--help`` is asked of it), so ``gpudense info``
+stays fast and needs no optional package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+#: subcommand -> (module, one-line help)
+COMMANDS = {
+    "info": ("gpudense.info", "print the chosen backend, why, and library/device versions"),
+    "train": ("gpudense.train", "train an MLP (default: scikit-learn's bundled digits)"),
+}
+
+
+class CliError(Exception):
+    """An error to report to the user on one line, without a traceback."""
+
+
+def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    from gpudense import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gpudense",
+        description="gpudense: a dense layer for CUDA GPUs (CuPy) with a NumPy fallback.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpudense {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    # Only the subcommand being run imports its module (and registers its options).
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:
+            importlib.import_module(module_name).add_arguments(p)
+            p.set_defaults(_module=module_name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(argv)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("gpudense: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        if os.environ.get("GPUDENSE_DEBUG"):
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"gpudense {args.command}: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,213 @@
+"""``Dense``: parameters and gradients of a fully-connected layer.
+
+The math is in :mod:`gpudense.functional`; this class holds ``w``, ``b``,
+their gradients and the forward input, and calls it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gpudense.backends import Backend, backend_of, get_backend
+from gpudense.functional import SUPPORTED_DTYPES, _backward, dense_forward
+
+__all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
+
+
+class ParamGrad(NamedTuple):
+    """A parameter, its gradient (None before the first backward) and its name."""
+
+    name: str
+    param: Any
+    grad: Any
+
+
+def as_generator(rng: Any) -> np.random.Generator:
+    """``rng`` as a ``numpy.random.Generator``: a Generator, a seed, or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None; got {type(rng).__name__}")
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as a ``numpy.dtype`` among float16/32/64, or a clear error."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float16, float32 or float64; got {dtype!r}") from exc
+    if dt not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be float16, float32 or float64; got {dt}")
+    return dt
+
+
+def _check_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+class Dense:
+    """A fully-connected layer: ``y = x @ w + b``.
+
+    ``w`` has shape ``(in_features, out_features)``: ``w[i, j]`` joins input
+    ``i`` to neuron ``j``. (PyTorch's ``nn.Linear.weight`` is the transpose,
+    ``(out_features, in_features)``.) ``b`` has shape ``(out_features,)``.
+
+    Args:
+        in_features: Size of each input sample, ``n_in``.
+        out_features: Number of neurons, ``n_out``.
+        bias: Whether the layer has a bias ``b``.
+        dtype: ``"float16"``, ``"float32"`` (default) or ``"float64"``.
+        backend: ``"auto"`` (CuPy when a CUDA device is usable, else NumPy),
+            ``"numpy"``, ``"cupy"``, or a :class:`~gpudense.backends.Backend`.
+        rng: A ``numpy.random.Generator`` or an int seed for the initial
+            parameters; None draws fresh entropy.
+
+    Parameters are initialised as PyTorch's ``nn.Linear``: ``w`` and ``b``
+    uniform in ``[-1/sqrt(in_features), 1/sqrt(in_features))``. They are drawn
+    in float64 on the host from ``rng``, so a seed gives the same layer on
+    every backend.
+
+    Gradients ``dw`` and ``db`` are None until the first :meth:`backward` and
+    then accumulate across calls until :meth:`zero_grad`, as in PyTorch.
+
+    Example:
+        >>> layer = Dense(3, 2, backend="numpy", rng=0)
+        >>> y = layer(np.ones((4, 3), np.float32))
+        >>> dx = layer.backward(np.ones_like(y))
+        >>> y.shape, dx.shape, layer.dw.shape, layer.db.tolist()
+        ((4, 2), (4, 3), (3, 2), [4.0, 4.0])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        dtype: Any = "float32",
+        backend: str | Backend = "auto",
+        rng: Any = None,
+    ) -> None:
+        self.in_features = _check_size("in_features", in_features)
+        self.out_features = _check_size("out_features", out_features)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be True or False; got {bias!r}")
+        self.dtype = check_dtype(dtype)
+        self.backend = get_backend(backend)
+        self.w: Any = None
+        self.b: Any = None
+        self.dw: Any = None
+        self.db: Any = None
+        self._x: Any = None
+        self._has_bias = bias
+        self.reset_parameters(rng)
+
+    @property
+    def bias(self) -> bool:
+        """Whether the layer has a bias."""
+        return self._has_bias
+
+    def reset_parameters(self, rng: Any = None) -> None:
+        """Draw ``w`` and ``b`` uniform in ``±1/sqrt(in_features)`` (PyTorch's default).
+
+        Gradients and the saved forward input are cleared.
+        """
+        gen = as_generator(rng)
+        bound = 1.0 / math.sqrt(self.in_features)
+        w = gen.uniform(-bound, bound, size=(self.in_features, self.out_features))
+        self.w = self.backend.asarray(w, dtype=self.dtype)
+        if self._has_bias:
+            b = gen.uniform(-bound, bound, size=(self.out_features,))
+            self.b = self.backend.asarray(b, dtype=self.dtype)
+        else:
+            self.b = None
+        self.dw = self.db = self._x = None
+
+    def forward(self, x: Any) -> Any:
+        """``y = x @ w + b`` for ``x`` of shape ``(..., in_features)``; keeps ``x`` for backward."""
+        self._check_input("x", x)
+        y = dense_forward(x, self.w, self.b)
+        self._x = x
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        """Add this batch's ``dw``, ``db`` to the gradients and return ``dx``.
+
+        Args:
+            dy: dL/dy, the shape of the last forward output.
+            input_grad: Whether to compute and return ``dx``; if False, no
+                matrix product is spent on it and None is returned.
+
+        Returns:
+            ``dx``, shape of the last forward input, or None.
+        """
+        if self._x is None:
+            raise RuntimeError("Dense.backward called before forward: there is no saved input")
+        self._check_input("dy", dy)
+        grads = _backward(
+            dy,
+            self._x,
+            self.w,
+            bias=self._has_bias,
+            input_grad=input_grad,
+            dw_acc=self.dw,
+            db_acc=self.db,
+        )
+        self.dw, self.db = grads.dw, grads.db
+        return grads.dx
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients (they become None, as PyTorch's ``set_to_none``)."""
+        self.dw = self.db = None
+
+    def param_grads(self) -> list[ParamGrad]:
+        """``[ParamGrad(name, param, grad), ...]`` for optimizers to walk.
+
+        ``param`` is the array the optimizer updates in place; ``grad`` is None
+        until a backward has run. Call it again after each backward: the
+        gradient arrays are created by the first backward after
+        :meth:`zero_grad`.
+        """
+        pairs = [ParamGrad("w", self.w, self.dw)]
+        if self._has_bias:
+            pairs.append(ParamGrad("b", self.b, self.db))
+        return pairs
+
+    def to(self, backend: str | Backend) -> "Dense":
+        """Move parameters and gradients to ``backend`` (in place); returns ``self``.
+
+        The saved forward input is dropped: run forward again on the new backend.
+        """
+        target = get_backend(backend)
+        if target is self.backend:
+            return self
+        move = target.asarray
+        self.w = move(self.w)
+        self.b = None if self.b is None else move(self.b)
+        self.dw = None if self.dw is None else move(self.dw)
+        self.db = None if self.db is None else move(self.db)
+        self._x = None
+        self.backend = target
+        return self
+
+    def _check_input(self, name: str, a: Any) -> None:
+        backend = backend_of(a)
+        if backend is not self.backend:
+            raise TypeError(
+                f"{name} is a {backend.name} array but this Dense layer lives on the "
+                f"{self.backend.name} backend; move one of them (Dense.to(...)) first"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Dense(in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self._has_bias}, dtype={self.dtype.name}, backend={self.backend.name!r})"
+        )

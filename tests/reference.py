@@ -1,0 +1,78 @@
+"""An independent reference for the dense layer, written from the per-element formulas.
+
+Explicit Python loops in float64 over batch, i, j: nothing here calls gpudense
+or a matrix product, so a bug in gpudense's array code cannot hide in it.
+
+    y[k, j]  = b[j] + sum_i x[k, i] w[i, j]
+    dx[k, i] = sum_j dy[k, j] w[i, j]
+    dw[i, j] = sum_k x[k, i] dy[k, j]
+    db[j]    = sum_k dy[k, j]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _rows(a, n):
+    """``a`` of shape (..., n) as a float64 list of rows (leading dims flattened)."""
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(-1, n).tolist() if a.size else []
+
+
+def forward(x, w, b=None):
+    n_in, n_out = np.shape(w)
+    xs, ws = _rows(x, n_in), np.asarray(w, np.float64).tolist()
+    bs = [0.0] * n_out if b is None else np.asarray(b, np.float64).tolist()
+    y = [[bs[j] + sum(xk[i] * ws[i][j] for i in range(n_in)) for j in range(n_out)] for xk in xs]
+    return np.array(y, np.float64).reshape(np.shape(x)[:-1] + (n_out,))
+
+
+def backward(dy, x, w):
+    """``(dx, dw, db)`` in float64."""
+    n_in, n_out = np.shape(w)
+    xs, dys, ws = _rows(x, n_in), _rows(dy, n_out), np.asarray(w, np.float64).tolist()
+    batch = len(xs)
+    dx = [[sum(dyk[j] * ws[i][j] for j in range(n_out)) for i in range(n_in)] for dyk in dys]
+    dw = [[sum(xs[k][i] * dys[k][j] for k in range(batch)) for j in range(n_out)] for i in range(n_in)]
+    db = [sum(dys[k][j] for k in range(batch)) for j in range(n_out)]
+    return (
+        np.array(dx, np.float64).reshape(np.shape(x)),
+        np.array(dw, np.float64).reshape(n_in, n_out),
+        np.array(db, np.float64).reshape(n_out),
+    )
+
+
+def abs_forward(x, w, b=None):
+    """The same sums over |terms|: the scale that rounding errors are proportional to."""
+    return forward(np.abs(np.asarray(x, np.float64)), np.abs(np.asarray(w, np.float64)),
+                   None if b is None else np.abs(np.asarray(b, np.float64)))
+
+
+def abs_backward(dy, x, w):
+    return backward(np.abs(np.asarray(dy, np.float64)), np.abs(np.asarray(x, np.float64)),
+                    np.abs(np.asarray(w, np.float64)))
+
+
+def assert_close(got, ref, scale, terms, dtype, name):
+    """Assert |got - ref| <= tol(dtype) * (terms + 1) * scale, element-wise.
+
+    A sum of ``terms`` products computed in a floating type with unit roundoff
+    u has error at most about ``terms * u * sum|products|`` (Higham, Accuracy
+    and Stability of Numerical Algorithms, eq. 3.5); ``scale`` is that sum of
+    magnitudes. The factor ``tol(dtype)`` is 2u, a safety margin of 2 over the
+    bound for rounding of inputs and the product. For float16 this is the
+    bound of accumulating in float16 itself (NumPy's float16 matmul); paths
+    that accumulate in float32 meet it with room to spare.
+    """
+    got = np.asarray(got, np.float64)
+    assert got.shape == ref.shape, f"{name}: shape {got.shape} != reference {ref.shape}"
+    dt = np.dtype(dtype)
+    u = np.finfo(dt).eps / 2
+    tol = 2 * 2 * u * (terms + 1) * scale
+    err = np.abs(got - ref)
+    bad = ~(err <= tol)
+    assert not bad.any(), (
+        f"{name} ({dt}): {bad.sum()} of {bad.size} elements off; worst error "
+        f"{err[bad].max()} vs tolerance {tol[bad].min()}"
+    )
