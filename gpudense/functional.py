@@ -94,9 +94,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
     backend = _check_forward_args(x, w, b)
     n_in, n_out = w.shape
     with backend.nvtx_range("gpudense.forward"):
-        y = backend.matmul(x.reshape(-1, n_in), w)
-        if b is not None:
-            y += b  # in place: one pass over y, no temporary
+        y = backend.linear(x.reshape(-1, n_in), w, b)
     return y.reshape(x.shape[:-1] + (n_out,))
 
 

@@ -32,6 +32,17 @@ class Backend:
             return out
         return xp.matmul(a, b, out=out)
 
+    def linear(self, x: Any, w: Any, b: Any = None) -> Any:
+        """``x @ w + b`` for 2-D ``x`` (batch, n_in), ``w`` (n_in, n_out), ``b`` (n_out,) or None.
+
+        Returns a new C-contiguous array. The default spends one matrix
+        product and one in-place pass for the bias; backends may fuse them.
+        """
+        y = self.matmul(x, w)
+        if b is not None:
+            y += b
+        return y
+
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
         """Column sums of the 2-D ``dy`` (batch, m): ``db[j] = sum_k dy[k, j]``.
 
