@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudense.backends import Backend, backend_of, get_backend
+from gpudense.backends import Backend, backend_name_of, get_backend
 from gpudense.functional import SUPPORTED_DTYPES, _backward, dense_forward
 
 __all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
@@ -199,10 +199,10 @@ class Dense:
         return self
 
     def _check_input(self, name: str, a: Any) -> None:
-        backend = backend_of(a)
-        if backend is not self.backend:
+        kind = backend_name_of(a)
+        if kind != self.backend.name:
             raise TypeError(
-                f"{name} is a {backend.name} array but this Dense layer lives on the "
+                f"{name} is a {kind} array but this Dense layer lives on the "
                 f"{self.backend.name} backend; move one of them (Dense.to(...)) first"
             )
 

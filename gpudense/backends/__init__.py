@@ -24,6 +24,7 @@ __all__ = [
     "BackendUnavailableError",
     "GpudenseFallbackWarning",
     "auto_backend_reason",
+    "backend_name_of",
     "backend_of",
     "get_backend",
 ]
@@ -144,8 +145,18 @@ def backend_of(*arrays: Any) -> Backend:
     """The backend that owns ``arrays`` (None entries are ignored).
 
     NumPy arrays belong to the NumPy backend and CuPy arrays to the CuPy
-    backend; CuPy is never imported to find out. Mixing them is an error, never
-    a silent copy.
+    backend. Mixing them is an error, never a silent copy.
+
+    Raises:
+        TypeError: an entry is not an array, or NumPy and CuPy arrays are mixed.
+    """
+    return _load(backend_name_of(*arrays))
+
+
+def backend_name_of(*arrays: Any) -> str:
+    """``"numpy"`` or ``"cupy"``: which backend's arrays these are, without importing CuPy.
+
+    None entries are ignored; no arrays at all means ``"numpy"``.
 
     Raises:
         TypeError: an entry is not an array, or NumPy and CuPy arrays are mixed.
@@ -162,9 +173,7 @@ def backend_of(*arrays: Any) -> Backend:
             "arrays must all live on one backend (all numpy.ndarray or all cupy.ndarray); "
             f"got a mix of {got}. Move them with Dense.to(...), cupy.asarray or cupy.asnumpy."
         )
-    if not kinds:
-        return _load("numpy")
-    return _load(next(iter(kinds)))
+    return next(iter(kinds), "numpy")
 
 
 def _array_kind(a: Any) -> str:
