@@ -10,6 +10,7 @@ of ``x`` count as one batch of ``batch = prod(x.shape[:-1])`` rows.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -32,6 +33,11 @@ class DenseGrads(NamedTuple):
 
 def _describe(a: Any) -> str:
     return f"{type(a).__module__}.{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
+
+
+def _batch(x: Any) -> int:
+    """Rows of the batch: the product of x's leading dimensions (1 for a single sample)."""
+    return math.prod(x.shape[:-1])
 
 
 def _check_dtype(name: str, a: Any) -> None:
@@ -94,7 +100,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
     backend = _check_forward_args(x, w, b)
     n_in, n_out = w.shape
     with backend.nvtx_range("gpudense.forward"):
-        y = backend.linear(x.reshape(-1, n_in), w, b)
+        y = backend.linear(x.reshape(_batch(x), n_in), w, b)
     return y.reshape(x.shape[:-1] + (n_out,))
 
 
@@ -157,8 +163,9 @@ def _backward(
     if dy.dtype != x.dtype:
         raise TypeError(f"dy must have the forward dtype {x.dtype}; got {dy.dtype}")
 
-    x2 = x.reshape(-1, n_in)
-    dy2 = dy.reshape(-1, n_out)
+    batch = _batch(x)
+    x2 = x.reshape(batch, n_in)
+    dy2 = dy.reshape(batch, n_out)
     dx = dw = db = None
     with backend.nvtx_range("gpudense.backward"):
         if input_grad:

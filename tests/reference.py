@@ -17,7 +17,8 @@ import numpy as np
 def _rows(a, n):
     """``a`` of shape (..., n) as a float64 list of rows (leading dims flattened)."""
     a = np.asarray(a, dtype=np.float64)
-    return a.reshape(-1, n).tolist() if a.size else []
+    batch = int(np.prod(a.shape[:-1]))
+    return a.reshape(batch, n).tolist()
 
 
 def forward(x, w, b=None):

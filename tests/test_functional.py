@@ -120,3 +120,11 @@ def test_forward_does_not_modify_inputs(rng):
     dense_backward(dy, x, w)
     for a, c in zip((x, w, b, dy), copies):
         np.testing.assert_array_equal(a, c)
+
+
+def test_zero_in_features_gives_the_bias():
+    x, w, b = np.ones((3, 0)), np.ones((0, 2)), np.array([1.0, -2.0])
+    np.testing.assert_array_equal(dense_forward(x, w, b), np.tile(b, (3, 1)))
+    g = dense_backward(np.ones((3, 2)), x, w)
+    assert g.dx.shape == (3, 0) and g.dw.shape == (0, 2)
+    np.testing.assert_array_equal(g.db, [3.0, 3.0])
