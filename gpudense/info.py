@@ -38,8 +38,19 @@ def collect() -> dict[str, str]:
         facts["cupy"] = "not installed"
     else:
         facts["cupy"] = cupy.__version__
+        try:
+            facts["cuda_runtime"] = _cuda_version(cupy.cuda.runtime.runtimeGetVersion())
+            driver = cupy.cuda.runtime.driverGetVersion()
+            facts["cuda_driver"] = _cuda_version(driver) if driver else "none (no NVIDIA driver)"
+        except Exception as exc:  # a broken CUDA install: report it, don't fail
+            facts["cuda_runtime"] = f"unknown ({exc})"
     facts.update(get_backend(name).describe())
     return facts
+
+
+def _cuda_version(v: int) -> str:
+    """CUDA's integer version 13020 as "13.2"."""
+    return f"{v // 1000}.{v % 1000 // 10}"
 
 
 def run(args: argparse.Namespace) -> int:
