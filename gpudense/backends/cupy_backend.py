@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,7 @@ _ACC = {np.dtype(np.float64): np.dtype(np.float64), np.dtype(np.float32): np.dty
 ENTRY_POINTS = tuple(f"bias_grad_pass{p}_{s}" for p in (1, 2) for s in ("f64", "f32", "f16"))
 #: NVRTC options for the kernel module (line info costs nothing at run time
 #: and lets Nsight Compute show source lines).
-NVRTC_OPTIONS = ("--std=c++17", "--generate-line-info")
+NVRTC_OPTIONS = ("--generate-line-info",)
 
 
 class KernelBuildError(RuntimeError):
@@ -396,12 +395,14 @@ class _DeviceKernels:
     """The compiled bias-gradient kernels and launch facts of one device."""
 
     def __init__(self, cp: Any, device_id: int) -> None:
+        from cupy.cuda.compiler import CompileException
+
         source, path = kernel_source(KERNEL_FILE)
         self.path = path
-        module = cp.RawModule(code=_with_line_directive(source, path), options=NVRTC_OPTIONS)
         try:
+            module = cp.RawModule(code=_with_line_directive(source, path), options=NVRTC_OPTIONS)
             self.functions = {name: module.get_function(name) for name in ENTRY_POINTS}
-        except cp.cuda.compiler.CompileException as exc:
+        except CompileException as exc:
             log = exc.get_message()
             raise KernelBuildError(
                 f"compiling {path} for device {device_id} with NVRTC failed:\n{log}", log
