@@ -50,6 +50,8 @@ BLOCK = 256
 UNROLL = 4
 #: Fewest rows a pass-1 thread adds (chunks are a multiple of this times block.y).
 MIN_ROWS_PER_THREAD = 2
+#: A batch of at most this many rows per pass-1 thread is summed in one chunk (one launch).
+SINGLE_PASS_ROWS_PER_THREAD = 8
 #: Bytes per vector load.
 VECTOR_BYTES = 16
 #: Largest grid.y the CUDA launch accepts.
@@ -215,10 +217,12 @@ def bias_grad_plan(
     ``vec = 16 // itemsize`` columns; ``tx`` threads across (a power of two,
     at most 32, enough for ``ceil(m / vec)`` column groups) and ``ty = 256 //
     tx`` threads down the batch. The grid is ``(tiles, n_chunks)``; the
-    number of chunks is chosen so that ``tiles * n_chunks`` is about
-    ``n_sm * blocks_per_sm`` (the whole device busy, whether ``dy`` is tall
-    and narrow, short and wide or square) with at least
-    ``MIN_ROWS_PER_THREAD`` rows per thread. Pass 2 reduces the ``n_chunks`` partial sums of each column with
+    number of chunks is the largest that keeps ``tiles * n_chunks`` within
+    ``n_sm * blocks_per_sm`` (one wave of resident blocks: the whole device
+    busy and no straggling partial wave, whether ``dy`` is tall and narrow,
+    short and wide or square), with at least ``MIN_ROWS_PER_THREAD`` rows
+    per thread; a batch of at most ``SINGLE_PASS_ROWS_PER_THREAD * ty`` rows
+    is one chunk, summed in a single launch. Pass 2 reduces the ``n_chunks`` partial sums of each column with
     ``(tx2, ty2)`` blocks, ``tx2`` a power of two up to 32 columns.
 
     The summation order of a column depends on ``ty``, ``chunk_rows``,
@@ -264,7 +268,12 @@ def bias_grad_plan(
     ty = BLOCK // tx
     nominal_tiles = _ceil_div(groups, tx)
     rows_step = ty * MIN_ROWS_PER_THREAD
-    want_chunks = max(1, _ceil_div(n_sm * blocks_per_sm, nominal_tiles))
+    # One wave: tiles * n_chunks <= the resident-block slots (a second, partial
+    # wave of a few blocks would run on a few SMs only and could add a third
+    # to the time), as many chunks as fit otherwise.
+    want_chunks = max(1, (n_sm * blocks_per_sm) // nominal_tiles)
+    if batch <= ty * SINGLE_PASS_ROWS_PER_THREAD:
+        want_chunks = 1  # tiny batch: one launch beats splitting it over more blocks
     chunk_rows = max(rows_step, _ceil_div(_ceil_div(batch, want_chunks), rows_step) * rows_step)
     n_chunks = max(1, _ceil_div(batch, chunk_rows))
     if n_chunks > MAX_GRID_Y:
