@@ -40,6 +40,7 @@
 
 typedef long long i64;
 
+#ifndef GPUDENSE_HOST_EMULATION
 __device__ __forceinline__ float gpudense_h2f(unsigned short h)
 {
     float f;
@@ -53,6 +54,7 @@ __device__ __forceinline__ unsigned short gpudense_f2h(float f)
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif  // the host emulation (tests/test_kernels_compile.py) supplies these two
 
 // --- per-dtype traits: storage type T, accumulator Acc, 16-byte vector V ---
 
