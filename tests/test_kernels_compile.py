@@ -268,3 +268,176 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
     assert np.isfinite(out).all(), "db has unwritten columns or read padding"
     want = emulate_bias_grad(values, plan, old, accumulate=accumulate)
     np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
+
+
+# --------------------------------------------------------------------------
+# CupyBackend.bias_grad's launch code, driving the host-emulated kernels
+# --------------------------------------------------------------------------
+#
+# A stand-in for the few CuPy calls bias_grad makes (empty, ascontiguousarray,
+# RawModule, Device) over NumPy memory. Its kernels check that the arguments
+# bias_grad passes have exactly the kernel signature's types, then run the
+# host emulation. This tests the Python glue (argument order and types,
+# layouts used in place or copied, workspace, accumulate) without a GPU.
+
+PASS1_SIG = ["ptr", "i64", "i64", "i64", "i64", "i32", "i32", "ptr", "ptr", "i32", "i32"]
+PASS2_SIG = ["ptr", "i64", "i64", "ptr", "i32"]
+
+
+class _FakeArray:
+    """A NumPy array seen through the attributes bias_grad reads of a cupy.ndarray."""
+
+    def __init__(self, arr, buffer=None):
+        import numpy as np
+
+        self.arr = arr
+        self.buffer = arr if buffer is None else buffer  # the flat allocation it views
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+        self.itemsize, self.strides, self.flags = arr.itemsize, arr.strides, arr.flags
+        self.data = type("MemoryPointer", (), {"ptr": int(arr.__array_interface__["data"][0])})()
+        self.device = _FakeDevice(0)
+        assert isinstance(self.buffer, np.ndarray)
+
+
+class _FakeDevice:
+    attributes = {"MultiProcessorCount": 3, "MaxRegistersPerMultiprocessor": 65536,
+                  "MaxThreadsPerMultiProcessor": 2048}
+
+    def __init__(self, device_id=0):
+        self.id = int(device_id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _fake_cupy(lib, launches):
+    import ctypes
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    def ctype_of(a):
+        if isinstance(a, _FakeArray):
+            return "ptr", ctypes.c_void_p(a.data.ptr)
+        if type(a) is np.int64:
+            return "i64", ctypes.c_longlong(int(a))
+        if type(a) is np.int32:
+            return "i32", ctypes.c_int(int(a))
+        raise AssertionError(f"kernel argument of type {type(a).__name__}: CuPy needs a NumPy scalar or array")
+
+    class Kernel:
+        num_regs = 64
+
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args):
+            kinds, cargs = zip(*(ctype_of(a) for a in args))
+            sig = PASS1_SIG if "pass1" in self.name else PASS2_SIG
+            assert list(kinds) == sig, f"{self.name} called with {kinds}, signature {sig}"
+            assert block[0] * block[1] == 256 and block[2] == 1 and grid[2] == 1
+            if "pass1" in self.name:
+                dy = args[0]
+                buf = dy.buffer
+                counts = np.zeros(buf.size, np.int32)
+                lib.emu_set_bounds(ctypes.c_size_t(buf.ctypes.data), ctypes.c_size_t(buf.ctypes.data + buf.nbytes),
+                                   ctypes.c_size_t(buf.itemsize), ctypes.c_void_p(counts.ctypes.data))
+                getattr(lib, "emu_" + self.name[len("bias_grad_"):])(
+                    *cargs, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0]),
+                    ctypes.c_uint(block[1]))
+                lib.emu_bad_reads.restype = lib.emu_misaligned.restype = ctypes.c_longlong
+                assert lib.emu_bad_reads() == 0, "dY reads outside its allocation"
+                assert lib.emu_misaligned() == 0, "16-byte loads at addresses that are not 16-byte aligned"
+                launches.append((self.name, counts, dy))
+            else:
+                getattr(lib, "emu_" + self.name[len("bias_grad_"):])(
+                    *cargs, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_uint(block[1]))
+                launches.append((self.name, None, None))
+
+    class Module:
+        def __init__(self, code, options=()):
+            assert code.startswith('#line 1 "') and "bias_grad_pass1_f32" in code
+            self.options = options
+
+        def get_function(self, name):
+            return Kernel(name)
+
+    def empty(shape, dtype):
+        a = np.full(shape, np.nan, dtype)  # poisoned: an unwritten element stays NaN
+        return _FakeArray(a)
+
+    def ascontiguousarray(a):
+        return _FakeArray(np.ascontiguousarray(a.arr))
+
+    return SimpleNamespace(empty=empty, ascontiguousarray=ascontiguousarray, RawModule=Module,
+                           cuda=SimpleNamespace(Device=_FakeDevice,
+                                                runtime=SimpleNamespace(getDevice=lambda: 0)))
+
+
+def _strided(mem, offset, shape, strides_elems):
+    import numpy as np
+
+    item = mem.itemsize
+    return np.lib.stride_tricks.as_strided(mem[offset:], shape=shape,
+                                           strides=tuple(s * item for s in strides_elems))
+
+
+GLUE_CASES = [
+    # batch, m, dtype, offset, row stride (elements; None: C order), column stride, accumulate
+    (300, 40, "float32", 0, None, 1, False),
+    (300, 40, "float32", 1, 45, 1, True),  # misaligned base, padded rows: used in place
+    (77, 9, "float16", 3, 16, 1, False),
+    (64, 5, "float64", 0, -7, 1, False),  # rows last to first
+    (50, 6, "float32", 0, 1, 50, False),  # column-major: copied
+    (0, 4, "float16", 0, None, 1, True),
+    (1, 3, "float64", 1, None, 1, False),
+    (2100, 1, "float32", 2, 3, 1, True),
+    (40, 37, "float16", 3, 40, 1, False),  # misaligned base, 80-byte pitch: 16-byte loads after a head
+    (60, 30, "float32", 1, 32, 1, True),
+]
+
+
+@pytest.mark.parametrize("batch, m, dtype, offset, ld, cs, accumulate", GLUE_CASES)
+def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dtype, offset, ld, cs, accumulate):
+    import numpy as np
+
+    from gpudense.backends.cupy_backend import CupyBackend, emulate_bias_grad
+
+    rng = np.random.default_rng(7 + batch + m)
+    t = np.dtype(dtype)
+    values = rng.standard_normal((batch, m)).astype(t)
+    if ld is None:
+        ld = m
+    span = (max(batch, 1) - 1) * abs(ld) + (m - 1) * cs + 1 if cs == 1 else batch * m
+    mem = np.full(offset + span + 64, np.nan, t)
+    start = offset + (max(batch, 1) - 1) * abs(ld) if ld < 0 else offset
+    view = _strided(mem, start, (batch, m), (ld, cs))
+    view[...] = values
+    launches = []
+    backend = CupyBackend.__new__(CupyBackend)  # no CuPy, no GPU: the stand-in instead
+    backend.xp = _fake_cupy(emulated, launches)
+    backend._kernels, backend._lock = {}, __import__("threading").Lock()
+    old = rng.standard_normal(m).astype(t)
+    out = _FakeArray(old.copy()) if accumulate else None
+    got = backend.bias_grad(_FakeArray(view, mem), out, accumulate=accumulate)
+    result = got.arr
+    name, counts, passed = launches[0]
+    copied = passed.buffer is not mem
+    assert copied == (cs != 1 and m > 1), "dy copied although the kernel can read it, or the reverse"
+    owned = np.zeros(passed.buffer.size, np.int32)
+    pv = passed.arr
+    off = (pv.__array_interface__["data"][0] - passed.buffer.ctypes.data) // t.itemsize
+    _strided(owned, off, pv.shape, tuple(s // t.itemsize for s in pv.strides))[...] = 1
+    assert (counts == owned).all(), "each element of dy read once, nothing else"
+    assert [n for n, _, _ in launches] == [name] + (["bias_grad_pass2_" + name[-3:]] if len(launches) > 1 else [])
+    k = backend.kernels(0)
+    from gpudense.backends.cupy_backend import bias_grad_plan
+
+    plan = bias_grad_plan(batch, m, itemsize=t.itemsize, ld=m, ptr=0, n_sm=k.n_sm,
+                          blocks_per_sm=k.blocks_per_sm[name])
+    assert len(launches) == (1 if plan.final_in_pass1 else 2)
+    want = emulate_bias_grad(values, plan, old, accumulate=accumulate)
+    np.testing.assert_array_equal(result.view(np.uint8), want.view(np.uint8))
