@@ -226,8 +226,6 @@ def bench_shape(backend: Any, shape: tuple[int, int], dtype: str, *, l2_bytes: i
             extra["rel_error_vs_float64"] = rel
         rows.append(result_row(method, shape, dtype, times_ms=times, bytes_moved=moved,
                                copy_gbps=copy_gbps, **extra))
-    del bufs
-    cp.get_default_memory_pool().free_all_blocks()
     return rows
 
 
@@ -238,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=25, help="timed samples per measurement")
     parser.add_argument("--quick", action="store_true", help="only the two smallest shapes, 5 samples")
     args = parser.parse_args(argv)
+
+    import cupy as cp
 
     from gpudense.backends import get_backend
 
@@ -254,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for dtype in DTYPES:
             rows.extend(bench_shape(backend, shape, dtype, l2_bytes=info["l2_bytes"],
                                     copy_gbps=copy["gbps"], repeat=repeat))
+            cp.get_default_memory_pool().free_all_blocks()  # this shape's buffers are gone
             print(f"timed {shape} {dtype}", flush=True)
     path = write_json({"facts": info, "copy": copy, "results": rows}, args.out)
     print(f"raw results: {path}")
