@@ -591,10 +591,8 @@ class CupyBackend(Backend):
         name = props["name"]
         if isinstance(name, bytes):
             name = name.decode()
+        # CuPy's and CUDA's versions are reported by gpudense.info; these are the device's facts.
         return {
-            "cupy": cp.__version__,
-            "cuda_runtime": str(cp.cuda.runtime.runtimeGetVersion()),
-            "cuda_driver": str(cp.cuda.runtime.driverGetVersion()),
             "device": f"{dev.id}: {name} (sm_{props['major']}{props['minor']}, "
                       f"{props['multiProcessorCount']} SMs)",
             "nvtx": _nvtx.nvtx_provider(),
