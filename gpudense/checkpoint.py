@@ -266,9 +266,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     where = f"checkpoint {path}"
     try:
         with open(path, "rb") as f:
-            with np.load(f, allow_pickle=False) as z:
-                if not isinstance(z, np.lib.npyio.NpzFile):
-                    raise CheckpointError(f"{where} is a single .npy array, not a gpudense .npz checkpoint")
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{where} is a single .npy array, not a gpudense .npz checkpoint")
+            with z:
                 data = {name: z[name] for name in z.files}
     except CheckpointError:
         raise
