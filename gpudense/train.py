@@ -30,6 +30,7 @@ from typing import Any, Callable, ContextManager, Sequence
 import numpy as np
 
 from gpudense.backends import BACKEND_NAMES
+from gpudense.losses import softmax_cross_entropy
 from gpudense.optim import OPTIMIZERS
 
 DEFAULTS = {
@@ -247,6 +248,63 @@ def _progress(total: int, desc: str, disable: bool) -> Any:
                 dynamic_ncols=True, file=sys.stdout)
 
 
+def train_epoch(
+    model: Any,
+    optimizer: Any,
+    x: Any,
+    y: Any,
+    order: Any,
+    *,
+    batch_size: int,
+    ranges: Callable[[str], ContextManager[Any]] | None = None,
+    on_batch: Callable[[int, int, Any, Any], None] | None = None,
+) -> tuple[Any, Any]:
+    """One epoch of mini-batch training with softmax cross-entropy.
+
+    Args:
+        model: A network (e.g. :class:`~gpudense.nn.MLP`) on some backend.
+        optimizer: Its optimizer; stepped once per batch, then gradients are cleared.
+        x, y: Features ``(n, n_features)`` and int labels ``(n,)``, either on
+            the model's backend (then ``order`` must be too) or on the host
+            (then each batch is copied to the device as it is used). Labels
+            must already be valid (:func:`~gpudense.losses.check_labels`).
+        order: The sample indices in the order to visit, e.g. a permutation.
+        batch_size: Samples per step; the last batch may be smaller.
+        ranges: ``name -> context manager`` wrapped around every step
+            (``backend.nvtx_range`` for ``--profile``).
+        on_batch: Called after each step as ``on_batch(step, seen, loss_sum, correct)``.
+
+    Returns:
+        ``(loss_sum, correct)``: 0-d arrays on the model's backend, the sum of
+        per-sample losses (float64) and the count of correct predictions made
+        during the epoch. Nothing waits for the device until they are read.
+    """
+    backend = model.backend
+    xp = backend.xp
+    ranges = ranges or (lambda name: contextlib.nullcontext())
+    loss_sum = xp.zeros((), dtype=xp.float64)
+    correct = xp.zeros((), dtype=xp.int64)
+    n = int(order.shape[0])
+    seen = 0
+    for step, start in enumerate(range(0, n, batch_size)):
+        with ranges("gpudense.train.step"):
+            idx = order[start:start + batch_size]
+            xb = backend.asarray(x[idx])  # no copy when x is on the backend already
+            yb = backend.asarray(y[idx])
+            logits = model(xb)
+            loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+            model.backward(dlogits)
+            optimizer.step()
+            optimizer.zero_grad()
+            nb = int(xb.shape[0])
+            loss_sum += loss * nb
+            correct += (logits.argmax(axis=1) == yb).sum()
+        seen += nb
+        if on_batch is not None:
+            on_batch(step, seen, loss_sum, correct)
+    return loss_sum, correct
+
+
 def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     """Run the training that ``args`` (as :func:`parse_args` returns) describes; print to ``out``.
 
@@ -260,7 +318,7 @@ def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
         RuntimeError: an unavailable backend or a missing optional package.
     """
     from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from gpudense.losses import check_labels, softmax_cross_entropy
+    from gpudense.losses import check_labels
     from gpudense.nn import MLP
 
     out = sys.stdout if out is None else out
@@ -284,7 +342,6 @@ def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     optimizer = _make_optimizer(args, model)
     shuffle_rng = np.random.default_rng(shuffle_seq)
     backend = model.backend
-    xp = backend.xp
 
     history = History()
     start_epoch = 0
@@ -326,40 +383,29 @@ def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     for epoch in range(start_epoch, args.epochs):
         t0 = time.perf_counter()
         perm = shuffle_rng.permutation(n)
-        loss_sum = xp.zeros((), dtype=xp.float64)
-        correct = xp.zeros((), dtype=xp.int64)
         bar = _progress(n, f"epoch {epoch + 1}/{args.epochs}", bar_disabled)
+
+        def show(step: int, seen: int, loss_sum: Any, correct: Any, bar: Any = bar) -> None:
+            bar.update(seen - bar.n)
+            if step % 20 == 0:  # reading device numbers waits for the device: only now and then
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
+
         with ranges("gpudense.train.epoch"):
-            order = backend.asarray(perm) if x_train is not None else perm
-            seen = 0
-            for step, start in enumerate(range(0, n, args.batch_size)):
-                with ranges("gpudense.train.step"):
-                    idx = order[start:start + args.batch_size]
-                    if x_train is not None:
-                        xb, yb = x_train[idx], y_train[idx]
-                    else:
-                        xb, yb = backend.asarray(ds.x_train[idx]), backend.asarray(ds.y_train[idx])
-                    logits = model(xb)
-                    loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
-                    model.backward(dlogits)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    nb = int(xb.shape[0])
-                    loss_sum += loss * nb
-                    correct += (logits.argmax(axis=1) == yb).sum()
-                seen += nb
-                if bar is not None:
-                    bar.update(nb)
-                    if step % 20 == 0:  # reading the device numbers waits for it: only now and then
-                        bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
+            if x_train is not None:
+                loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, backend.asarray(perm),
+                                                batch_size=args.batch_size, ranges=ranges,
+                                                on_batch=None if bar is None else show)
+            else:
+                loss_sum, correct = train_epoch(model, optimizer, ds.x_train, ds.y_train, perm,
+                                                batch_size=args.batch_size, ranges=ranges,
+                                                on_batch=None if bar is None else show)
+        train_loss = float(loss_sum) / n  # waits for the device
+        train_acc = int(correct) / n
+        seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        train_loss = float(loss_sum) / n
-        train_acc = int(correct) / n
         test_acc = evaluate(model, x_test if x_test is not None else ds.x_test,
                             y_test if y_test is not None else ds.y_test)
-        backend.synchronize()
-        seconds = time.perf_counter() - t0
         history.loss.append(train_loss)
         history.train_acc.append(train_acc)
         history.test_acc.append(test_acc)
