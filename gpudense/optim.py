@@ -130,8 +130,10 @@ class Optimizer:
         """Restore what :meth:`state_dict` returned, validated against the model.
 
         The optimizer type, hyper-parameter names, slot names, parameter names,
-        shapes and dtypes must match; nothing changes unless all do. Arrays
-        are copied onto the model's backend.
+        shapes and dtypes must match; nothing changes unless all do. As in
+        PyTorch, the state's hyper-parameters (learning rate, ...) replace the
+        current ones and the step count continues. Arrays are copied onto the
+        model's backend.
 
         Raises:
             ValueError: a mismatch (the message names it).
@@ -169,9 +171,11 @@ class Optimizer:
                 want = _state_dtype(p.dtype)
                 if np.dtype(a.dtype) != want:
                     raise TypeError(f"optimizer state {slot}/{name}: expected dtype {want}, got {a.dtype}")
-        for name, value in hyper.items():
-            self.hyperparams[name] = _check_number(name, value, low=-math.inf)
+        checked = {name: _check_number(name, value, low=-math.inf) for name, value in hyper.items()}
+        if checked["lr"] <= 0:
+            raise ValueError(f"optimizer state has lr={checked['lr']}; it must be > 0")
         be = _model_backend(self.model)
+        self.hyperparams.update(checked)
         self.step_count = int(step)
         self.state = {
             slot: {name: be.asarray(a).copy() for name, a in slots[slot].items()} for slot in self.SLOTS

@@ -347,7 +347,7 @@ def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     start_epoch = 0
     if ckpt is not None:
         trained_on = ckpt.extra.get("data")
-        if trained_on != _data_identity(args):
+        if trained_on is not None and trained_on != _data_identity(args):
             raise CheckpointError(
                 f"checkpoint {args.resume} was trained on {trained_on}; this run asks for "
                 f"{_data_identity(args)} (give the same --dataset/--seed/--samples/--features/--classes)"
