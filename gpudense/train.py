@@ -110,30 +110,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", choices=["digits", "synthetic"], default=DEFAULTS["dataset"],
                    help="digits (bundled with scikit-learn; default) or synthetic Gaussian blobs")
-    g.add_argument("--samples", type=_int_at_least(2), default=DEFAULTS["samples"],
+    g.add_argument("--samples", metavar="N", type=_int_at_least(2), default=DEFAULTS["samples"],
                    help="synthetic: total samples, 20%% held out for test (default %(default)s)")
-    g.add_argument("--features", type=_int_at_least(1), default=DEFAULTS["features"],
+    g.add_argument("--features", metavar="N", type=_int_at_least(1), default=DEFAULTS["features"],
                    help="synthetic: features per sample (default %(default)s)")
-    g.add_argument("--classes", type=_int_at_least(2), default=DEFAULTS["classes"],
+    g.add_argument("--classes", metavar="N", type=_int_at_least(2), default=DEFAULTS["classes"],
                    help="synthetic: number of classes (default %(default)s)")
     g = parser.add_argument_group("model and training")
     g.add_argument("--backend", choices=list(BACKEND_NAMES), default="auto",
                    help="auto (CuPy if a CUDA device is usable, else NumPy; default), numpy or cupy")
-    g.add_argument("--dtype", choices=["float16", "float32", "float64"], default="float32")
+    g.add_argument("--dtype", choices=["float16", "float32", "float64"], default="float32",
+                   help="parameter and data type (default float32)")
     g.add_argument("--hidden", type=_hidden, default=DEFAULTS["hidden"], metavar="SIZES",
                    help="hidden layer sizes, comma-separated, e.g. 128,128 (default 256)")
-    g.add_argument("--activation", choices=["relu", "gelu", "tanh"], default=DEFAULTS["activation"])
-    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"])
-    g.add_argument("--lr", type=_positive_float, default=None,
+    g.add_argument("--activation", choices=["relu", "gelu", "tanh"], default=DEFAULTS["activation"],
+                   help="hidden-layer activation (default relu; gelu is the tanh form)")
+    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"],
+                   help="default adam")
+    g.add_argument("--lr", metavar="LR", type=_positive_float, default=None,
                    help="learning rate (default: sgd 0.05, adam/adamw 0.002; "
                         "on --resume, the checkpoint's unless given)")
-    g.add_argument("--momentum", type=_nonneg_float, default=0.9, help="sgd momentum (default 0.9)")
-    g.add_argument("--weight-decay", type=_nonneg_float, default=None,
+    g.add_argument("--momentum", metavar="M", type=_nonneg_float, default=0.9, help="sgd momentum (default 0.9)")
+    g.add_argument("--weight-decay", metavar="WD", type=_nonneg_float, default=None,
                    help="weight decay (default: 0; adamw 0.01)")
-    g.add_argument("--epochs", type=_int_at_least(0), default=DEFAULTS["epochs"],
+    g.add_argument("--epochs", metavar="N", type=_int_at_least(0), default=DEFAULTS["epochs"],
                    help="total epochs, counting those of a resumed checkpoint (default %(default)s)")
-    g.add_argument("--batch-size", type=_int_at_least(1), default=DEFAULTS["batch_size"])
-    g.add_argument("--seed", type=_int_at_least(0), default=DEFAULTS["seed"],
+    g.add_argument("--batch-size", type=_int_at_least(1), default=DEFAULTS["batch_size"], metavar="N",
+                   help="samples per step (default %(default)s)")
+    g.add_argument("--seed", metavar="N", type=_int_at_least(0), default=DEFAULTS["seed"],
                    help="seeds the split, the initial weights and the shuffling (default %(default)s)")
     g = parser.add_argument_group("output")
     g.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) here after every epoch")
