@@ -139,6 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="samples per step (default %(default)s)")
     g.add_argument("--seed", metavar="N", type=_int_at_least(0), default=DEFAULTS["seed"],
                    help="seeds the split, the initial weights and the shuffling (default %(default)s)")
+    g.add_argument("--threads", metavar="N", type=_int_at_least(1), default=None,
+                   help="BLAS threads for the numpy backend (default: 1 for digits, whose small "
+                        "matrices only lose from threads; the BLAS default otherwise); needs threadpoolctl")
     g = parser.add_argument_group("output")
     g.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) here after every epoch")
     g.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
@@ -309,6 +312,20 @@ def train_epoch(
     return loss_sum, correct
 
 
+def _blas_threads(args: argparse.Namespace) -> ContextManager[Any]:
+    """Limit the BLAS thread pool for the run (see ``--threads``)."""
+    limit = args.threads if args.threads is not None else (1 if args.dataset == "digits" else None)
+    if limit is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        if args.threads is None:  # only the default asked: run with the BLAS library's own setting
+            return contextlib.nullcontext()
+        raise RuntimeError(f"--threads needs threadpoolctl ({exc}); pip install 'gpudense[train]'") from exc
+    return threadpool_limits(limits=limit, user_api="blas")
+
+
 def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     """Run the training that ``args`` (as :func:`parse_args` returns) describes; print to ``out``.
 
@@ -321,6 +338,13 @@ def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
             (:class:`~gpudense.checkpoint.CheckpointError`).
         RuntimeError: an unavailable backend or a missing optional package.
     """
+    # Matrices of the digits run (32 x 64 x 256) are too small for BLAS threads to pay; on a
+    # busy 2-core machine OpenBLAS's spinning threads made the default run ten times slower.
+    with _blas_threads(args):
+        return _fit(args, out=out)
+
+
+def _fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from gpudense.losses import check_labels
     from gpudense.nn import MLP

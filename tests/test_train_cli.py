@@ -238,3 +238,19 @@ def test_batch_by_batch_copies_give_the_same_run(monkeypatch):
     assert "copying it batch by batch" in out.getvalue()
     assert streamed.history.loss == resident.history.loss
     assert streamed.test_accuracy == resident.test_accuracy
+
+
+def test_digits_run_uses_one_blas_thread(monkeypatch):
+    import threadpoolctl
+
+    import gpudense.train as train
+
+    seen = []
+
+    def record(args, out=None):
+        seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
+
+    monkeypatch.setattr(train, "_fit", record)
+    train.fit(parse_args(["--quiet"]))
+    train.fit(parse_args(["--quiet", "--dataset", "synthetic", "--threads", "1"]))
+    assert len(seen) == 2 and seen[0] and all(n == 1 for run in seen for n in run)
