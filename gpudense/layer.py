@@ -211,3 +211,100 @@ class Dense:
             f"Dense(in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self._has_bias}, dtype={self.dtype.name}, backend={self.backend.name!r})"
         )
+
+    # -- PyTorch interop -------------------------------------------------------
+    # nn.Linear keeps weight of shape (out_features, in_features) and computes
+    # y = x @ weight.T + bias; gpudense keeps w of shape (in_features,
+    # out_features) and computes y = x @ w + b. So weight = w.T, bias = b.
+
+    def torch_state(self) -> dict[str, np.ndarray]:
+        """This layer's parameters in ``torch.nn.Linear``'s layout, as NumPy arrays.
+
+        Returns:
+            ``{"weight": w.T, "bias": b}`` (no ``"bias"`` when the layer has
+            none): ``weight`` of shape ``(out_features, in_features)``, a
+            C-contiguous host copy. Load it into PyTorch with
+            ``linear.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})``.
+
+        Example:
+            >>> layer = Dense(3, 2, backend="numpy", rng=0)
+            >>> layer.torch_state()["weight"].shape
+            (2, 3)
+        """
+        to_numpy = self.backend.to_numpy
+        state = {"weight": np.ascontiguousarray(to_numpy(self.w).T)}
+        if self._has_bias:
+            state["bias"] = np.array(to_numpy(self.b), copy=True)
+        return state
+
+    def load_torch_state(self, state: Any) -> "Dense":
+        """Copy parameters from a ``torch.nn.Linear`` state into this layer, in place.
+
+        Args:
+            state: A mapping with ``"weight"`` of shape ``(out_features,
+                in_features)`` (the transpose of ``w``) and, when the layer has a
+                bias, ``"bias"`` of shape ``(out_features,)``: e.g.
+                ``linear.state_dict()`` (CPU tensors), or NumPy/CuPy arrays.
+                Floating values are cast to this layer's dtype.
+
+        Returns:
+            ``self``; gradients are cleared.
+
+        Raises:
+            ValueError: a key missing or unexpected, or a shape that does not fit.
+            TypeError: a value that is not a floating array.
+        """
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a mapping like nn.Linear.state_dict(); got {type(state).__name__}")
+        want = {"weight", "bias"} if self._has_bias else {"weight"}
+        got = set(state.keys())
+        if got != want:
+            raise ValueError(
+                f"a torch.nn.Linear state for this layer has keys {sorted(want)}; got {sorted(got)}"
+            )
+        weight = self._from_torch("weight", state["weight"], (self.out_features, self.in_features))
+        bias = None
+        if self._has_bias:
+            bias = self._from_torch("bias", state["bias"], (self.out_features,))
+        self.w[...] = weight.T
+        if bias is not None:
+            self.b[...] = bias
+        self.dw = self.db = self._x = None
+        return self
+
+    @classmethod
+    def from_torch_state(
+        cls, state: Any, *, dtype: Any = "float32", backend: str | Backend = "auto"
+    ) -> "Dense":
+        """A new layer from a ``torch.nn.Linear`` state (``weight`` (out, in), optional ``bias``).
+
+        The sizes come from ``weight``'s shape, the bias from whether
+        ``"bias"`` is present; ``w`` becomes ``weight.T``.
+
+        Example:
+            >>> layer = Dense.from_torch_state({"weight": np.ones((2, 3))}, backend="numpy")
+            >>> layer.w.shape, layer.bias
+            ((3, 2), False)
+        """
+        if not hasattr(state, "keys") or "weight" not in state:
+            raise ValueError("state must be a mapping like nn.Linear.state_dict(), with a 'weight' entry")
+        shape = tuple(getattr(state["weight"], "shape", ()))
+        if len(shape) != 2:
+            raise ValueError(f"weight must be 2-D (out_features, in_features); got shape {shape}")
+        out_features, in_features = shape
+        layer = cls(in_features, out_features, bias="bias" in state, dtype=dtype, backend=backend, rng=0)
+        return layer.load_torch_state(state)
+
+    def _from_torch(self, name: str, value: Any, shape: tuple[int, ...]) -> Any:
+        try:
+            a = self.backend.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be an array or a CPU tensor; got {type(value).__name__}: {exc}") from exc
+        if a.dtype.kind != "f":
+            raise TypeError(f"{name} must be a floating array; got dtype {a.dtype}")
+        if tuple(a.shape) != shape:
+            raise ValueError(
+                f"{name} must have shape {shape} (nn.Linear layout: weight is (out_features, "
+                f"in_features)); got {tuple(a.shape)}"
+            )
+        return a

@@ -1,0 +1,346 @@
+"""Checkpoints: a model's weights, optimizer state, epoch and RNG state in one ``.npz`` file.
+
+Layout of the file (a plain NumPy ``.npz``, readable with ``allow_pickle=False``):
+
+- ``meta``: a JSON string: ``{"format": "gpudense-checkpoint", "version": 1,
+  "epoch": int, "model": {"sizes", "activation", "bias", "dtype"} or null,
+  "optimizer": {"type", "hyperparams", "step", "slots"} or null, "rng": the
+  ``numpy.random.Generator``'s ``bit_generator.state`` or null, "extra": {...}}``
+- ``param/<name>``: each parameter (``param/0.w``, ``param/0.b``, ...), a NumPy array
+  in the model's dtype, whatever backend the model was on;
+- ``optim/<slot>/<name>``: the optimizer's per-parameter state (``optim/m/0.w``, ...).
+
+Writing is atomic: the file is written to a temporary file in the same
+directory, flushed and fsync'ed, then renamed over the target with
+``os.replace`` and the directory fsync'ed, so an interrupted save leaves the
+previous checkpoint (if any) intact. Reading opens the file read-only and
+never changes it. Any unreadable, truncated, corrupt or mismatched file raises
+:class:`CheckpointError` with the reason.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from gpudense.nn import MLP
+    >>> from gpudense.optim import Adam
+    >>> model = MLP([4, 8, 3], backend="numpy", rng=0); opt = Adam(model)
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+    >>> _ = save_checkpoint(path, model, opt, epoch=1, rng=np.random.default_rng(0))
+    >>> ckpt = load_checkpoint(path); ckpt.epoch
+    1
+    >>> ckpt.restore(MLP([4, 8, 3], backend="numpy", rng=1), Adam(model))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["CheckpointError", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "gpudense-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, is corrupt or truncated, or does not fit the model."""
+
+
+def _model_config(model: Any) -> dict[str, Any] | None:
+    config = getattr(model, "config", None)
+    return config() if callable(config) else None
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Any,
+    optimizer: Any = None,
+    *,
+    epoch: int,
+    rng: np.random.Generator | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (and ``optimizer``, ``epoch``, ``rng``'s state) to ``path`` atomically.
+
+    Args:
+        path: Target file; written as given (no ``.npz`` appended). Its
+            directory must exist.
+        model: Anything with ``param_grads()``; its ``config()`` (as
+            :class:`~gpudense.nn.MLP` has) is stored when present.
+        optimizer: An :class:`~gpudense.optim.Optimizer`, or None.
+        epoch: Completed epochs, >= 0.
+        rng: The generator whose state a resumed run must continue from
+            (e.g. the one that shuffles batches); stored as JSON, not pickled.
+        extra: JSON-serialisable data to keep alongside (e.g. the run's options
+            and loss history).
+
+    Returns:
+        The path written.
+
+    Raises:
+        OSError: the file cannot be written (the previous file is left as it was).
+        TypeError, ValueError: bad arguments, or ``extra`` not JSON-serialisable.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"epoch must be a non-negative int; got {epoch!r}")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")
+    to_numpy = model.backend.to_numpy if hasattr(model, "backend") else np.asarray
+    arrays: dict[str, np.ndarray] = {
+        f"param/{pg.name}": np.ascontiguousarray(to_numpy(pg.param)) for pg in model.param_grads()
+    }
+    opt_meta = None
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        opt_meta = {
+            "type": state["type"],
+            "hyperparams": state["hyperparams"],
+            "step": state["step"],
+            "slots": sorted(state["slots"]),
+        }
+        for slot, named in state["slots"].items():
+            for name, a in named.items():
+                arrays[f"optim/{slot}/{name}"] = np.ascontiguousarray(a)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": int(epoch),
+        "model": _model_config(model),
+        "optimizer": opt_meta,
+        "rng": None if rng is None else rng.bit_generator.state,
+        "extra": extra or {},
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = Path(path)
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through ``write(file)`` into a temporary sibling, fsync, rename over ``path``, fsync the dir."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file 0600; give it the mode a plain open() would.
+        os.chmod(tmp, _default_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _default_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a directory for fsync
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` read: plain NumPy arrays and JSON data.
+
+    Attributes:
+        path: The file it came from.
+        epoch: Completed epochs.
+        model_config: ``{"sizes", "activation", "bias", "dtype"}`` or None.
+        params: ``{name: numpy array}``.
+        optimizer_state: As ``Optimizer.state_dict()`` returns, or None.
+        rng_state: A ``bit_generator.state`` dict, or None.
+        extra: The ``extra`` dict given to :func:`save_checkpoint`.
+    """
+
+    path: Path
+    epoch: int
+    model_config: dict[str, Any] | None
+    params: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any] | None
+    rng_state: dict[str, Any] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def restore(self, model: Any, optimizer: Any = None, rng: np.random.Generator | None = None) -> None:
+        """Load this checkpoint into ``model`` (and ``optimizer``, ``rng``), after validating it.
+
+        The model's configuration (sizes, activation, bias, dtype), the
+        parameter names, shapes and dtypes, the optimizer's type, slots and
+        state shapes, and the generator type must all match; otherwise
+        :class:`CheckpointError` names the first mismatch and nothing is
+        changed. Arrays are copied onto the model's backend, whichever
+        backend saved them.
+        """
+        where = f"checkpoint {self.path}"
+        config = _model_config(model)
+        if self.model_config is not None and config is not None:
+            for key in ("sizes", "activation", "bias", "dtype"):
+                if self.model_config.get(key) != config.get(key):
+                    raise CheckpointError(
+                        f"{where} was saved for a model with {key}={self.model_config.get(key)!r}; "
+                        f"this model has {key}={config.get(key)!r}"
+                    )
+        params = {pg.name: pg.param for pg in model.param_grads()}
+        missing = sorted(set(params) - set(self.params))
+        unexpected = sorted(set(self.params) - set(params))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{where} does not fit the model: parameters missing {missing}, unexpected {unexpected}"
+            )
+        for name, p in params.items():
+            a = self.params[name]
+            if tuple(a.shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"{where}: parameter {name} has shape {tuple(a.shape)}, the model's has {tuple(p.shape)}"
+                )
+            if a.dtype != np.dtype(p.dtype):
+                raise CheckpointError(f"{where}: parameter {name} has dtype {a.dtype}, the model's is {p.dtype}")
+        if optimizer is not None and self.optimizer_state is None:
+            raise CheckpointError(f"{where} holds no optimizer state")
+        if rng is not None:
+            if self.rng_state is None:
+                raise CheckpointError(f"{where} holds no RNG state")
+            kind = type(rng.bit_generator).__name__
+            if self.rng_state.get("bit_generator") != kind:
+                raise CheckpointError(
+                    f"{where}: RNG state is for {self.rng_state.get('bit_generator')!r}, the generator is {kind}"
+                )
+        if optimizer is not None:
+            try:
+                optimizer.load_state_dict(self.optimizer_state)  # validates before changing anything
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{where}: {exc}") from exc
+        if hasattr(model, "load_state_dict"):
+            model.load_state_dict(self.params)
+        else:
+            _copy_params(model, self.params)
+        if rng is not None:
+            try:
+                rng.bit_generator.state = self.rng_state
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"{where}: bad RNG state: {exc}") from exc
+
+
+def _copy_params(model: Any, params: dict[str, np.ndarray]) -> None:
+    backend = model.backend
+    for pg in model.param_grads():
+        pg.param[...] = backend.asarray(params[pg.name])
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (read-only, ``allow_pickle=False``).
+
+    Returns:
+        A :class:`Checkpoint`; call its ``restore(model, optimizer, rng)``.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, is not an
+            ``.npz``, is truncated or corrupt, or lacks what a gpudense
+            checkpoint holds. (A ``ValueError``, so ``gpudense train`` reports
+            it on one line.)
+    """
+    path = Path(path)
+    where = f"checkpoint {path}"
+    try:
+        with open(path, "rb") as f:
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{where} is a single .npy array, not a gpudense .npz checkpoint")
+            with z:
+                data = {name: z[name] for name in z.files}
+    except CheckpointError:
+        raise
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{where} does not exist") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {where}: {exc.strerror or exc}") from exc
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
+        raise CheckpointError(f"{where} is truncated or corrupt (not a readable .npz): {exc}") from exc
+    return _parse(path, data)
+
+
+def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
+    where = f"checkpoint {path}"
+    if "meta" not in data:
+        raise CheckpointError(f"{where} has no 'meta' entry: not a gpudense checkpoint")
+    raw = data.pop("meta")
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise CheckpointError(f"{where}: 'meta' is not a JSON string")
+    try:
+        meta = json.loads(str(raw[()]))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{where}: 'meta' is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{where} is not a gpudense checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{where} has format version {meta.get('version')!r}; this gpudense reads {VERSION}")
+    for key in ("epoch", "model", "optimizer", "rng", "extra"):
+        if key not in meta:
+            raise CheckpointError(f"{where}: 'meta' lacks {key!r}")
+    epoch = meta["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"{where}: epoch must be a non-negative int; got {epoch!r}")
+    params: dict[str, np.ndarray] = {}
+    slots: dict[str, dict[str, np.ndarray]] = {}
+    for key, a in data.items():
+        if a.dtype.kind != "f":
+            raise CheckpointError(f"{where}: entry {key} has dtype {a.dtype}; expected a floating array")
+        kind, _, rest = key.partition("/")
+        if kind == "param" and rest:
+            params[rest] = a
+        elif kind == "optim" and "/" in rest:
+            slot, _, name = rest.partition("/")
+            slots.setdefault(slot, {})[name] = a
+        else:
+            raise CheckpointError(f"{where}: unexpected entry {key!r}")
+    if not params:
+        raise CheckpointError(f"{where} holds no parameters")
+    opt = meta["optimizer"]
+    optimizer_state = None
+    if opt is not None:
+        if not isinstance(opt, dict) or not {"type", "hyperparams", "step", "slots"} <= set(opt):
+            raise CheckpointError(f"{where}: optimizer entry lacks type/hyperparams/step/slots")
+        unknown = sorted(set(slots) - set(opt["slots"]))
+        if unknown:
+            raise CheckpointError(f"{where}: optimizer arrays for undeclared slots {unknown}")
+        # A slot may hold no arrays yet (saved before the first step).
+        optimizer_state = {
+            "type": opt["type"],
+            "hyperparams": opt["hyperparams"],
+            "step": opt["step"],
+            "slots": {slot: slots.get(slot, {}) for slot in opt["slots"]},
+        }
+    elif slots:
+        raise CheckpointError(f"{where} has optimizer arrays but no optimizer entry")
+    return Checkpoint(
+        path=path,
+        epoch=epoch,
+        model_config=meta["model"],
+        params=params,
+        optimizer_state=optimizer_state,
+        rng_state=meta["rng"],
+        extra=meta["extra"] or {},
+    )

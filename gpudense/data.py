@@ -1,0 +1,192 @@
+"""Data for ``gpudense train``: scikit-learn's bundled digits, and a synthetic classification set.
+
+Both give a :class:`Dataset` of host (NumPy) arrays: features ``x`` of shape
+``(n, n_features)`` in the requested float dtype and integer labels ``y`` of
+shape ``(n,)``, split into train and test parts. Moving them to a device is
+the training loop's business (:func:`batches`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from gpudense.layer import as_generator, check_dtype
+
+__all__ = ["Dataset", "batches", "load_digits", "make_synthetic", "stratified_split"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test arrays on the host.
+
+    Attributes:
+        name: ``"digits"`` or ``"synthetic"``.
+        x_train, y_train, x_test, y_test: features ``(n, n_features)`` and
+            int64 labels ``(n,)``.
+        n_classes: Number of classes; labels lie in ``[0, n_classes)``.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        """Features per sample."""
+        return int(self.x_train.shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, train={self.x_train.shape[0]}, test={self.x_test.shape[0]}, "
+            f"features={self.n_features}, classes={self.n_classes}, dtype={self.x_train.dtype})"
+        )
+
+
+def stratified_split(y: np.ndarray, *, test_fraction: float, rng: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` that hold out ``test_fraction`` of every class.
+
+    Each class's samples are shuffled with ``rng`` and the first
+    ``round(test_fraction * count)`` go to the test set, so class proportions
+    are kept in both parts. Both index arrays are sorted.
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        test_fraction: In (0, 1).
+        rng: A ``numpy.random.Generator`` or an int seed.
+
+    Example:
+        >>> train, test = stratified_split(np.array([0, 0, 0, 0, 1, 1]), test_fraction=0.5, rng=0)
+        >>> len(train), len(test)
+        (3, 3)
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}")
+    y = np.asarray(y)
+    gen = as_generator(rng)
+    test = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        gen.shuffle(idx)
+        test.append(idx[: int(round(test_fraction * idx.size))])
+    test_idx = np.sort(np.concatenate(test)) if test else np.empty(0, np.int64)
+    mask = np.ones(y.shape[0], bool)
+    mask[test_idx] = False
+    return np.flatnonzero(mask), test_idx
+
+
+def load_digits(
+    *, test_fraction: float = 0.2, seed: int = 0, dtype: Any = "float32", standardize: bool = True
+) -> Dataset:
+    """scikit-learn's handwritten digits: 1,797 8x8 images, 10 classes, bundled (no download).
+
+    The split is stratified by class with a generator seeded by ``seed``
+    (359 test samples at the default 0.2). With ``standardize`` (default),
+    each pixel is shifted and scaled by the training part's mean and standard
+    deviation (pixels constant in training, such as the always-blank corners,
+    are only shifted); otherwise pixels (0..16) are scaled to [0, 1].
+
+    Raises:
+        RuntimeError: scikit-learn is not installed (``pip install gpudense[train]``).
+    """
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the digits dataset needs scikit-learn ({exc}); install it with pip install 'gpudense[train]'"
+        ) from exc
+    dt = check_dtype(dtype)
+    bunch = sk_load_digits()
+    x = np.asarray(bunch.data, np.float64) / 16.0
+    y = np.asarray(bunch.target, np.int64)
+    train, test = stratified_split(y, test_fraction=test_fraction, rng=np.random.default_rng(seed))
+    if standardize:
+        mean = x[train].mean(axis=0)
+        std = x[train].std(axis=0)
+        x = (x - mean) / np.where(std > 0, std, 1.0)
+    x = x.astype(dt)
+    return Dataset("digits", x[train], y[train], x[test], y[test], n_classes=10)
+
+
+def make_synthetic(
+    n_samples: int,
+    n_features: int,
+    n_classes: int,
+    *,
+    seed: int = 0,
+    dtype: Any = "float32",
+    test_fraction: float = 0.2,
+    chunk_size: int = 65536,
+    separation: float = 3.0,
+) -> Dataset:
+    """A Gaussian-blobs classification set, generated deterministically in chunks.
+
+    Each class ``c`` has a centre ``mu_c`` drawn once from
+    ``N(0, separation**2 / n_features)`` per feature (so centres lie about
+    ``separation * sqrt(2)`` noise standard deviations apart); sample ``k``
+    has a uniform random label and ``x = mu_label + N(0, 1)``. Chunk ``i``
+    draws from its own generator ``default_rng([seed, i])``, so the set
+    depends only on the arguments (not on memory or threads), and is written
+    straight into the final array in ``dtype``: memory is the set itself plus
+    one float32 chunk. The last ``test_fraction`` of the samples is the test
+    set (samples are independent, so a contiguous split is a random one).
+
+    Args:
+        n_samples: Total samples (train + test), >= 2.
+        n_features, n_classes: Positive sizes; ``n_classes >= 2``.
+        seed: Seed of the centres and of every chunk.
+        dtype: float16, float32 or float64.
+        test_fraction: In (0, 1).
+        chunk_size: Samples generated at once.
+        separation: Centre scale (see above); larger is easier.
+
+    Example:
+        >>> ds = make_synthetic(100, 5, 3, seed=0)
+        >>> ds.x_train.shape, ds.x_test.shape
+        ((80, 5), (20, 5))
+    """
+    for name, value, low in (("n_samples", n_samples, 2), ("n_features", n_features, 1),
+                             ("n_classes", n_classes, 2), ("chunk_size", chunk_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}")
+    dt = check_dtype(dtype)
+    n_test = max(1, int(round(test_fraction * n_samples)))
+    if n_test >= n_samples:
+        raise ValueError(f"n_samples={n_samples} leaves no training samples at test_fraction={test_fraction}")
+    centres = np.random.default_rng([seed, 2**32 - 1]).normal(
+        0.0, separation / np.sqrt(n_features), size=(n_classes, n_features)
+    ).astype(np.float32)
+    x = np.empty((n_samples, n_features), dt)
+    y = np.empty(n_samples, np.int64)
+    buf = np.empty((min(chunk_size, n_samples), n_features), np.float32)
+    for i, start in enumerate(range(0, n_samples, chunk_size)):
+        stop = min(start + chunk_size, n_samples)
+        gen = np.random.default_rng([seed, i])
+        labels = gen.integers(0, n_classes, size=stop - start)
+        chunk = buf[: stop - start]
+        gen.standard_normal(out=chunk, dtype=np.float32)
+        chunk += centres[labels]
+        x[start:stop] = chunk
+        y[start:stop] = labels
+    cut = n_samples - n_test
+    return Dataset("synthetic", x[:cut], y[:cut], x[cut:], y[cut:], n_classes=int(n_classes))
+
+
+def batches(n: int, batch_size: int, *, order: np.ndarray | None = None) -> Iterator[np.ndarray | slice]:
+    """Index sets of consecutive batches over ``n`` samples (the last may be smaller).
+
+    With ``order`` (a permutation), yields slices of it; without, yields
+    ``slice`` objects (views, no gather).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        yield slice(start, stop) if order is None else order[start:stop]

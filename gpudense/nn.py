@@ -1,0 +1,437 @@
+"""Building blocks around :class:`~gpudense.layer.Dense`: activations, ``Sequential``, ``MLP``.
+
+Every block has ``forward(x)`` (also ``__call__``), which keeps what its
+backward needs, and ``backward(dy)``, which returns ``dx``. The math is
+written once against the array module of its input, so the same network runs
+on NumPy and on CuPy. Losses live in :mod:`gpudense.losses`, optimizers in
+:mod:`gpudense.optim`.
+
+Example:
+    >>> import numpy as np
+    >>> model = MLP([4, 8, 3], activation="relu", backend="numpy", rng=0)
+    >>> y = model(np.ones((2, 4), np.float32))
+    >>> model.backward(np.ones_like(y))          # fills the gradients
+    >>> [pg.name for pg in model.param_grads()]
+    ['0.w', '0.b', '2.w', '2.b']
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Iterator, Sequence as SequenceType
+
+import numpy as np
+
+from gpudense.backends import Backend, backend_of, get_backend
+from gpudense.functional import SUPPORTED_DTYPES
+from gpudense.layer import Dense, ParamGrad, as_generator, check_dtype
+
+__all__ = ["ACTIVATIONS", "GELU", "MLP", "ReLU", "Sequential", "Tanh", "get_activation"]
+
+
+def _check_float(name: str, a: Any) -> Any:
+    """The array module of ``a``, after checking ``a`` is a floating NumPy/CuPy array."""
+    xp = backend_of(a).xp  # raises TypeError for non-arrays
+    if np.dtype(a.dtype) not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be a floating array (float16/32/64); got dtype {a.dtype}")
+    return xp
+
+
+class _Activation:
+    """An element-wise activation without parameters."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self._saved: tuple[Any, ...] | None = None
+
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    __call__ = forward
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        raise NotImplementedError
+
+    def _take_saved(self, dy: Any) -> tuple[Any, ...]:
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        _check_float("dy", dy)
+        ref = self._saved[0]
+        if dy.shape != ref.shape:
+            raise ValueError(
+                f"dy must have the forward output's shape {tuple(ref.shape)}; got {tuple(dy.shape)}"
+            )
+        if dy.dtype != ref.dtype:
+            raise TypeError(f"dy must have the forward dtype {ref.dtype}; got {dy.dtype}")
+        backend_of(dy, ref)  # raises on a NumPy/CuPy mix
+        return self._saved
+
+    def param_grads(self) -> list[ParamGrad]:
+        """No parameters: ``[]``."""
+        return []
+
+    def zero_grad(self) -> None:
+        """No parameters: nothing to do."""
+
+    def to(self, backend: str | Backend) -> "_Activation":
+        """Forget the saved forward state (it lived on the old backend); returns ``self``."""
+        get_backend(backend)
+        self._saved = None
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ReLU(_Activation):
+    """``y = max(x, 0)``; ``dx = dy`` where ``x > 0``, else 0 (0 at ``x = 0``, as PyTorch).
+
+    Keeps ``y`` for backward (``y > 0`` exactly where ``x > 0``).
+    """
+
+    name = "relu"
+
+    def forward(self, x: Any) -> Any:
+        xp = _check_float("x", x)
+        y = xp.maximum(x, 0)
+        self._saved = (y,)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        """``dx = dy * (y > 0)``; None when ``input_grad`` is False."""
+        (y,) = self._take_saved(dy)
+        if not input_grad:
+            return None
+        return dy * (y > 0)
+
+
+class Tanh(_Activation):
+    """``y = tanh(x)``; ``dx = dy * (1 - y**2)``. Keeps ``y`` for backward."""
+
+    name = "tanh"
+
+    def forward(self, x: Any) -> Any:
+        xp = _check_float("x", x)
+        y = xp.tanh(x)
+        self._saved = (y,)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        """``dx = dy * (1 - y**2)``; None when ``input_grad`` is False."""
+        (y,) = self._take_saved(dy)
+        if not input_grad:
+            return None
+        dx = y * y
+        dx -= 1
+        dx *= dy
+        dx *= -1
+        return dx
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+_GELU_A = 0.044715
+
+
+class GELU(_Activation):
+    """GELU, tanh approximation (PyTorch's ``GELU(approximate="tanh")``, as in GPT-2/BERT).
+
+    ``y = x/2 * (1 + tanh(u))`` with ``u = sqrt(2/pi) * (x + 0.044715 x**3)``;
+    ``dy/dx = (1 + t)/2 + x/2 * (1 - t**2) * sqrt(2/pi) * (1 + 3*0.044715 x**2)``
+    with ``t = tanh(u)``. Keeps ``x`` and ``t`` for backward. (The tanh form
+    needs no ``erf``, which NumPy lacks; it differs from the exact
+    ``x * Phi(x)`` by less than 5e-4.)
+    """
+
+    name = "gelu"
+
+    def forward(self, x: Any) -> Any:
+        xp = _check_float("x", x)
+        t = x * x
+        t *= _GELU_A
+        t += 1
+        t *= x
+        t *= _GELU_C
+        xp.tanh(t, out=t)
+        y = t + 1
+        y *= x
+        y *= 0.5
+        self._saved = (y, x, t)
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        """``dx = dy * dy/dx`` (formula in the class docstring); None when ``input_grad`` is False."""
+        _, x, t = self._take_saved(dy)
+        if not input_grad:
+            return None
+        # p = x/2 * c * (1 + 3a x^2); dy/dx = (1 + t)/2 - p * (t^2 - 1)
+        p = x * x
+        p *= 3 * _GELU_A
+        p += 1
+        p *= 0.5 * _GELU_C
+        p *= x
+        s = t * t
+        s -= 1
+        p *= s
+        dx = t + 1
+        dx *= 0.5
+        dx -= p
+        dx *= dy
+        return dx
+
+
+#: Activation name -> class, for :func:`get_activation` and :class:`MLP`.
+ACTIVATIONS: dict[str, type[_Activation]] = {"relu": ReLU, "gelu": GELU, "tanh": Tanh}
+
+
+def get_activation(name: str) -> _Activation:
+    """A new activation by name: ``"relu"``, ``"gelu"`` or ``"tanh"``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name.lower()]()
+
+
+class Sequential:
+    """Blocks run one after another: ``y = blocks[-1](... blocks[0](x))``.
+
+    Blocks are :class:`~gpudense.layer.Dense` layers and activations (anything
+    with ``forward``, ``backward(dy, input_grad)``, ``param_grads``,
+    ``zero_grad`` and ``to``). Parameters are named ``"<index>.<name>"``, e.g.
+    ``"0.w"``, ``"0.b"``, ``"2.w"``: the index of the block and the block's own
+    name, as PyTorch's ``state_dict`` keys.
+
+    All layers with parameters must live on one backend and have one dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> net = Sequential(Dense(3, 4, backend="numpy", rng=0), ReLU(), Dense(4, 2, backend="numpy", rng=1))
+        >>> net(np.ones((5, 3), np.float32)).shape
+        (5, 2)
+    """
+
+    def __init__(self, *blocks: Any) -> None:
+        if not blocks:
+            raise ValueError("Sequential needs at least one block")
+        for i, block in enumerate(blocks):
+            for attr in ("forward", "backward", "param_grads", "zero_grad", "to"):
+                if not callable(getattr(block, attr, None)):
+                    raise TypeError(
+                        f"block {i} ({type(block).__name__}) has no {attr}(); expected a Dense "
+                        "layer or an activation"
+                    )
+        self.blocks: list[Any] = list(blocks)
+        dense = [b for b in self.blocks if isinstance(b, Dense)]
+        if len({b.backend.name for b in dense}) > 1:
+            raise TypeError(
+                "all Dense layers of a Sequential must live on one backend; got "
+                f"{sorted({b.backend.name for b in dense})}; move them with .to(...) first"
+            )
+        if len({b.dtype for b in dense}) > 1:
+            raise TypeError(
+                f"all Dense layers of a Sequential must have one dtype; got {sorted({b.dtype.name for b in dense})}"
+            )
+
+    # -- containers ---------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.blocks[i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.blocks)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend of the first layer with parameters (all share it)."""
+        for b in self.blocks:
+            if isinstance(b, Dense):
+                return b.backend
+        return get_backend("numpy")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the first layer with parameters (all share it)."""
+        for b in self.blocks:
+            if isinstance(b, Dense):
+                return b.dtype
+        return np.dtype(np.float32)
+
+    # -- forward and backward ----------------------------------------------
+    def forward(self, x: Any) -> Any:
+        """Run ``x`` through every block; each keeps what its backward needs."""
+        for block in self.blocks:
+            x = block.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy: Any, *, input_grad: bool = False) -> Any:
+        """Back-propagate ``dy`` = dL/d(output); gradients add into each layer's ``dw``, ``db``.
+
+        Args:
+            dy: dL/dy for the last forward output.
+            input_grad: Whether to compute dL/dx for the network's input. By
+                default (False) the first block with parameters gets
+                ``input_grad=False``, saving its ``dx`` matrix product, and the
+                blocks before it are not run backward at all.
+
+        Returns:
+            dL/dx when ``input_grad`` is True, else None.
+        """
+        first = 0
+        if not input_grad:
+            first = next((i for i, b in enumerate(self.blocks) if b.param_grads()), len(self.blocks))
+        for i in range(len(self.blocks) - 1, first - 1, -1):
+            need_dx = input_grad or i > first
+            dy = self.blocks[i].backward(dy, input_grad=need_dx)
+        return dy if input_grad else None
+
+    # -- parameters ---------------------------------------------------------
+    def param_grads(self) -> list[ParamGrad]:
+        """``[ParamGrad("<index>.<name>", param, grad), ...]`` over all blocks, in order."""
+        return [
+            ParamGrad(f"{i}.{pg.name}", pg.param, pg.grad)
+            for i, block in enumerate(self.blocks)
+            for pg in block.param_grads()
+        ]
+
+    def zero_grad(self) -> None:
+        """Forget every block's accumulated gradients."""
+        for block in self.blocks:
+            block.zero_grad()
+
+    def to(self, backend: str | Backend) -> "Sequential":
+        """Move every block to ``backend`` (in place); returns ``self``."""
+        target = get_backend(backend)
+        for block in self.blocks:
+            block.to(target)
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{name: numpy array}``, host copies of every parameter (names as :meth:`param_grads`)."""
+        be = self.backend
+        return {pg.name: np.array(be.to_numpy(pg.param), copy=True) for pg in self.param_grads()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy parameters from ``state`` (``{name: array}``) into this network, in place.
+
+        The names, shapes and dtypes must match :meth:`param_grads` exactly
+        (no silent cast); arrays may be NumPy or CuPy, they are copied to this
+        network's backend. Nothing is changed unless everything matches.
+
+        Raises:
+            ValueError: a name missing or extra, or a shape differs.
+            TypeError: a dtype differs.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict of name -> array; got {type(state).__name__}")
+        params = self.param_grads()
+        names = [pg.name for pg in params]
+        missing = [n for n in names if n not in state]
+        extra = [n for n in state if n not in names]
+        if missing or extra:
+            raise ValueError(
+                f"parameter names do not match the model: missing {missing}, unexpected {extra}"
+            )
+        for pg in params:
+            a = state[pg.name]
+            if tuple(a.shape) != tuple(pg.param.shape):
+                raise ValueError(
+                    f"parameter {pg.name}: expected shape {tuple(pg.param.shape)}, got {tuple(a.shape)}"
+                )
+            if np.dtype(a.dtype) != np.dtype(pg.param.dtype):
+                raise TypeError(
+                    f"parameter {pg.name}: expected dtype {pg.param.dtype}, got {a.dtype}"
+                )
+        be = self.backend
+        for pg in params:
+            pg.param[...] = be.asarray(state[pg.name])
+        self.zero_grad()
+
+    def __repr__(self) -> str:
+        lines = [f"  ({i}): {block!r}" for i, block in enumerate(self.blocks)]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _check_sizes(sizes: Any) -> list[int]:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
+        raise TypeError(f"sizes must be a sequence of ints like [64, 128, 10]; got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least an input and an output size; got {sizes}")
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ValueError(f"every size must be a positive int; got {sizes}")
+    return [int(s) for s in sizes]
+
+
+class MLP(Sequential):
+    """A multi-layer perceptron: ``Dense, act, Dense, act, ..., Dense`` (no activation at the end).
+
+    Args:
+        sizes: ``[n_in, hidden_1, ..., n_out]``, at least two sizes.
+        activation: ``"relu"`` (default), ``"gelu"`` or ``"tanh"``.
+        bias: Whether the Dense layers have biases.
+        dtype: ``"float16"``, ``"float32"`` (default) or ``"float64"``.
+        backend: ``"auto"``, ``"numpy"``, ``"cupy"`` or a Backend.
+        rng: A ``numpy.random.Generator`` or a seed; the layers draw their
+            initial parameters from it in order, on the host, so a seed gives
+            the same network on every backend.
+
+    Parameters are named ``"0.w"``, ``"0.b"``, ``"2.w"``, ... (even indices:
+    the activations sit at the odd ones).
+
+    Example:
+        >>> MLP([64, 128, 10], backend="numpy", rng=0).sizes
+        [64, 128, 10]
+    """
+
+    def __init__(
+        self,
+        sizes: SequenceType[int],
+        *,
+        activation: str = "relu",
+        bias: bool = True,
+        dtype: Any = "float32",
+        backend: str | Backend = "auto",
+        rng: Any = None,
+    ) -> None:
+        self.sizes = _check_sizes(sizes)
+        act = get_activation(activation)  # validates the name
+        self.activation = act.name
+        dt = check_dtype(dtype)
+        be = get_backend(backend)
+        gen = as_generator(rng)
+        blocks: list[Any] = []
+        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            if k:
+                blocks.append(ACTIVATIONS[self.activation]())
+            blocks.append(Dense(n_in, n_out, bias=bias, dtype=dt, backend=be, rng=gen))
+        super().__init__(*blocks)
+        self.bias = bias
+
+    def config(self) -> dict[str, Any]:
+        """``{"sizes", "activation", "bias", "dtype"}``: what rebuilds this network's shape."""
+        return {
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "bias": self.bias,
+            "dtype": self.dtype.name,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP(sizes={self.sizes}, activation={self.activation!r}, bias={self.bias}, "
+            f"dtype={self.dtype.name}, backend={self.backend.name!r})"
+        )

@@ -1,0 +1,357 @@
+"""Optimizers: SGD (momentum, weight decay), Adam and AdamW, with PyTorch's update rules.
+
+An optimizer takes the model (anything with ``param_grads()``, such as
+:class:`~gpudense.nn.MLP` or :class:`~gpudense.layer.Dense`) and on each
+:meth:`Optimizer.step` walks its ``param_grads()`` afresh, updating every
+parameter **in place** (the arrays the model holds are the arrays that
+change) and skipping those whose gradient is None. Per-parameter state
+(momentum buffers, Adam's moments) is keyed by the parameter's name and
+created on the first step that sees its gradient.
+
+The math is written against the parameters' array module: one temporary the
+size of the parameter per step, no copies of the parameters. For float16
+parameters the state and the update are kept in float32 and the parameter is
+rounded once per step (a float16 Adam second moment would underflow).
+
+Example:
+    >>> import numpy as np
+    >>> from gpudense.nn import MLP
+    >>> model = MLP([3, 4, 2], backend="numpy", rng=0)
+    >>> opt = Adam(model, lr=1e-3)
+    >>> y = model(np.ones((5, 3), np.float32)); model.backward(np.ones_like(y))
+    >>> opt.step(); opt.zero_grad()
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from gpudense.backends import backend_of
+
+__all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "make_optimizer"]
+
+
+def _check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
+                  low_open: bool = False, high_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    v = float(value)
+    ok_low = v > low if low_open else v >= low
+    ok_high = v < high if high_open else v <= high
+    if not (math.isfinite(v) and ok_low and ok_high):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}; got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: holds the model, the hyper-parameters, the step count and per-parameter state.
+
+    Subclasses name their state slots in ``SLOTS`` and implement ``_update``.
+    """
+
+    #: Names of the per-parameter state arrays, e.g. ("m", "v") for Adam.
+    SLOTS: tuple[str, ...] = ()
+
+    def __init__(self, model: Any, **hyperparams: float) -> None:
+        if not callable(getattr(model, "param_grads", None)):
+            raise TypeError(
+                f"an optimizer needs a model with param_grads(); got {type(model).__name__}"
+            )
+        self.model = model
+        self.hyperparams: dict[str, float] = dict(hyperparams)
+        self.step_count = 0
+        #: slot name -> {parameter name -> array on the model's backend}
+        self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.SLOTS}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (assignable, e.g. for a schedule)."""
+        return self.hyperparams["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hyperparams["lr"] = _check_number("lr", value, low_open=True)
+
+    def zero_grad(self) -> None:
+        """Forget the model's gradients (``model.zero_grad()``)."""
+        self.model.zero_grad()
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        self.step_count += 1
+        for name, p, g in self.model.param_grads():
+            if g is None:
+                continue
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise ValueError(
+                    f"gradient of {name} has shape {tuple(g.shape)} and dtype {g.dtype}, "
+                    f"parameter has {tuple(p.shape)} and {p.dtype}"
+                )
+            xp = backend_of(p, g).xp
+            self._update(xp, name, p, g)
+
+    def _update(self, xp: Any, name: str, p: Any, g: Any) -> None:
+        raise NotImplementedError
+
+    def _slot(self, xp: Any, slot: str, name: str, p: Any) -> Any:
+        """State array ``slot`` of parameter ``name``, zeros on first use (float32 for float16 ``p``)."""
+        arrays = self.state[slot]
+        a = arrays.get(name)
+        if a is None:
+            a = arrays[name] = xp.zeros(p.shape, dtype=_state_dtype(p.dtype))
+        return a
+
+    # -- checkpoints ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint.
+
+        Returns:
+            ``{"type": class name, "hyperparams": {name: float}, "step": int,
+            "slots": {slot: {param name: numpy array}}}``; arrays are host
+            copies, so the dict is portable between backends.
+        """
+        be = _model_backend(self.model)
+        return {
+            "type": type(self).__name__,
+            "hyperparams": dict(self.hyperparams),
+            "step": int(self.step_count),
+            "slots": {
+                slot: {name: np.array(be.to_numpy(a), copy=True) for name, a in arrays.items()}
+                for slot, arrays in self.state.items()
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, validated against the model.
+
+        The optimizer type, hyper-parameter names, slot names, parameter names,
+        shapes and dtypes must match; nothing changes unless all do. As in
+        PyTorch, the state's hyper-parameters (learning rate, ...) replace the
+        current ones and the step count continues. Arrays are copied onto the
+        model's backend.
+
+        Raises:
+            ValueError: a mismatch (the message names it).
+            TypeError: ``state`` is not such a dict, or a dtype differs.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"optimizer state must be a dict; got {type(state).__name__}")
+        for key in ("type", "hyperparams", "step", "slots"):
+            if key not in state:
+                raise ValueError(f"optimizer state has no {key!r} entry")
+        if state["type"] != type(self).__name__:
+            raise ValueError(f"optimizer state is for {state['type']}, this optimizer is {type(self).__name__}")
+        hyper = dict(state["hyperparams"])
+        if set(hyper) != set(self.hyperparams):
+            raise ValueError(
+                f"{type(self).__name__} hyper-parameters {sorted(self.hyperparams)} do not match the "
+                f"state's {sorted(hyper)}"
+            )
+        step = state["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"optimizer step must be a non-negative int; got {step!r}")
+        slots = state["slots"]
+        if set(slots) != set(self.SLOTS):
+            raise ValueError(f"{type(self).__name__} keeps slots {list(self.SLOTS)}; the state has {sorted(slots)}")
+        params = {pg.name: pg.param for pg in self.model.param_grads()}
+        for slot, arrays in slots.items():
+            for name, a in arrays.items():
+                if name not in params:
+                    raise ValueError(f"optimizer state {slot}/{name}: the model has no parameter {name!r}")
+                p = params[name]
+                if tuple(a.shape) != tuple(p.shape):
+                    raise ValueError(
+                        f"optimizer state {slot}/{name}: expected shape {tuple(p.shape)}, got {tuple(a.shape)}"
+                    )
+                want = _state_dtype(p.dtype)
+                if np.dtype(a.dtype) != want:
+                    raise TypeError(f"optimizer state {slot}/{name}: expected dtype {want}, got {a.dtype}")
+        checked = {name: _check_number(name, value, low=-math.inf) for name, value in hyper.items()}
+        if checked["lr"] <= 0:
+            raise ValueError(f"optimizer state has lr={checked['lr']}; it must be > 0")
+        be = _model_backend(self.model)
+        self.hyperparams.update(checked)
+        self.step_count = int(step)
+        self.state = {
+            slot: {name: be.asarray(a).copy() for name, a in slots[slot].items()} for slot in self.SLOTS
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
+        return f"{type(self).__name__}({args})"
+
+
+def _state_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
+def _model_backend(model: Any) -> Any:
+    backend = getattr(model, "backend", None)
+    if backend is not None:
+        return backend
+    params = [pg.param for pg in model.param_grads()]
+    return backend_of(*params)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and weight decay (PyTorch's ``SGD``).
+
+    ``g = grad + weight_decay * p``; with momentum, ``buf = momentum * buf + g``
+    (``buf = g`` on the first step) and ``g = buf`` (Nesterov:
+    ``g = g + momentum * buf``); then ``p -= lr * g``.
+
+    Args:
+        model: Anything with ``param_grads()``.
+        lr: Learning rate, > 0.
+        momentum: In [0, 1); 0 (default) keeps no state.
+        weight_decay: L2 penalty added to the gradient, >= 0.
+        nesterov: Nesterov momentum (needs momentum > 0).
+    """
+
+    def __init__(self, model: Any, *, lr: float = 0.1, momentum: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
+        momentum = _check_number("momentum", momentum, high=1.0, high_open=True)
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.SLOTS = ("momentum",) if momentum else ()
+        super().__init__(
+            model,
+            lr=_check_number("lr", lr, low_open=True),
+            momentum=momentum,
+            weight_decay=_check_number("weight_decay", weight_decay),
+            nesterov=float(nesterov),
+        )
+
+    def _update(self, xp: Any, name: str, p: Any, g: Any) -> None:
+        h = self.hyperparams
+        lr, mu, wd = h["lr"], h["momentum"], h["weight_decay"]
+        wide = _state_dtype(p.dtype)
+        own = False  # whether d is a temporary of ours, free to scale in place
+        d = g
+        if wd:
+            d = xp.multiply(p, wd, out=xp.empty(p.shape, dtype=wide))
+            d += g
+            own = True
+        if mu:
+            buf = self.state["momentum"].get(name)
+            if buf is None:
+                buf = self.state["momentum"][name] = d.astype(wide, copy=True)
+            else:
+                buf *= mu
+                buf += d
+            if h["nesterov"]:
+                nd = buf * mu
+                nd += d
+                d, own = nd, True
+            else:
+                d, own = buf, False
+        if own:
+            d *= lr
+            p -= d
+        else:
+            p -= lr * d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), PyTorch's ``Adam``; ``weight_decay`` is the L2 form added to the gradient.
+
+    With ``g = grad + weight_decay * p`` and step ``t``:
+    ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g**2``,
+    ``p -= lr * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + eps)``.
+
+    Args:
+        model: Anything with ``param_grads()``.
+        lr: Learning rate, > 0.
+        betas: ``(b1, b2)``, each in [0, 1).
+        eps: Added to the denominator, > 0.
+        weight_decay: L2 penalty, >= 0.
+    """
+
+    SLOTS = ("m", "v")
+    decoupled = False
+
+    def __init__(self, model: Any, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (b1, b2); got {betas!r}")
+        super().__init__(
+            model,
+            lr=_check_number("lr", lr, low_open=True),
+            beta1=_check_number("betas[0]", betas[0], high=1.0, high_open=True),
+            beta2=_check_number("betas[1]", betas[1], high=1.0, high_open=True),
+            eps=_check_number("eps", eps, low_open=True),
+            weight_decay=_check_number("weight_decay", weight_decay),
+        )
+
+    def _update(self, xp: Any, name: str, p: Any, g: Any) -> None:
+        h = self.hyperparams
+        t = self.step_count
+        b1, b2, lr, wd = h["beta1"], h["beta2"], h["lr"], h["weight_decay"]
+        m = self._slot(xp, "m", name, p)
+        v = self._slot(xp, "v", name, p)
+        if self.decoupled and wd:
+            p *= 1 - lr * wd  # AdamW: decay the weights, not the gradient
+        tmp = xp.empty(p.shape, dtype=m.dtype)  # the one temporary
+
+        def grad_into_tmp() -> None:
+            if wd and not self.decoupled:
+                xp.multiply(p, wd, out=tmp)  # Adam's L2 term
+                xp.add(tmp, g, out=tmp)
+            else:
+                tmp[...] = g
+
+        grad_into_tmp()
+        tmp *= 1 - b1
+        m *= b1
+        m += tmp
+        grad_into_tmp()
+        tmp *= tmp
+        tmp *= 1 - b2
+        v *= b2
+        v += tmp
+        bc1 = 1 - b1**t
+        bc2 = 1 - b2**t
+        # denom = sqrt(v / bc2) + eps; step = (lr / bc1) * m / denom
+        xp.sqrt(v, out=tmp)
+        tmp *= 1 / math.sqrt(bc2)
+        tmp += h["eps"]
+        xp.divide(m, tmp, out=tmp)
+        tmp *= lr / bc1
+        p -= tmp  # float16 p: computed in float32, rounded once
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter), PyTorch's ``AdamW``: Adam with decoupled weight decay.
+
+    Each step first shrinks ``p *= 1 - lr * weight_decay``, then takes Adam's
+    step on the plain gradient. Default ``weight_decay=0.01`` as PyTorch.
+    """
+
+    decoupled = True
+
+    def __init__(self, model: Any, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+#: Name (as ``gpudense train --optimizer``) -> class.
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def make_optimizer(name: str, model: Any, **kwargs: Any) -> Optimizer:
+    """An optimizer by name (``"sgd"``, ``"adam"``, ``"adamw"``) for ``model``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name.lower()](model, **kwargs)

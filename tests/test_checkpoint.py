@@ -1,0 +1,300 @@
+"""Checkpoints: round trip, resume equivalence, atomic writes, and every bad file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import zipfile
+
+import numpy as np
+import pytest
+
+from gpudense import checkpoint as ckpt_mod
+from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gpudense.losses import softmax_cross_entropy
+from gpudense.nn import MLP
+from gpudense.optim import SGD, Adam
+
+
+def trained(seed=0, sizes=(4, 6, 3), dtype="float32", steps=3):
+    """A small MLP and Adam after a few steps, so every optimizer slot exists."""
+    model = MLP(list(sizes), dtype=dtype, backend="numpy", rng=seed)
+    opt = Adam(model, lr=0.01)
+    gen = np.random.default_rng(seed)
+    for _ in range(steps):
+        x = gen.standard_normal((5, sizes[0])).astype(dtype)
+        loss, g = softmax_cross_entropy(model(x), gen.integers(0, sizes[-1], 5))
+        model.backward(g)
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, opt = trained()
+    rng = np.random.default_rng(123)
+    rng.random(10)  # advance it: the saved state is not the initial one
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model, opt, epoch=3, rng=rng, extra={"note": "hi", "history": [1.5, 0.25]})
+    return path, model, opt, rng
+
+
+def rewrite(src, dst, change):
+    """Copy the .npz at src to dst with ``change(dict)`` applied to its arrays."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    with open(dst, "wb") as f:
+        np.savez(f, **arrays)
+    return dst
+
+
+def test_round_trip(saved):
+    path, model, opt, rng = saved
+    ckpt = load_checkpoint(path)
+    assert ckpt.epoch == 3
+    assert ckpt.model_config == model.config()
+    assert ckpt.extra == {"note": "hi", "history": [1.5, 0.25]}
+    model2 = MLP([4, 6, 3], backend="numpy", rng=99)
+    opt2 = Adam(model2, lr=0.5)
+    rng2 = np.random.default_rng(0)
+    ckpt.restore(model2, opt2, rng2)
+    for a, b in zip(model.param_grads(), model2.param_grads()):
+        np.testing.assert_array_equal(a.param, b.param)
+        assert a.param.dtype == b.param.dtype
+    assert opt2.hyperparams == opt.hyperparams and opt2.step_count == opt.step_count
+    for slot in ("m", "v"):
+        for name, a in opt.state[slot].items():
+            np.testing.assert_array_equal(opt2.state[slot][name], a)
+    np.testing.assert_array_equal(rng2.random(5), rng.random(5))  # the generator continues where it was
+
+
+def test_file_is_plain_npz_without_pickles(saved):
+    path = saved[0]
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    assert {"meta.npy", "param/0.w.npy", "param/2.b.npy", "optim/m/0.w.npy", "optim/v/2.b.npy"} <= names
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"][()]))
+        assert z["param/0.w"].dtype == np.float32
+    assert meta["format"] == "gpudense-checkpoint" and meta["epoch"] == 3
+    assert meta["rng"]["bit_generator"] == "PCG64"
+
+
+def test_reading_never_modifies_the_file(saved):
+    path, model, opt, rng = saved
+    before = (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns)
+    os.chmod(path, 0o444)  # read-only: loading must not need write access
+    try:
+        load_checkpoint(path).restore(MLP([4, 6, 3], backend="numpy", rng=1), Adam(model), np.random.default_rng())
+    finally:
+        os.chmod(path, 0o644)
+    assert (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns) == before
+
+
+def test_checkpoint_before_first_step_restores(tmp_path):
+    model = MLP([3, 2], backend="numpy", rng=0)
+    opt = SGD(model, lr=0.1, momentum=0.9)  # momentum slot exists but holds no array yet
+    save_checkpoint(tmp_path / "c.npz", model, opt, epoch=0)
+    opt2 = SGD(model, lr=0.1, momentum=0.9)
+    load_checkpoint(tmp_path / "c.npz").restore(model, opt2)
+    assert opt2.state == {"momentum": {}}
+
+
+# -- every bad file ---------------------------------------------------------------------------
+
+
+def _bad_files(tmp_path, src):
+    data = src.read_bytes()
+    yield "missing file", tmp_path / "nope.npz", "does not exist"
+    (tmp_path / "empty.npz").write_bytes(b"")
+    yield "empty file", tmp_path / "empty.npz", "truncated or corrupt"
+    (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
+    yield "truncated", tmp_path / "trunc.npz", "truncated or corrupt"
+    (tmp_path / "tail.npz").write_bytes(data[:-10])
+    yield "last bytes cut", tmp_path / "tail.npz", "truncated or corrupt"
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(4096))
+    yield "random bytes", tmp_path / "random.npz", "truncated or corrupt"
+    flipped = bytearray(data)
+    # flip a byte inside the stored array data (the zip's CRC catches it)
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo("param/0.w.npy")
+    local_header = 30 + len(info.filename.encode()) + len(info.extra)
+    pos = info.header_offset + local_header + info.compress_size - 3
+    flipped[pos] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    yield "corrupt byte", tmp_path / "flipped.npz", "truncated or corrupt"
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    yield "a .npy", tmp_path / "single.npy", "single .npy"
+    with open(tmp_path / "pickled.npz", "wb") as f:
+        np.savez(f, meta=np.array([{"a": 1}], dtype=object))
+    yield "pickled object", tmp_path / "pickled.npz", "truncated or corrupt"
+    rewrite(src, tmp_path / "nometa.npz", lambda a: a.pop("meta"))
+    yield "no meta", tmp_path / "nometa.npz", "no 'meta'"
+    rewrite(src, tmp_path / "badjson.npz", lambda a: a.update(meta=np.array("{not json")))
+    yield "bad json", tmp_path / "badjson.npz", "not valid JSON"
+    rewrite(src, tmp_path / "format.npz", lambda a: a.update(meta=np.array(json.dumps({"format": "x"}))))
+    yield "other format", tmp_path / "format.npz", "not a gpudense checkpoint"
+
+    def bump_version(a):
+        meta = json.loads(str(a["meta"][()]))
+        meta["version"] = 99
+        a["meta"] = np.array(json.dumps(meta))
+
+    rewrite(src, tmp_path / "version.npz", bump_version)
+    yield "future version", tmp_path / "version.npz", "version 99"
+    rewrite(src, tmp_path / "intarr.npz", lambda a: a.update({"param/0.b": np.zeros(6, np.int64)}))
+    yield "integer array", tmp_path / "intarr.npz", "expected a floating array"
+    rewrite(src, tmp_path / "stray.npz", lambda a: a.update(stray=np.zeros(1)))
+    yield "unexpected entry", tmp_path / "stray.npz", "unexpected entry 'stray'"
+    (tmp_path / "dir.npz").mkdir()
+    yield "a directory", tmp_path / "dir.npz", "cannot read"
+
+
+def test_every_unreadable_file_raises_checkpoint_error(saved, tmp_path):
+    path = saved[0]
+    cases = list(_bad_files(tmp_path, path))
+    assert len(cases) == 15
+    for what, bad, match in cases:
+        try:
+            load_checkpoint(bad)
+        except CheckpointError as exc:
+            assert re.search(match, str(exc)), f"{what}: {exc}"
+            assert "\n" not in str(exc), f"{what}: the message must fit on one line"
+        else:
+            pytest.fail(f"{what}: no CheckpointError")
+    assert issubclass(CheckpointError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda a: a.pop("param/2.b"), r"missing \['2.b'\]"),
+        (lambda a: a.update({"param/0.w": np.zeros((6, 4), np.float32)}), r"0.w has shape \(6, 4\)"),
+        (lambda a: a.update({"param/0.w": a["param/0.w"].astype(np.float64)}), "0.w has dtype float64"),
+        (lambda a: a.update({"param/9.w": np.zeros(2, np.float32)}), r"unexpected \['9.w'\]"),
+        (lambda a: a.update({"optim/m/0.w": np.zeros((2, 2), np.float32)}), r"m/0.w: expected shape"),
+        (lambda a: a.update({"optim/v/0.b": np.zeros(6, np.float64)}), r"v/0.b: expected dtype float32"),
+        (lambda a: a.update({"optim/z/0.b": np.zeros(6, np.float32)}), r"undeclared slots \['z'\]"),
+    ],
+)
+def test_mismatched_contents(saved, tmp_path, change, match):
+    path, model, opt, _ = saved
+    bad = rewrite(path, tmp_path / "bad.npz", change)
+    target = MLP([4, 6, 3], backend="numpy", rng=5)
+    before = [pg.param.copy() for pg in target.param_grads()]
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(bad).restore(target, Adam(target), np.random.default_rng())
+    for b, pg in zip(before, target.param_grads()):  # nothing changed on failure
+        np.testing.assert_array_equal(b, pg.param)
+
+
+@pytest.mark.parametrize(
+    "model,opt_factory,match",
+    [
+        (MLP([4, 7, 3], backend="numpy", rng=0), Adam, r"sizes=\[4, 6, 3\]; this model has sizes=\[4, 7, 3\]"),
+        (MLP([4, 6, 3], activation="tanh", backend="numpy", rng=0), Adam, "activation='relu'"),
+        (MLP([4, 6, 3], dtype="float64", backend="numpy", rng=0), Adam, "dtype='float32'"),
+        (MLP([4, 6, 3], backend="numpy", rng=0), lambda m: SGD(m, momentum=0.9), "is for Adam"),
+    ],
+)
+def test_wrong_model_or_optimizer(saved, model, opt_factory, match):
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(saved[0]).restore(model, opt_factory(model))
+
+
+def test_missing_parts(tmp_path):
+    model, _ = trained()
+    save_checkpoint(tmp_path / "w.npz", model, epoch=1)  # weights only
+    ckpt = load_checkpoint(tmp_path / "w.npz")
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        ckpt.restore(model, Adam(model))
+    with pytest.raises(CheckpointError, match="no RNG state"):
+        ckpt.restore(model, rng=np.random.default_rng())
+    ckpt.restore(model)  # the weights alone are fine
+    with pytest.raises(CheckpointError, match="RNG state is for 'PCG64'"):
+        save_checkpoint(tmp_path / "r.npz", model, epoch=1, rng=np.random.default_rng())
+        load_checkpoint(tmp_path / "r.npz").restore(model, rng=np.random.Generator(np.random.MT19937(0)))
+
+
+def test_save_argument_errors(tmp_path):
+    model, opt = trained()
+    with pytest.raises(ValueError, match="epoch"):
+        save_checkpoint(tmp_path / "c.npz", model, opt, epoch=-1)
+    with pytest.raises(TypeError, match="rng"):
+        save_checkpoint(tmp_path / "c.npz", model, opt, epoch=1, rng=np.random.RandomState(0))
+    with pytest.raises(TypeError):
+        save_checkpoint(tmp_path / "c.npz", model, opt, epoch=1, extra={"x": object()})
+    with pytest.raises(FileNotFoundError):
+        save_checkpoint(tmp_path / "no" / "dir" / "c.npz", model, opt, epoch=1)
+    assert not list(tmp_path.iterdir())
+
+
+# -- atomic writes ------------------------------------------------------------------------
+
+
+def test_failure_while_writing_leaves_the_old_file(saved, monkeypatch):
+    path, model, opt, rng = saved
+    good = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")  # partial output, then the disk "fills up"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, model, opt, epoch=4, rng=rng)
+    assert path.read_bytes() == good
+    assert load_checkpoint(path).epoch == 3
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.npz"]  # no temporary left
+
+
+def test_failure_at_rename_leaves_the_old_file(saved, monkeypatch):
+    path, model, opt, rng = saved
+    good = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        save_checkpoint(path, model, opt, epoch=4, rng=rng)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.npz"]
+
+
+def test_write_is_flushed_fsynced_and_renamed(tmp_path, monkeypatch):
+    model, opt = trained()
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(ckpt_mod.os, "fsync", lambda fd: calls.append(("fsync", fd)) or real_fsync(fd))
+    monkeypatch.setattr(ckpt_mod.os, "replace", lambda a, b: calls.append(("replace", b)) or real_replace(a, b))
+    target = tmp_path / "c.npz"
+    save_checkpoint(target, model, opt, epoch=1)
+    kinds = [c[0] for c in calls]
+    assert kinds == ["fsync", "replace", "fsync"]  # the file, the rename, then the directory
+    assert calls[1][1] == target
+    assert load_checkpoint(target).epoch == 1
+
+
+# -- resuming gives the same run ----------------------------------------------------------
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    from gpudense.train import fit, parse_args
+
+    common = ["--backend", "numpy", "--quiet", "--hidden", "32", "--batch-size", "64", "--seed", "3"]
+    full = fit(parse_args([*common, "--epochs", "4"]), out=io.StringIO())
+    path = str(tmp_path / "run.npz")
+    fit(parse_args([*common, "--epochs", "2", "--save", path]), out=io.StringIO())
+    resumed = fit(parse_args([*common, "--epochs", "4", "--resume", path]), out=io.StringIO())
+    assert resumed.history.loss == full.history.loss  # exactly, epoch by epoch
+    assert resumed.history.train_acc == full.history.train_acc
+    assert resumed.history.test_acc == full.history.test_acc
+    assert resumed.test_accuracy == full.test_accuracy
+    for a, b in zip(full.model.param_grads(), resumed.model.param_grads()):
+        np.testing.assert_array_equal(a.param, b.param)

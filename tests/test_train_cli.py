@@ -1,0 +1,256 @@
+"""``gpudense train``: the digits run, its options, its one-line errors; and the datasets."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpudense import cli
+from gpudense.backends.numpy_backend import NumpyBackend
+from gpudense.data import load_digits, make_synthetic, stratified_split
+from gpudense.train import fit, parse_args
+
+FAST = ["--backend", "numpy", "--quiet"]
+
+
+def run_cli(argv, capsys):
+    """``gpudense <argv>`` in-process: (exit status, stdout, stderr); argparse's exit included."""
+    try:
+        status = cli.main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+# -- the job ------------------------------------------------------------------------------
+
+
+def test_digits_run_reaches_accuracy(capsys):
+    status, out, err = run_cli(["train", *FAST, "--epochs", "6"], capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch")]
+    assert len(epochs) == 6 and all("loss" in e and "test acc" in e for e in epochs)
+    assert lines[-1].startswith("test accuracy: ")
+    assert float(lines[-1].split(":")[1]) >= 0.96
+    assert "1438 train / 359 test" in out
+
+
+def test_output_without_a_terminal_has_no_progress_bar():
+    env = {**os.environ, "GPUDENSE_BACKEND": "numpy"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpudense", "train", "--epochs", "1", "--hidden", "16"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout and "\r" not in proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("test accuracy: 0.")
+
+
+def test_synthetic_dataset_run(capsys):
+    argv = ["train", *FAST, "--dataset", "synthetic", "--samples", "3000", "--features", "20",
+            "--classes", "4", "--epochs", "2", "--hidden", "32,32", "--optimizer", "sgd"]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, err
+    assert "2400 train / 600 test samples, 20 features, 4 classes" in out
+    assert float(out.splitlines()[-1].split(":")[1]) > 0.5  # well above the 0.25 of chance
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("dtype,activation", [("float64", "gelu"), ("float16", "tanh")])
+def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
+    args = parse_args([*FAST, "--epochs", "2", "--hidden", "32", "--optimizer", opt, "--dtype", dtype,
+                       "--activation", activation])
+    result = fit(args, out=io.StringIO())
+    assert result.model.dtype == np.dtype(dtype)
+    assert result.history.loss[1] < result.history.loss[0]
+    assert result.test_accuracy > 0.8
+
+
+def test_zero_epochs_only_evaluates(capsys):
+    status, out, _ = run_cli(["train", *FAST, "--epochs", "0"], capsys)
+    assert status == 0
+    assert "nothing to train" in out and out.splitlines()[-1].startswith("test accuracy: ")
+
+
+def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
+    import contextlib
+
+    names = []
+
+    def recording_range(self, name):
+        names.append(name)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
+    fit(parse_args([*FAST, "--epochs", "2", "--hidden", "8", "--batch-size", "512", "--profile"]), out=io.StringIO())
+    assert names.count("gpudense.train.epoch") == 2
+    assert names.count("gpudense.train.step") == 2 * 3  # ceil(1438 / 512) steps per epoch
+    names.clear()
+    fit(parse_args([*FAST, "--epochs", "1", "--hidden", "8", "--batch-size", "512"]), out=io.StringIO())
+    assert "gpudense.train.step" not in names  # no ranges without --profile
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    path = tmp_path / "curves.png"
+    status, out, err = run_cli(["train", *FAST, "--epochs", "2", "--hidden", "16", "--plot", str(path)], capsys)
+    assert status == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot: {path}" in out
+
+
+def test_save_then_resume_continues_the_epoch_count(tmp_path, capsys):
+    path = str(tmp_path / "c.npz")
+    assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", path], capsys)[0] == 0
+    status, out, err = run_cli(["train", *FAST, "--epochs", "2", "--hidden", "16", "--resume", path], capsys)
+    assert status == 0, err
+    assert "resumed from" in out and "epoch   2/2" in out and "epoch   1/2" not in out
+    status, out, _ = run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--resume", path], capsys)
+    assert status == 0 and "nothing to train" in out
+
+
+# -- bad options: a one-line error, a non-zero exit, no traceback ------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--epochs", "-1"], "argument --epochs: must be >= 0, got -1"),
+        (["--epochs", "two"], "argument --epochs: expected an integer"),
+        (["--batch-size", "0"], "argument --batch-size: must be >= 1"),
+        (["--hidden", "64,x"], "argument --hidden: expected comma-separated positive layer sizes"),
+        (["--hidden", "64,0"], "argument --hidden: expected comma-separated positive layer sizes"),
+        (["--lr", "-0.1"], "argument --lr: must be a positive number"),
+        (["--lr", "nan"], "argument --lr: must be a positive number"),
+        (["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
+        (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
+        (["--backend", "tpu"], "argument --backend: invalid choice"),
+        (["--samples", "1"], "argument --samples: must be >= 2"),
+    ],
+)
+def test_bad_options_are_one_line_argparse_errors(argv, message, capsys):
+    status, out, err = run_cli(["train", *argv], capsys)
+    assert status == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("usage: gpudense train [options]") and len(lines) == 2
+    assert message in lines[1]
+
+
+def test_bad_runs_are_one_line_errors(tmp_path, capsys):
+    good = str(tmp_path / "good.npz")
+    assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", good], capsys)[0] == 0
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a checkpoint at all")
+    cases = [
+        (["--resume", str(tmp_path / "missing.npz")], "does not exist"),
+        (["--resume", str(garbage)], "truncated or corrupt"),
+        (["--resume", good, "--hidden", "32"], "sizes=[64, 16, 10]; this model has sizes=[64, 32, 10]"),
+        (["--resume", good, "--hidden", "16", "--optimizer", "sgd"], "is for Adam, this optimizer is SGD"),
+        (["--resume", good, "--hidden", "16", "--dtype", "float64"], "dtype='float32'"),
+        (["--resume", good, "--hidden", "16", "--seed", "1"], "was trained on {'dataset': 'digits', 'seed': 0}"),
+        (["--save", str(tmp_path / "nodir" / "c.npz")], "does not exist"),
+        (["--save", str(tmp_path)], "is a directory"),
+        (["--plot", str(tmp_path / "nodir" / "p.png")], "does not exist"),
+    ]
+    for argv, message in cases:
+        status, out, err = run_cli(["train", *FAST, "--epochs", "1", *argv], capsys)
+        assert status == 1, (argv, err)
+        assert err.count("\n") == 1 and err.startswith("gpudense train: error: "), err
+        assert message in err, (argv, err)
+
+
+def test_unavailable_backend_is_a_one_line_error(capsys, fresh_backends):
+    from gpudense.backends import BackendUnavailableError, get_backend
+
+    try:
+        get_backend("cupy")
+    except BackendUnavailableError:
+        pass
+    else:
+        pytest.skip("a CUDA device is usable here; this test is for machines without one")
+    status, _, err = run_cli(["train", "--backend", "cupy", "--epochs", "1"], capsys)
+    assert status == 1 and err.count("\n") == 1 and "gpudense train: error:" in err
+
+
+def test_no_traceback_in_a_real_process():
+    proc = subprocess.run([sys.executable, "-m", "gpudense", "train", "--hidden", "1,,2"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("gpudense train: error: argument --hidden")
+
+
+# -- datasets -----------------------------------------------------------------------------
+
+
+def test_stratified_split_keeps_class_proportions():
+    y = np.repeat(np.arange(3), [50, 30, 20])
+    train, test = stratified_split(y, test_fraction=0.2, rng=0)
+    assert np.bincount(y[test]).tolist() == [10, 6, 4]
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+    again = stratified_split(y, test_fraction=0.2, rng=0)
+    assert np.array_equal(again[1], test)
+    assert not np.array_equal(stratified_split(y, test_fraction=0.2, rng=1)[1], test)
+    with pytest.raises(ValueError):
+        stratified_split(y, test_fraction=1.0, rng=0)
+
+
+def test_digits_are_split_and_standardized():
+    ds = load_digits(seed=0)
+    assert ds.x_train.shape == (1438, 64) and ds.x_test.shape == (359, 64)
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    counts = np.bincount(ds.y_test, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # about 20% of each class (~180 per class)
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
+    raw = load_digits(seed=0, standardize=False)
+    assert raw.x_train.min() == 0 and raw.x_train.max() == 1
+
+
+def test_synthetic_set_is_deterministic_and_chunked():
+    a = make_synthetic(1000, 7, 3, seed=5, chunk_size=128)
+    b = make_synthetic(1000, 7, 3, seed=5, chunk_size=128)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.x_train.shape == (800, 7) and a.x_test.shape == (200, 7)
+    assert set(np.unique(a.y_train)) == {0, 1, 2}
+    c = make_synthetic(1000, 7, 3, seed=6, chunk_size=128)
+    assert not np.array_equal(a.x_train, c.x_train)
+    half = make_synthetic(1000, 7, 3, seed=5, chunk_size=128, dtype="float16")
+    np.testing.assert_array_equal(half.x_train, a.x_train.astype(np.float16))
+    with pytest.raises(ValueError, match="n_classes"):
+        make_synthetic(100, 3, 1)
+
+
+def test_batch_by_batch_copies_give_the_same_run(monkeypatch):
+    import gpudense.train as train
+
+    args = [*FAST, "--epochs", "2", "--hidden", "16"]
+    resident = train.fit(train.parse_args(args), out=io.StringIO())
+    monkeypatch.setattr(train, "_to_device", lambda backend, a: None)  # as if the set did not fit
+    out = io.StringIO()
+    streamed = train.fit(train.parse_args(args), out=out)
+    assert "copying it batch by batch" in out.getvalue()
+    assert streamed.history.loss == resident.history.loss
+    assert streamed.test_accuracy == resident.test_accuracy
+
+
+def test_digits_run_uses_one_blas_thread(monkeypatch):
+    import threadpoolctl
+
+    import gpudense.train as train
+
+    seen = []
+
+    def record(args, out=None):
+        seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
+
+    monkeypatch.setattr(train, "_fit", record)
+    train.fit(parse_args(["--quiet"]))
+    train.fit(parse_args(["--quiet", "--dataset", "synthetic", "--threads", "1"]))
+    assert len(seen) == 2 and seen[0] and all(n == 1 for run in seen for n in run)
