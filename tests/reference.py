@@ -77,3 +77,17 @@ def assert_close(got, ref, scale, terms, dtype, name):
         f"{name} ({dt}): {bad.sum()} of {bad.size} elements off; worst error "
         f"{err[bad].max()} vs tolerance {tol[bad].min()}"
     )
+
+
+def numeric_grad(f, x, h=1e-6):
+    """Central differences of the scalar f() with respect to every element of x (modified in place)."""
+    g = np.zeros_like(x, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        fp = f()
+        x[i] = old - h
+        fm = f()
+        x[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g

@@ -6,20 +6,7 @@ import numpy as np
 import pytest
 
 from gpudense import Dense
-
-
-def _numerical_grad(f, a, h=1e-6):
-    """Central differences of the scalar f() with respect to every element of a (in place)."""
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + h
-        fp = f()
-        a[idx] = old - h
-        fm = f()
-        a[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
+from reference import numeric_grad
 
 
 @pytest.mark.parametrize("x_shape", [(5, 4), (2, 3, 4), (1, 4)])
@@ -38,8 +25,8 @@ def test_layer_gradients_match_finite_differences(rng, x_shape):
 
     # Central differences have O(h^2) truncation and O(eps/h) rounding error: ~1e-10 here.
     for analytic, numeric, name in [
-        (dx, _numerical_grad(loss, x), "dx"),
-        (layer.dw, _numerical_grad(loss, layer.w), "dw"),
-        (layer.db, _numerical_grad(loss, layer.b), "db"),
+        (dx, numeric_grad(loss, x), "dx"),
+        (layer.dw, numeric_grad(loss, layer.w), "dw"),
+        (layer.db, numeric_grad(loss, layer.b), "db"),
     ]:
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8, err_msg=name)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 
+from reference import numeric_grad
 from gpudense import Dense
 from gpudense.losses import (
     MSELoss,
@@ -54,20 +55,6 @@ def ref_softmax_ce(logits, labels):
         for j in range(n):
             grad[k, j] = (math.exp(z[k, j] - m) / s - (1.0 if j == labels[k] else 0.0)) / batch
     return total / batch, grad
-
-
-def numeric_grad(f, x, h=1e-6):
-    """Central differences of the scalar f() with respect to every element of x (modified in place)."""
-    g = np.zeros_like(x, dtype=np.float64)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
 
 
 def assert_grad_close(got, ref, name):
