@@ -763,8 +763,9 @@ def _run_child(args: argparse.Namespace, dtypes: list[str], tf32: str, gbps: flo
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "child.json")
         argv = ([sys.executable, "-m", "gpudense", "bench"]
-                + argv_of(args, drop=("dtypes", "json", "table", "plot", "no_progress"))
-                + ["--dtypes", ",".join(dtypes), "--_child-json", path,
+                + argv_of(args, drop=("backend", "dtypes", "json", "table", "plot", "no_progress",
+                                      "nsys"))
+                + ["--backend", "cupy", "--dtypes", ",".join(dtypes), "--_child-json", path,
                    "--_child-copy-gbps", repr(gbps), "--no-progress"])
         env = dict(os.environ, CUPY_TF32=tf32)
         proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL)
