@@ -713,6 +713,8 @@ def sweep(args: argparse.Namespace, *, copy_gbps_given: float | None = None,
     shapes = parse_shapes(args.shapes, _shape_table(on_gpu, mode))
     dtypes = parse_dtypes(args.dtypes, DEFAULT_DTYPES["gpu" if on_gpu else "cpu"])
     repeats = args.repeats or REPEATS[mode]
+    if on_gpu and mode != "smoke" and not args.repeats:
+        repeats = max(repeats, 20)  # GPU statistics: at least 20 repeats unless asked otherwise
     warmup = WARMUP[mode] if args.warmup is None else args.warmup
     if repeats < 1 or warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0; got {repeats} and {warmup}")
@@ -841,6 +843,13 @@ def format_table(doc: dict[str, Any]) -> str:
         f"gpudense bench ({doc['settings']['mode']}) {doc['created_utc']}",
         f"backend {doc['settings']['backend']}; device: {env.get('device', env.get('cpu_model'))}; "
         f"threads {doc['settings']['threads']}; numpy {env.get('numpy')}; torch {env.get('torch')}",
+        "thread pools: " + ("; ".join(
+            f"{b.get('internal_api')} {b.get('prefix')} {b.get('version') or ''}"
+            + (f" kernel {b['architecture']}" if b.get("architecture") else "")
+            + f", {b.get('num_threads')} threads" for b in env.get("blas") or [])
+            or "threadpoolctl not installed"),
+        "OPENBLAS_CORETYPE=" + str((env.get("env_vars") or {}).get("OPENBLAS_CORETYPE"))
+        + " OPENBLAS_L2_SIZE=" + str((env.get("env_vars") or {}).get("OPENBLAS_L2_SIZE")),
         "ceilings (fastest of the samples before and after the sweep): copy "
         + (f"{c['copy']['gbps']:.1f} GB/s" if c.get("copy") else "-") + "; "
         + "; ".join(f"matmul {d} {m['tflops']:.3f} TFLOP/s (n={m.get('n')})"

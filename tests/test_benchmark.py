@@ -250,3 +250,19 @@ def test_argv_of_round_trips_through_the_parser():
     again = parser.parse_args(bench.argv_of(args))
     assert vars(again) == vars(args)
     assert "--json" not in bench.argv_of(args, drop=("json",))
+
+
+def test_finish_ceilings_pools_samples_and_uses_the_fastest():
+    before = {"copy": {"bytes": 10**9, "samples_s": [1.0, 0.5]},
+              "matmul": {"float32": {"n": 1000, "samples_s": [4e-3, 2e-3]}}}
+    after = {"copy": {"bytes": 10**9, "samples_s": [0.25]},
+             "matmul": {"float32": {"n": 1000, "samples_s": [3e-3]}}}
+    c = bench.finish_ceilings(before, after)
+    assert c["copy"]["samples_s"] == [1.0, 0.5, 0.25]
+    assert c["copy"]["gbps"] == 8.0  # 2 GB moved in the fastest 0.25 s
+    assert c["copy"]["gbps_median"] == 4.0
+    assert c["matmul"]["float32"]["tflops"] == pytest.approx(1.0)  # 2e9 flop in 2 ms
+    assert c["matmul"]["float32"]["stats"]["n"] == 3
+    # a child process gets the parent's copy bandwidth instead of measuring it
+    given = {"copy": {"gbps": 5.0, "how": "parent"}, "matmul": {}}
+    assert bench.finish_ceilings(given, {"copy": None, "matmul": {}})["copy"]["gbps"] == 5.0
