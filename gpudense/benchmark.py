@@ -725,6 +725,9 @@ def sweep(args: argparse.Namespace, *, copy_gbps_given: float | None = None,
     if not on_gpu and "tf32" in dtypes:
         dtypes = [d for d in dtypes if d != "tf32"]
         notes.append("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
+        if not dtypes:
+            raise ValueError("--dtypes tf32 needs the cupy backend (TF32 is a GPU mode); "
+                             "on a CPU use float32 or float16")
     if not on_gpu and "float16" in dtypes:
         notes.append("float16 on NumPy has no BLAS path: its matrix products are slow loops")
     torch_ok = (not args.no_torch) and _torch_importable()
