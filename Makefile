@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 # checks backend selection with CuPy installed and no GPU present.
 TEST_EXTRAS ?= test,train,bench,cuda13
 
-.PHONY: train test info clean
+.PHONY: train test info clean bench
 
 comma := ,
 
@@ -26,6 +26,24 @@ test: $(VENV)/.stamp-$(subst $(comma),+,$(TEST_EXTRAS))
 
 info: $(VENV)/.stamp-train
 	$(PY) -m gpudense info
+
+# `make bench`: the CPU baseline under bench/results/ (JSON, table, PNG), named
+# by date. torch (CPU) is installed for the torch.nn.Linear comparison only if
+# pip can get it; it is in no extra. OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are
+# unset for this command alone (some machines set them for old OpenBLAS builds;
+# they slow a current one); the JSON records the BLAS kernel that ran.
+BENCH_DATE    ?= $(shell date -u +%Y-%m-%d)
+BENCH_OUT     ?= bench/results/cpu-$(BENCH_DATE)
+BENCH_THREADS ?= $(shell nproc)
+BENCH_ARGS    ?=
+TORCH_SPEC    ?= torch==2.13.0
+
+bench: $(VENV)/.stamp-bench
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
+	  || echo "make bench: could not install $(TORCH_SPEC); running without the torch comparison"
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m gpudense bench --backend numpy \
+	  --threads $(BENCH_THREADS) --seed 0 $(BENCH_ARGS) \
+	  --json $(BENCH_OUT).json --table $(BENCH_OUT).md --plot $(BENCH_OUT).png
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

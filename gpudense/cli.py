@@ -18,6 +18,7 @@ from typing import Sequence
 COMMANDS = {
     "info": ("gpudense.info", "print the chosen backend, why, and library/device versions"),
     "train": ("gpudense.train", "train an MLP (default: scikit-learn's bundled digits)"),
+    "bench": ("gpudense.benchmark", "time each stage against the hardware's ceilings and torch"),
 }
 
 

@@ -1,9 +1,26 @@
-"""The NumPy (CPU) backend."""
+"""The NumPy (CPU) backend.
+
+Speed notes (measured with ``gpudense bench`` against torch CPU, see the
+README's benchmark section):
+
+* The bias gradient of float32/float64 is ``ones @ dy``, a BLAS matrix-vector
+  product: it runs on all BLAS threads, where ``dy.sum(axis=0)`` runs on one,
+  and it has less per-call overhead for small batches. Both add the rows in
+  the working precision, so results differ by rounding only (on 1048576 x 64
+  normal float32 numbers the largest error against a float64 sum was 0.018
+  for gemv and 0.11 for ``dy.sum(axis=0)``).
+* Row-blocked products for tall, narrow layers (the bias added to each block
+  of ``y`` while it is in cache) were tried and not kept: on one thread they
+  saved about 20% of the forward pass, but with two BLAS threads on a busy
+  2-core machine each of the hundreds of smaller calls waits for both
+  threads, and the blocked version ran 1.1-2.3x slower.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import threading
 from typing import Any
 
 import numpy as np
@@ -15,10 +32,31 @@ class NumpyBackend(Backend):
     name = "numpy"
     xp = np
 
+    def __init__(self) -> None:
+        self._ones: dict[np.dtype, np.ndarray] = {}
+        self._ones_lock = threading.Lock()
+
+    def _ones_of(self, n: int, dtype: np.dtype) -> np.ndarray:
+        """A read-only vector of ``n`` ones, cached per dtype (grown as needed)."""
+        ones = self._ones.get(dtype)
+        if ones is None or ones.shape[0] < n:
+            with self._ones_lock:
+                ones = self._ones.get(dtype)
+                if ones is None or ones.shape[0] < n:
+                    ones = np.ones(max(n, 1024), dtype=dtype)
+                    ones.flags.writeable = False
+                    self._ones[dtype] = ones
+        return ones[:n]
+
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
-        # float16 is summed in float32, as the CUDA kernel does, then rounded once.
-        acc = np.float32 if dy.dtype == np.float16 else dy.dtype
-        db = dy.sum(axis=0, dtype=acc)
+        if dy.dtype == np.float16:
+            # float16 is summed in float32, as the CUDA kernel does, then rounded once.
+            acc = np.float32
+            db = dy.sum(axis=0, dtype=acc)
+        else:
+            acc = dy.dtype
+            # BLAS gemv: multi-threaded, and cheaper per call than a NumPy reduction.
+            db = np.matmul(self._ones_of(dy.shape[0], dy.dtype), dy)
         if out is None:
             return db.astype(dy.dtype, copy=False)
         if accumulate:

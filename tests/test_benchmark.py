@@ -1,0 +1,268 @@
+"""The benchmark harness: statistics and ceiling arithmetic, the JSON layout, a CLI run.
+
+No timing is asserted anywhere: only that the harness computes what it says
+from the samples it took, and writes what it promises.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gpudense import benchmark as bench
+from gpudense.backends.numpy_backend import NumpyBackend
+from gpudense.cli import main
+
+
+# -- statistics -----------------------------------------------------------------
+
+def test_summarize_known_values():
+    st = bench.summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert st == {"n": 5, "median": 3.0, "q1": 2.0, "q3": 4.0, "iqr": 2.0, "min": 1.0,
+                  "max": 5.0, "mean": 3.0}
+    # even count: linear interpolation between the middle values
+    st = bench.summarize([1.0, 2.0, 3.0, 4.0])
+    assert st["median"] == 2.5 and st["q1"] == 1.75 and st["q3"] == 3.25
+    assert bench.summarize([7.0])["iqr"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, -1.0], [1.0, math.nan], [[1.0]]])
+def test_summarize_rejects_bad_samples(bad):
+    with pytest.raises(ValueError):
+        bench.summarize(bad)
+
+
+def test_paired_ratio():
+    # per-repeat ratios 0.5, 1.0, 4.0 -> median 1.0
+    assert bench.paired_ratio([1.0, 2.0, 8.0], [2.0, 2.0, 2.0]) == 1.0
+    # drift cancels: both twice as slow in the second half
+    assert bench.paired_ratio([1.0, 1.0, 2.0, 2.0], [2.0, 2.0, 4.0, 4.0]) == 0.5
+    with pytest.raises(ValueError):
+        bench.paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        bench.paired_ratio([1.0], [0.0])
+
+
+def test_split_repeats():
+    assert bench.split_repeats(10, 4) == [3, 3, 2, 2]
+    assert bench.split_repeats(3, 4) == [1, 1, 1]
+    assert sum(bench.split_repeats(20, 4)) == 20
+    with pytest.raises(ValueError):
+        bench.split_repeats(0, 4)
+
+
+# -- work and ceilings ---------------------------------------------------------------
+
+def test_stage_work_counts():
+    b, i, o, s = 4, 3, 2, 4
+    assert bench.stage_work("forward", b, i, o, s) == (2 * 4 * 3 * 2, (12 + 6 + 2 + 8) * 4)
+    assert bench.stage_work("dx", b, i, o, s) == (48, (8 + 6 + 12) * 4)
+    assert bench.stage_work("dw", b, i, o, s) == (48, (12 + 8 + 6) * 4)
+    assert bench.stage_work("db", b, i, o, s) == (8, (8 + 2) * 4)
+    assert bench.stage_work("db.sum", b, i, o, s) == bench.stage_work("db.ones", b, i, o, s)
+    step = bench.stage_work("step", b, i, o, s)
+    parts = [bench.stage_work(st, b, i, o, s) for st in ("forward", "dx", "dw", "db")]
+    assert step == (sum(p[0] for p in parts), sum(p[1] for p in parts))
+    assert bench.stage_work("torch.step", b, i, o, s) == step
+    # the issue's TFLOP count: 2 * batch * in * out per matrix product
+    assert bench.stage_work("forward", 8192, 4096, 16384, 2)[0] == 2 * 8192 * 4096 * 16384
+    with pytest.raises(ValueError):
+        bench.stage_work("backward", b, i, o, s)
+
+
+def test_ceiling_arithmetic():
+    assert bench.copy_gbps(10**9, 0.5) == 4.0  # 1 GB read + 1 GB written in 0.5 s
+    assert bench.matmul_tflops(1000, 2e-3) == pytest.approx(1.0)
+    assert bench.matmul_tflops(8192, 1.0) == pytest.approx(2 * 8192**3 / 1e12)
+    with pytest.raises(ValueError):
+        bench.copy_gbps(1, 0.0)
+
+
+def test_rates_and_fractions():
+    r = bench.rates(4 * 10**12, 10**9, 2.0, peak_tflops=4.0, peak_gbps=1.0)
+    assert r["tflops"] == 2.0 and r["gbps"] == 0.5
+    assert r["frac_flops"] == 0.5 and r["frac_bw"] == 0.5 and r["fraction"] == 0.5
+    r = bench.rates(10**6, 8 * 10**9, 1.0, peak_tflops=1.0, peak_gbps=10.0)
+    assert r["fraction"] == pytest.approx(0.8)  # bandwidth-bound: the larger fraction
+    r = bench.rates(10**12, 10**9, 1.0, peak_tflops=None, peak_gbps=None)
+    assert math.isnan(r["frac_flops"]) and math.isnan(r["fraction"])
+
+
+def test_n_rotating_sets():
+    assert bench.n_rotating_sets(10, 100, budget_bytes=10_000) == 20  # 2 x cache
+    assert bench.n_rotating_sets(1000, 100, budget_bytes=10_000) == 1  # one set beats the cache
+    assert bench.n_rotating_sets(10, 100, budget_bytes=50) == 5  # memory budget
+    assert bench.n_rotating_sets(10, 100, budget_bytes=10_000, max_sets=3) == 3
+    assert bench.n_rotating_sets(100, 100, budget_bytes=1) == 1  # never 0
+
+
+def test_tf32_plan():
+    assert bench.tf32_plan(["float32", "tf32", "float16"], None) == {
+        "here": ["float32", "float16"], "1": ["tf32"], "0": []}
+    assert bench.tf32_plan(["float32", "tf32", "float16"], "1") == {
+        "here": ["tf32", "float16"], "1": [], "0": ["float32"]}
+    assert bench.tf32_plan(["tf32"], "0")["1"] == ["tf32"]
+
+
+def test_parse_shapes_and_dtypes():
+    table = bench.SHAPES["gpu"]
+    assert bench.parse_shapes(None, table) == list(table.items())
+    assert bench.parse_shapes("square, 2x3x4", table) == [
+        ("square", (4096, 4096, 4096)), ("2x3x4", (2, 3, 4))]
+    for bad in ("2x3", "0x1x1", "huge", ","):
+        with pytest.raises(ValueError):
+            bench.parse_shapes(bad, table)
+    assert bench.parse_dtypes("float16,tf32", ["float32"]) == ["float16", "tf32"]
+    with pytest.raises(ValueError):
+        bench.parse_dtypes("bfloat16", ["float32"])
+    assert bench.storage_dtype("tf32") == np.float32
+
+
+def test_issue_default_gpu_shapes():
+    assert bench.SHAPES["gpu"] == {
+        "small": (128, 64, 64), "tall-narrow": (1048576, 64, 64),
+        "square": (4096, 4096, 4096), "transformer": (8192, 4096, 16384)}
+
+
+def test_run_rounds_calls_each_stage_with_rotating_sets():
+    calls: list[tuple[str, int]] = []
+
+    class FakeTimer:
+        kind = "fake"
+        t = 0.0
+
+        def time(self, fn):
+            fn()
+            FakeTimer.t += 1.0
+            return FakeTimer.t
+
+    fns = {name: (lambda k, name=name: calls.append((name, k))) for name in ("a", "b")}
+    s = bench.run_rounds(fns, n_sets=3, repeats=5, warmup=1, timer=FakeTimer(),
+                         nvtx=lambda name: __import__("contextlib").nullcontext(), rounds=2)
+    assert [len(v) for v in s.values()] == [5, 5]
+    # shares [3, 2]; per round and stage: one warm-up call, then the timed calls,
+    # timed call i on set i % 3
+    assert [k for name, k in calls if name == "a"] == [0, 0, 1, 2, 0, 0, 1]
+    assert [name for name, _ in calls] == ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
+
+
+# -- JSON layout and a run through the command line ----------------------------------------
+
+def _valid_doc():
+    row = {
+        "shape": "s", "batch": 2, "n_in": 3, "n_out": 4, "dtype": "float32", "stage": "dx",
+        "impl": "gpudense", "samples_s": [1e-3, 2e-3], "stats": bench.summarize([1e-3, 2e-3]),
+        "flops": 48, "bytes": 100, "tflops": 1.0, "gbps": 2.0, "frac_flops": 0.5,
+        "frac_bw": None, "fraction": 0.5, "ratios": {},
+    }
+    env = {"numpy": "2", "cpu_model": "x", "threads": 2, "torch": "no", "blas": [],
+           "env_vars": {}, "python": "3"}
+    return {"schema": bench.SCHEMA, "created_utc": "t", "command": [], "settings": {},
+            "environment": env, "ceilings": {"copy": {"gbps": 1.0}, "matmul": {"float32": {"tflops": 1.0}}},
+            "rows": [row], "notes": []}
+
+
+def test_check_document_accepts_valid_and_names_what_is_wrong():
+    bench.check_document(_valid_doc())
+    doc = _valid_doc()
+    del doc["rows"][0]["stats"]
+    with pytest.raises(ValueError, match=r"rows\[0\]: missing key 'stats'"):
+        bench.check_document(doc)
+    doc = _valid_doc()
+    doc["rows"][0]["batch"] = "2"
+    with pytest.raises(ValueError, match=r"rows\[0\].batch"):
+        bench.check_document(doc)
+    doc = _valid_doc()
+    doc["rows"][0]["samples_s"] = [1.0]
+    with pytest.raises(ValueError, match="samples"):
+        bench.check_document(doc)
+
+
+def test_smoke_run_through_main_writes_valid_json(tmp_path, monkeypatch, fresh_backends):
+    monkeypatch.setenv("GPUDENSE_BACKEND", "numpy")
+    out = tmp_path / "out.json"
+    table = tmp_path / "table.md"
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress", "--threads", "1",
+               "--json", str(out), "--table", str(table)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    bench.check_document(doc)
+    assert doc["settings"]["backend"] == "numpy"
+    assert doc["settings"]["threads"] == 1
+    stages = {r["stage"] for r in doc["rows"]}
+    assert set(bench.STAGES + ("db.sum", "db.ones")) <= stages
+    for r in doc["rows"]:
+        assert len(r["samples_s"]) == bench.REPEATS["smoke"]
+        assert all(v > 0 for v in r["samples_s"])  # real timings of real calls
+    assert doc["ceilings"]["copy"]["gbps"] > 0
+    assert "float32" in doc["ceilings"]["matmul"]
+    text = table.read_text()
+    assert "| tiny | 8x4x3 | float32 | step |" in text
+
+
+def test_plot_is_written(tmp_path, monkeypatch, fresh_backends):
+    pytest.importorskip("matplotlib", reason="matplotlib is in the bench extra")
+    monkeypatch.setenv("GPUDENSE_BACKEND", "numpy")
+    png = tmp_path / "p.png"
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress", "--no-torch",
+               "--threads", "1", "--shapes", "tiny", "--plot", str(png)])
+    assert rc == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_option_is_a_one_line_error(capsys, fresh_backends):
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--shapes", "2x3", "--no-progress"])
+    assert rc == 1
+    assert "BATCHxINxOUT" in capsys.readouterr().err
+
+
+# -- the NumPy backend's bias gradient (BLAS gemv) ------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_bias_grad_gemv_matches_float64_sum(rng, dtype):
+    be = NumpyBackend()
+    dy = rng.standard_normal((5000, 7)).astype(dtype)
+    ref = dy.astype(np.float64).sum(axis=0)
+    # float32: each partial sum is rounded once per row added: error <= n * eps * sum|dy|
+    tol = (5000 * np.finfo(dtype).eps) * np.abs(dy).astype(np.float64).sum(axis=0)
+    db = be.bias_grad(dy)
+    assert db.dtype == dtype
+    assert np.all(np.abs(db - ref) <= tol)
+    out = np.full(7, 2.0, dtype)
+    be.bias_grad(dy, out, accumulate=True)
+    assert np.all(np.abs(out - (ref + 2.0)) <= tol + 4 * np.finfo(dtype).eps)
+    # a shorter batch afterwards reuses the cached ones vector (a slice of it)
+    np.testing.assert_allclose(be.bias_grad(dy[:3]), dy[:3].astype(np.float64).sum(0),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_argv_of_round_trips_through_the_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    argv = ["--backend", "numpy", "--shapes", "small,2x3x4", "--repeats", "7", "--threads", "1",
+            "--quick", "--no-torch", "--seed", "5", "--json", "o.json"]
+    args = parser.parse_args(argv)
+    again = parser.parse_args(bench.argv_of(args))
+    assert vars(again) == vars(args)
+    assert "--json" not in bench.argv_of(args, drop=("json",))
+
+
+def test_finish_ceilings_pools_samples_and_uses_the_fastest():
+    before = {"copy": {"bytes": 10**9, "samples_s": [1.0, 0.5]},
+              "matmul": {"float32": {"n": 1000, "samples_s": [4e-3, 2e-3]}}}
+    after = {"copy": {"bytes": 10**9, "samples_s": [0.25]},
+             "matmul": {"float32": {"n": 1000, "samples_s": [3e-3]}}}
+    c = bench.finish_ceilings(before, after)
+    assert c["copy"]["samples_s"] == [1.0, 0.5, 0.25]
+    assert c["copy"]["gbps"] == 8.0  # 2 GB moved in the fastest 0.25 s
+    assert c["copy"]["gbps_median"] == 4.0
+    assert c["matmul"]["float32"]["tflops"] == pytest.approx(1.0)  # 2e9 flop in 2 ms
+    assert c["matmul"]["float32"]["stats"]["n"] == 3
+    # a child process gets the parent's copy bandwidth instead of measuring it
+    given = {"copy": {"gbps": 5.0, "how": "parent"}, "matmul": {}}
+    assert bench.finish_ceilings(given, {"copy": None, "matmul": {}})["copy"]["gbps"] == 5.0
