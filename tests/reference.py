@@ -91,3 +91,13 @@ def numeric_grad(f, x, h=1e-6):
         x[i] = old
         g[i] = (fp - fm) / (2 * h)
     return g
+
+
+def random_inputs(rng, shape_x, n_out, dtype):
+    """Standard-normal ``(x, w, b, dy)`` for a layer with ``x`` of shape ``shape_x``, in ``dtype``."""
+    n_in = shape_x[-1]
+    x = rng.standard_normal(shape_x).astype(dtype)
+    w = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    dy = rng.standard_normal(tuple(shape_x[:-1]) + (n_out,)).astype(dtype)
+    return x, w, b, dy

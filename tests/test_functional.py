@@ -9,15 +9,6 @@ import reference as ref
 from gpudense import DenseGrads, dense_backward, dense_forward
 
 
-def _inputs(rng, shape_x, n_out, dtype):
-    n_in = shape_x[-1]
-    x = rng.standard_normal(shape_x).astype(dtype)
-    w = rng.standard_normal((n_in, n_out)).astype(dtype)
-    b = rng.standard_normal(n_out).astype(dtype)
-    dy = rng.standard_normal(shape_x[:-1] + (n_out,)).astype(dtype)
-    return x, w, b, dy
-
-
 def check_against_reference(x, w, b, dy, *, input_grad=True):
     dtype = x.dtype
     n_in, n_out = w.shape
@@ -51,28 +42,28 @@ def check_against_reference(x, w, b, dy, *, input_grad=True):
     [((7, 5), 3), ((1, 4), 6), ((3, 1), 1), ((2, 3, 4), 5), ((6,), 2), ((33, 17), 35)],
 )
 def test_matches_reference(rng, dtype, shape_x, n_out):
-    check_against_reference(*_inputs(rng, shape_x, n_out, dtype))
+    check_against_reference(*ref.random_inputs(rng, shape_x, n_out, dtype))
 
 
 def test_float16_matches_reference(rng):
-    check_against_reference(*_inputs(rng, (9, 7), 5, np.float16))
+    check_against_reference(*ref.random_inputs(rng, (9, 7), 5, np.float16))
 
 
 def test_no_bias_and_no_input_grad(rng):
-    x, w, _, dy = _inputs(rng, (4, 3), 2, np.float64)
+    x, w, _, dy = ref.random_inputs(rng, (4, 3), 2, np.float64)
     check_against_reference(x, w, None, dy, input_grad=False)
 
 
 def test_float32_tolerance_is_tight_enough_to_catch_a_float16_path(rng):
     """The float32 tolerance must reject results that were computed in float16."""
-    x, w, b, _ = _inputs(rng, (16, 64), 8, np.float32)
+    x, w, b, _ = ref.random_inputs(rng, (16, 64), 8, np.float32)
     wrong = dense_forward(x.astype(np.float16), w.astype(np.float16), b.astype(np.float16))
     with pytest.raises(AssertionError):
         ref.assert_close(wrong, ref.forward(x, w, b), ref.abs_forward(x, w, b), 64, np.float32, "y")
 
 
 def test_empty_batch(rng):
-    x, w, b, dy = _inputs(rng, (0, 4), 3, np.float32)
+    x, w, b, dy = ref.random_inputs(rng, (0, 4), 3, np.float32)
     y = dense_forward(x, w, b)
     assert y.shape == (0, 3)
     g = dense_backward(dy, x, w)
@@ -83,7 +74,7 @@ def test_empty_batch(rng):
 
 @pytest.mark.parametrize("layout", ["transposed", "strided", "fortran"])
 def test_non_contiguous_inputs_equal_contiguous(rng, layout):
-    x, w, b, dy = _inputs(rng, (6, 5), 4, np.float64)
+    x, w, b, dy = ref.random_inputs(rng, (6, 5), 4, np.float64)
     if layout == "transposed":
         xs, ws, dys = np.ascontiguousarray(x.T).T, np.ascontiguousarray(w.T).T, np.ascontiguousarray(dy.T).T
     elif layout == "fortran":
@@ -114,7 +105,7 @@ def test_nan_and_inf_propagate():
 
 
 def test_forward_does_not_modify_inputs(rng):
-    x, w, b, dy = _inputs(rng, (5, 4), 3, np.float32)
+    x, w, b, dy = ref.random_inputs(rng, (5, 4), 3, np.float32)
     copies = [a.copy() for a in (x, w, b, dy)]
     dense_forward(x, w, b)
     dense_backward(dy, x, w)

@@ -53,15 +53,6 @@ def backend():
     return get_backend("cupy")
 
 
-def _inputs(rng, shape_x, n_out, dtype):
-    n_in = shape_x[-1]
-    x = rng.standard_normal(shape_x).astype(dtype)
-    w = rng.standard_normal((n_in, n_out)).astype(dtype)
-    b = rng.standard_normal(n_out).astype(dtype)
-    dy = rng.standard_normal(shape_x[:-1] + (n_out,)).astype(dtype)
-    return x, w, b, dy
-
-
 def _poison_pool(nbytes):
     """Fill and free pool memory with NaN so that an unwritten new output shows as NaN."""
     a = cp.full(max(1, nbytes // 8 + 64), np.nan, cp.float64)
@@ -139,17 +130,17 @@ def test_backend_is_cupy_and_auto_picks_it(backend):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape_x, n_out", SHAPES)
 def test_matches_reference(rng, dtype, shape_x, n_out):
-    check_against_reference(*_inputs(rng, shape_x, n_out, dtype))
+    check_against_reference(*ref.random_inputs(rng, shape_x, n_out, dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_no_input_grad(rng, dtype):
-    check_against_reference(*_inputs(rng, (9, 6), 5, dtype), input_grad=False)
+    check_against_reference(*ref.random_inputs(rng, (9, 6), 5, dtype), input_grad=False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_empty_batch_gives_zero_gradients(rng, dtype):
-    x, w, b, dy = _inputs(rng, (0, 4), 3, dtype)
+    x, w, b, dy = ref.random_inputs(rng, (0, 4), 3, dtype)
     g = dense_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w))
     assert g.dx.shape == (0, 4)
     np.testing.assert_array_equal(g.dw.get(), np.zeros((4, 3), dtype))
@@ -327,7 +318,7 @@ def test_matmul_accumulate(rng, backend, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_non_default_stream(rng, dtype):
-    x, w, b, dy = _inputs(rng, (70, 12), 19, dtype)
+    x, w, b, dy = ref.random_inputs(rng, (70, 12), 19, dtype)
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
         xd, wd, bd, dyd = (cp.asarray(a) for a in (x, w, b, dy))
@@ -345,7 +336,7 @@ def test_non_default_stream(rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_non_contiguous_dy_in_dense_backward(rng, dtype):
-    x, w, _, dy = _inputs(rng, (45, 6), 13, dtype)
+    x, w, _, dy = ref.random_inputs(rng, (45, 6), 13, dtype)
     big = cp.full((90, 20), np.nan, dtype)
     big[::2, 3:16] = cp.asarray(dy)
     dys = big[::2, 3:16]
