@@ -487,7 +487,12 @@ class _Torch:
         if device == "cpu" and threads:
             torch.set_num_threads(threads)
         if device == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = dtype_name == "tf32"
+            tf32 = dtype_name == "tf32"
+            matmul = torch.backends.cuda.matmul
+            if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; allow_tf32 is deprecated there
+                matmul.fp32_precision = "tf32" if tf32 else "ieee"
+            else:
+                matmul.allow_tf32 = tf32
 
     def tensor(self, a: Any) -> Any:
         torch = self.torch

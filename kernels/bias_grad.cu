@@ -54,7 +54,22 @@ __device__ __forceinline__ unsigned short gpudense_f2h(float f)
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
-#endif  // the host emulation (tests/test_kernels_compile.py) supplies these two
+
+// CuPy builds every RawModule with -ftz=true, which turns float32 additions
+// into add.ftz.f32 and flushes subnormal inputs and partial sums to zero.
+// add.rn.f32 keeps them: float32 sums follow IEEE, as NumPy and
+// emulate_bias_grad do, also for the tiniest gradients.
+__device__ __forceinline__ float gpudense_add(float a, float b)
+{
+    float c;
+    asm("add.rn.f32 %0, %1, %2;" : "=f"(c) : "f"(a), "f"(b));
+    return c;
+}
+#else
+inline float gpudense_add(float a, float b) { return a + b; }
+#endif  // the host emulation (tests/test_kernels_compile.py) supplies gpudense_h2f/f2h
+
+__device__ __forceinline__ double gpudense_add(double a, double b) { return a + b; }
 
 // --- per-dtype traits: storage type T, accumulator Acc, 16-byte vector V ---
 
@@ -112,7 +127,7 @@ template <class Tr>
 __device__ __forceinline__ void gpudense_store(typename Tr::T* out, i64 c, typename Tr::Acc s, int accumulate)
 {
     if (accumulate) {
-        s = Tr::to_acc(out[c]) + s;
+        s = gpudense_add(Tr::to_acc(out[c]), s);
     }
     out[c] = Tr::from_acc(s);
 }
@@ -126,7 +141,7 @@ __device__ __forceinline__ void gpudense_tree(Acc* sm, int tx, int ty, int TX, i
         if (ty < s) {
 #pragma unroll
             for (int i = 0; i < N; ++i) {
-                sm[(ty * N + i) * TX + tx] += sm[((ty + s) * N + i) * TX + tx];
+                sm[(ty * N + i) * TX + tx] = gpudense_add(sm[(ty * N + i) * TX + tx], sm[((ty + s) * N + i) * TX + tx]);
             }
         }
         __syncthreads();
@@ -173,7 +188,7 @@ __device__ __forceinline__ void bias_grad_pass1(const typename Tr::T* __restrict
                 Acc a[VEC];
                 Tr::unpack(v[u], a);
 #pragma unroll
-                for (int i = 0; i < VEC; ++i) acc[i] += a[i];
+                for (int i = 0; i < VEC; ++i) acc[i] = gpudense_add(acc[i], a[i]);
             }
             p += GPUDENSE_UNROLL * stride;
         }
@@ -181,7 +196,7 @@ __device__ __forceinline__ void bias_grad_pass1(const typename Tr::T* __restrict
             Acc a[VEC];
             Tr::unpack(__ldcs(reinterpret_cast<const V*>(p)), a);
 #pragma unroll
-            for (int i = 0; i < VEC; ++i) acc[i] += a[i];
+            for (int i = 0; i < VEC; ++i) acc[i] = gpudense_add(acc[i], a[i]);
             p += stride;
         }
     } else {
@@ -210,7 +225,7 @@ __device__ __forceinline__ void bias_grad_pass1(const typename Tr::T* __restrict
                 for (int u = 0; u < GPUDENSE_UNROLL; ++u) {
 #pragma unroll
                     for (int i = 0; i < VEC; ++i) {
-                        if (ok[i]) acc[i] += Tr::to_acc(v[u][i]);
+                        if (ok[i]) acc[i] = gpudense_add(acc[i], Tr::to_acc(v[u][i]));
                     }
                 }
                 p += GPUDENSE_UNROLL * stride;
@@ -218,7 +233,7 @@ __device__ __forceinline__ void bias_grad_pass1(const typename Tr::T* __restrict
             for (; r < row_end; r += TY) {
 #pragma unroll
                 for (int i = 0; i < VEC; ++i) {
-                    if (ok[i]) acc[i] += Tr::to_acc(__ldcs(p + i * c_step));
+                    if (ok[i]) acc[i] = gpudense_add(acc[i], Tr::to_acc(__ldcs(p + i * c_step)));
                 }
                 p += stride;
             }
@@ -268,11 +283,11 @@ __device__ __forceinline__ void bias_grad_pass2(const typename Tr::Acc* ws, i64 
 #pragma unroll
             for (int u = 0; u < GPUDENSE_UNROLL; ++u) v[u] = p[u * step];
 #pragma unroll
-            for (int u = 0; u < GPUDENSE_UNROLL; ++u) acc += v[u];
+            for (int u = 0; u < GPUDENSE_UNROLL; ++u) acc = gpudense_add(acc, v[u]);
             p += GPUDENSE_UNROLL * step;
         }
         for (; k < n_chunks; k += TY) {
-            acc += *p;
+            acc = gpudense_add(acc, *p);
             p += step;
         }
     }

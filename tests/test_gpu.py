@@ -191,6 +191,19 @@ def test_bias_grad_layouts_are_bitwise_equal_to_the_emulation(rng, backend, dtyp
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8), err_msg=note)
 
 
+def test_float32_subnormals_are_summed_not_flushed(backend):
+    """CuPy compiles with -ftz=true; the kernel's float32 sums must still keep subnormals."""
+    from gpudense.backends.cupy_backend import emulate_bias_grad
+
+    tiny = np.finfo(np.float32).smallest_subnormal
+    dy = np.full((3000, 5), tiny, np.float32)
+    dy[::2, 1] = -tiny
+    got = backend.bias_grad(cp.asarray(dy)).get()
+    want = emulate_bias_grad(dy, _plan_for(backend, cp.asarray(dy)))
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert got[0] == np.float32(3000 * tiny) and got[1] == 0.0
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bias_grad_is_bitwise_repeatable_across_runs_and_streams(rng, backend, dtype):
     dy = cp.asarray(rng.standard_normal((50000, 77)).astype(dtype))

@@ -63,6 +63,18 @@ def test_kernel_compiles_without_spills(tmp_path, path, arch):
         assert sorted(report) == sorted(ENTRY_POINTS), report
 
 
+def test_float32_sums_keep_subnormals_under_cupys_ftz_flag(tmp_path):
+    """CuPy builds RawModules with -ftz=true; the kernel's float32 additions must not flush."""
+    path = next(p for p in KERNELS if p.name == "bias_grad.cu")
+    ptx = tmp_path / "k.ptx"
+    res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-ftz=true", "-o", str(ptx), str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = ptx.read_text()
+    assert "add.rn.f32" in text
+    assert "add.ftz" not in text and "add.rn.ftz" not in text
+
+
 def test_parse_ptxas_reads_spills():
     log = (
         "ptxas info    : Compiling entry function 'k' for 'sm_90'\n"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,6 +440,8 @@ class CupyBackend(Backend):
 
     def __init__(self) -> None:
         self.xp = _import_cupy()
+        # CuPy reads CUPY_TF32 once, at import; so do we (see matmul).
+        self._tf32 = os.environ.get("CUPY_TF32", "0").strip() not in ("", "0")
         self._kernels: dict[int, _DeviceKernels] = {}
         self._lock = threading.Lock()
 
@@ -471,7 +474,10 @@ class CupyBackend(Backend):
         For float32 and float64 the accumulating product is one GEMM with
         ``beta = 1`` (``cupy.cublas.gemm``): no temporary and no extra pass
         over ``out``. float16 (which ``cupy.cublas.gemm`` does not take) and
-        sizes past cuBLAS's 32-bit limits use ``out += a @ b``.
+        sizes past cuBLAS's 32-bit limits use ``out += a @ b``, and so does
+        float32 under ``CUPY_TF32=1``: ``cupy.cublas.gemm`` always computes
+        in full float32, while ``cupy.matmul`` follows ``CUPY_TF32``, and
+        every product of one run must be computed alike.
         """
         cp = self.xp
         if out is None:
@@ -482,7 +488,7 @@ class CupyBackend(Backend):
             return out
         limit = 2**31 - 1
         if (
-            out.dtype in (cp.float32, cp.float64)
+            (out.dtype == cp.float64 or (out.dtype == cp.float32 and not self._tf32))
             and a.dtype == out.dtype == b.dtype
             and max(a.shape + b.shape) <= limit
             and (out.flags.c_contiguous or out.flags.f_contiguous)
