@@ -47,7 +47,12 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Errors a user can act on (bad values, a missing file or optional package,
+    an unavailable backend, memory) end with one line on stderr and status 1;
+    ``GPUDENSE_DEBUG=1`` shows the traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser(argv)
     args = parser.parse_args(argv)
@@ -57,6 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gpudense: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:
+        if os.environ.get("GPUDENSE_DEBUG"):
+            raise
+        extra = {"train": "train", "bench": "bench"}.get(args.command, "test")
+        print(
+            f"gpudense {args.command}: error: {exc}; install it with pip install "
+            f'"gpudense[{extra}]"',
+            file=sys.stderr,
+        )
+        return 1
+    except MemoryError:
+        if os.environ.get("GPUDENSE_DEBUG"):
+            raise
+        print(f"gpudense {args.command}: error: out of memory; try smaller sizes", file=sys.stderr)
+        return 1
     except (CliError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise

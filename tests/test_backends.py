@@ -31,7 +31,7 @@ def test_env_var_overrides_auto(fresh_backends, monkeypatch):
 
 def test_env_var_with_unknown_name_is_an_error(fresh_backends, monkeypatch):
     monkeypatch.setenv("GPUDENSE_BACKEND", "tpu")
-    with pytest.raises(ValueError, match=r"unknown backend 'tpu'"):
+    with pytest.raises(ValueError, match=r"GPUDENSE_BACKEND='tpu' in the environment: unknown backend 'tpu'"):
         get_backend("auto")
 
 

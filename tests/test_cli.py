@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from gpudense.cli import main
 
 
@@ -36,3 +38,40 @@ def test_unavailable_backend_is_a_one_line_error(monkeypatch, capsys, fresh_back
     assert main(["train", "--backend", "cupy"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("gpudense train: error: CuPy is not installed") and err.count("\n") == 1
+
+
+def _fake_command(monkeypatch, exc):
+    """Register a subcommand whose run() raises exc."""
+    import types
+
+    from gpudense import cli
+
+    module = types.ModuleType("gpudense_fake_command")
+    module.add_arguments = lambda parser: None
+
+    def run(args):
+        raise exc
+
+    module.run = run
+    monkeypatch.setitem(sys.modules, "gpudense_fake_command", module)
+    monkeypatch.setitem(cli.COMMANDS, "fake", ("gpudense_fake_command", "raises"))
+
+
+def test_missing_optional_package_is_a_one_line_error(monkeypatch, capsys):
+    _fake_command(monkeypatch, ModuleNotFoundError("No module named 'tqdm'"))
+    assert main(["fake"]) == 1
+    err = capsys.readouterr().err
+    assert err == "gpudense fake: error: No module named 'tqdm'; install it with pip install \"gpudense[test]\"\n"
+
+
+def test_out_of_memory_is_a_one_line_error(monkeypatch, capsys):
+    _fake_command(monkeypatch, MemoryError())
+    assert main(["fake"]) == 1
+    assert capsys.readouterr().err == "gpudense fake: error: out of memory; try smaller sizes\n"
+
+
+def test_debug_variable_shows_the_traceback(monkeypatch):
+    _fake_command(monkeypatch, ValueError("bad"))
+    monkeypatch.setenv("GPUDENSE_DEBUG", "1")
+    with pytest.raises(ValueError, match="bad"):
+        main(["fake"])

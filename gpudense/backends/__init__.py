@@ -85,7 +85,10 @@ def _choose_auto() -> tuple[str, str]:
         return _auto
     env = os.environ.get(ENV_VAR, "").strip()
     if env and env.lower() != "auto":
-        name = _check_name(env, allow_auto=False)
+        try:
+            name = _check_name(env, allow_auto=False)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_VAR}={env!r} in the environment: {exc}") from None
         _auto = (name, f"{ENV_VAR}={env} in the environment")
         return _auto
     try:
