@@ -266,3 +266,74 @@ def test_finish_ceilings_pools_samples_and_uses_the_fastest():
     # a child process gets the parent's copy bandwidth instead of measuring it
     given = {"copy": {"gbps": 5.0, "how": "parent"}, "matmul": {}}
     assert bench.finish_ceilings(given, {"copy": None, "matmul": {}})["copy"]["gbps"] == 5.0
+
+
+# -- the CPU copy ceiling at the run's thread count ------------------------------------------
+
+def test_chunk_bounds_cover_the_range_contiguously():
+    assert bench.chunk_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert bench.chunk_bounds(2, 4) == [(0, 1), (1, 2)]  # never an empty chunk
+    assert bench.chunk_bounds(7, 1) == [(0, 7)]
+    for n, parts in ((1, 1), (1000003, 2), (1000003, 7), (5, 5)):
+        b = bench.chunk_bounds(n, parts)
+        assert b[0][0] == 0 and b[-1][1] == n
+        assert all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
+        sizes = [hi - lo for lo, hi in b]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    for bad in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError):
+            bench.chunk_bounds(*bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_parallel_copy_copies_every_element(rng, threads):
+    src = rng.standard_normal(100_003).astype(np.float32)  # not a multiple of the thread count
+    dst = np.zeros_like(src)
+    with bench.ParallelCopy(dst, src, threads=threads) as copy:
+        assert len(copy.pieces) == threads
+        copy()
+    np.testing.assert_array_equal(dst, src)
+    with pytest.raises(ValueError):
+        bench.ParallelCopy(dst, src[:5], threads=2)
+    with pytest.raises(ValueError):
+        bench.ParallelCopy(dst, src, threads=0)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_cpu_copy_ceiling_runs_at_the_given_thread_count(threads):
+    sizes = bench.CEILING_SIZES["smoke"]
+    c = bench.measure_ceilings(NumpyBackend(), ["float32"], sizes=sizes, repeats=2, warmup=0,
+                               threads=threads)
+    n = threads or 1
+    assert c["copy"]["threads"] == n
+    assert f"{n} contiguous chunks by {n} threads" in c["copy"]["how"]
+    assert c["copy"]["bytes"] == sizes["copy_bytes"] and len(c["copy"]["samples_s"]) == 2
+    # finish_ceilings keeps the thread count with the pooled samples
+    assert bench.finish_ceilings(c, c)["copy"]["threads"] == n
+
+
+def test_format_percent_marks_fractions_above_the_ceiling():
+    assert bench.format_percent(0.5) == "50"
+    assert bench.format_percent(1.0) == "100"
+    assert bench.format_percent(1.02) == "102!"  # kept as measured, not capped
+    assert bench.format_percent(2.0) == "200!"
+    assert bench.format_percent(None) == "-" and bench.format_percent(math.nan) == "-"
+
+
+def _table_doc(frac_bw):
+    doc = _valid_doc()
+    doc["settings"] = {"mode": "quick", "backend": "numpy", "threads": 2}
+    doc["ceilings"]["copy"].update(threads=2)
+    doc["ceilings"]["matmul"]["float32"]["n"] = 64
+    doc["rows"][0]["frac_bw"] = frac_bw
+    return doc
+
+
+def test_table_flags_a_fraction_above_one_and_explains_the_mark():
+    text = bench.format_table(_table_doc(1.02))
+    row = [ln for ln in text.splitlines() if ln.startswith("| s |")][0]
+    assert row.split("|")[10].strip() == "50" and row.split("|")[11].strip() == "102!"
+    assert "! above 100%" in text
+    assert "copy 1.0 GB/s (2 threads)" in text
+    text = bench.format_table(_table_doc(0.9))
+    assert "! above 100%" not in text and "| 90 |" in text
