@@ -797,13 +797,15 @@ def sweep(args: argparse.Namespace, *, copy_gbps_given: float | None = None,
     mode = _mode(args)
     shapes = parse_shapes(args.shapes, _shape_table(on_gpu, mode))
     dtypes = parse_dtypes(args.dtypes, DEFAULT_DTYPES["gpu" if on_gpu else "cpu"])
-    repeats = args.repeats or REPEATS[mode]
-    if on_gpu and mode != "smoke" and not args.repeats:
+    repeats = REPEATS[mode] if args.repeats is None else args.repeats
+    if on_gpu and mode != "smoke" and args.repeats is None:
         repeats = max(repeats, 20)  # GPU statistics: at least 20 repeats unless asked otherwise
     warmup = WARMUP[mode] if args.warmup is None else args.warmup
     if repeats < 1 or warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0; got {repeats} and {warmup}")
     threads = args.threads
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1; got {threads}")
     if threads is None and not on_gpu:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     notes: list[str] = []
@@ -1088,8 +1090,71 @@ NSYS_RECIPE = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--repeats``, ``--threads``).
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (``--warmup``)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}")
+    return value
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail at once, before the sweep, where ``--json``/``--table``/``--plot`` cannot be written.
+
+    Creates each path's missing parent folders (as writing them would), and
+    checks that ``--plot`` ends in ``.png``, that no path is an existing
+    folder, that the folder is writable, and that matplotlib imports for ``--plot``.
+
+    Raises:
+        ValueError, OSError, RuntimeError: with a one-line message naming the option.
+    """
+    for flag, path in (("--json", args.json), ("--table", args.table), ("--plot", args.plot)):
+        if not path:
+            continue
+        if flag == "--plot" and not path.lower().endswith(".png"):
+            raise ValueError(f"--plot: expected a path ending in .png; got {path!r}")
+        if os.path.isdir(path):
+            raise ValueError(f"{flag}: expected a file path; {path!r} is a folder")
+        parent = os.path.dirname(path) or "."
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"{flag}: cannot create the folder {parent!r}: "
+                          f"{exc.strerror or exc}") from exc
+        if not os.access(parent, os.W_OK):
+            raise OSError(f"{flag}: the folder {parent!r} is not writable")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError("--plot needs matplotlib; install gpudense[bench]") from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``gpudense bench``."""
+
+    def one_line_error(message: str) -> None:
+        # argparse would print the long usage first; one line, like run()'s errors.
+        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "Default shapes (batch x in x out). GPU: small 128x64x64, tall-narrow 1048576x64x64,\n"
@@ -1104,9 +1169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backend to time (default: auto)")
     parser.add_argument("--shapes", help="comma-separated shape names or BATCHxINxOUT")
     parser.add_argument("--dtypes", help=f"comma-separated, from {', '.join(DTYPES)}")
-    parser.add_argument("--repeats", type=int, help="timed repeats per stage (default 20; --quick 10)")
-    parser.add_argument("--warmup", type=int, help="untimed warm-up calls per stage (default 2)")
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--repeats", type=positive_int, help="timed repeats per stage (default 20; --quick 10)")
+    parser.add_argument("--warmup", type=non_negative_int, help="untimed warm-up calls per stage (default 2)")
+    parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for BLAS and torch (default: all usable cores)")
     parser.add_argument("--quick", action="store_true", help="smaller sweep, under a minute on a CPU")
     parser.add_argument("--smoke", action="store_true",
@@ -1156,6 +1221,8 @@ def _nsys(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gpudense bench``; print the table; write JSON/plot where asked."""
+    if args.child_json is None:
+        check_outputs(args)  # before a sweep of minutes, not after it
     if args.nsys:
         return _nsys(args)
     if args.child_json:

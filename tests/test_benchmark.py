@@ -337,3 +337,83 @@ def test_table_flags_a_fraction_above_one_and_explains_the_mark():
     assert "copy 1.0 GB/s (2 threads)" in text
     text = bench.format_table(_table_doc(0.9))
     assert "! above 100%" not in text and "| 90 |" in text
+
+
+# -- option checks: at once, one line, before the sweep ----------------------------------------
+
+def _no_sweep(*args, **kwargs):
+    raise AssertionError("the sweep ran although an option was bad")
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--repeats", "0"], "argument --repeats: expected an integer >= 1; got '0'"),
+    (["--repeats", "x"], "argument --repeats: expected an integer >= 1; got 'x'"),
+    (["--threads", "0"], "argument --threads: expected an integer >= 1; got '0'"),
+    (["--threads", "-1"], "argument --threads: expected an integer >= 1; got '-1'"),
+    (["--warmup", "-1"], "argument --warmup: expected an integer >= 0; got '-1'"),
+])
+def test_bad_counts_are_rejected_by_the_parser_on_one_line(argv, what, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--smoke", "--backend", "numpy", "--no-progress"] + argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"gpudense bench: error: {what}")
+
+
+def test_zero_warmup_and_explicit_repeats_are_kept():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--warmup", "0", "--repeats", "1", "--threads", "1"])
+    assert (args.warmup, args.repeats, args.threads) == (0, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["p.pdf", "p", "p.png.txt"])
+def test_plot_path_not_png_fails_before_the_sweep(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress",
+               "--plot", str(tmp_path / name)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "--plot: expected a path ending in .png" in err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--table", "--plot"])
+def test_output_under_a_file_fails_before_the_sweep(flag, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    (tmp_path / "afile").write_text("x")
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress",
+               flag, str(tmp_path / "afile" / "out.png")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{flag}: cannot create the folder" in err
+
+
+def test_output_that_is_a_folder_fails_before_the_sweep(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress", "--json", str(tmp_path)])
+    assert rc == 1
+    assert "--json: expected a file path" in capsys.readouterr().err
+
+
+def test_missing_output_folders_are_created_before_the_sweep(tmp_path, monkeypatch, capsys):
+    paths = {flag: tmp_path / flag.strip("-") / "sub" / f"out.{ext}"
+             for flag, ext in (("--json", "json"), ("--table", "md"), ("--plot", "png"))}
+    seen = {}
+
+    def fake_sweep(args, **kwargs):
+        seen.update({flag: p.parent.is_dir() for flag, p in paths.items()})
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(bench, "sweep", fake_sweep)
+    argv = ["bench", "--smoke", "--backend", "numpy", "--no-progress"]
+    for flag, p in paths.items():
+        argv += [flag, str(p)]
+    assert main(argv) == 1
+    assert seen == {"--json": True, "--table": True, "--plot": True}
+    assert "stopped by the test" in capsys.readouterr().err
