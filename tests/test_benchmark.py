@@ -417,3 +417,43 @@ def test_missing_output_folders_are_created_before_the_sweep(tmp_path, monkeypat
     assert main(argv) == 1
     assert seen == {"--json": True, "--table": True, "--plot": True}
     assert "stopped by the test" in capsys.readouterr().err
+
+
+# -- the real --quick CPU sweep (issue 5: "a --quick CPU run in CI") -------------------------
+
+def test_quick_cpu_run_writes_a_valid_document(tmp_path, monkeypatch, fresh_backends):
+    """The sweep a new user runs with ``gpudense bench --quick --json out.json`` on a CPU.
+
+    Tens of seconds on 2 cores: the real --quick shapes, repeats and ceiling sizes.
+    Nothing about the times is asserted, only that every promised row and field is there.
+    """
+    monkeypatch.setenv("GPUDENSE_BACKEND", "numpy")
+    torch_ok = bench._torch_importable()
+    out = tmp_path / "quick.json"
+    argv = ["bench", "--quick", "--backend", "numpy", "--no-progress", "--json", str(out)]
+    if not torch_ok:
+        argv.append("--no-torch")  # CI has no torch
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    bench.check_document(doc)
+    s = doc["settings"]
+    assert s["mode"] == "quick" and s["backend"] == "numpy" and s["dtypes"] == ["float32"]
+    assert s["repeats"] == bench.REPEATS["quick"] and s["threads"] >= 1
+    assert {k: tuple(v) for k, v in s["shapes"].items()} == bench.SHAPES["cpu-quick"]
+    sizes = bench.CEILING_SIZES["cpu-quick"]
+    copy = doc["ceilings"]["copy"]
+    assert copy["bytes"] == sizes["copy_bytes"] and copy["threads"] == s["threads"]
+    assert copy["gbps"] > 0 and len(copy["samples_s"]) == 2 * bench.REPEATS["quick"]
+    assert doc["ceilings"]["matmul"]["float32"]["n"] == sizes["matmul_n"]
+    assert doc["ceilings"]["matmul"]["float32"]["tflops"] > 0
+    want = set(bench.STAGES + ("db.sum", "db.ones") + (("torch.step",) if torch_ok else ()))
+    for name, dims in bench.SHAPES["cpu-quick"].items():
+        rows = [r for r in doc["rows"] if r["shape"] == name]
+        assert {r["stage"] for r in rows} == want, name
+        for r in rows:
+            assert (r["batch"], r["n_in"], r["n_out"]) == dims
+            assert len(r["samples_s"]) == bench.REPEATS["quick"]
+            assert all(v > 0 for v in r["samples_s"])  # real timings of real calls
+            assert r["frac_bw"] > 0 and r["gbps"] > 0
+        step = next(r for r in rows if r["stage"] == "step")
+        assert ("torch.step" in step["ratios"]) == torch_ok
