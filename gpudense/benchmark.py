@@ -8,8 +8,10 @@ forward+backward through autograd (when torch imports) for the step.
 
 Every row gives the median time and its spread over the repeats, the achieved
 TFLOP/s and GB/s, and their fractions of two ceilings measured in the same
-run: a large copy (bandwidth, bytes read plus bytes written) and a large square
-matrix product per dtype (FLOP rate).
+run: a large copy (bandwidth, bytes read plus bytes written; on a CPU split
+over as many threads as the stages use) and a large square matrix product per
+dtype (FLOP rate). A fraction above 1 is kept as measured and marked in the
+table.
 
 Timing: on a GPU with CUDA events around each call, on a CPU with
 ``time.perf_counter``. The repeats are split into a few rounds; each round
@@ -20,7 +22,8 @@ cache, so repeats do not run from cache.
 
 The statistics and the ceiling arithmetic are the pure functions
 :func:`summarize`, :func:`stage_work`, :func:`rates`, :func:`copy_gbps`,
-:func:`matmul_tflops`, :func:`n_rotating_sets` and :func:`tf32_plan`.
+:func:`matmul_tflops`, :func:`n_rotating_sets`, :func:`tf32_plan`,
+:func:`chunk_bounds` and :func:`format_percent`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -591,9 +595,76 @@ def bench_shape(be: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_n
     return rows
 
 
+def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``parts`` contiguous, nearly equal ``(start, stop)`` pieces.
+
+    The first ``n % parts`` pieces are one element longer; no piece is empty.
+
+    Example:
+        >>> chunk_bounds(10, 3)
+        [(0, 4), (4, 7), (7, 10)]
+    """
+    if n < 1 or parts < 1:
+        raise ValueError(f"n and parts must be >= 1; got {n} and {parts}")
+    parts = min(parts, n)
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for p in range(parts):
+        stop = start + base + (1 if p < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+class ParallelCopy:
+    """``dst[...] = src`` for 1-D NumPy arrays, by ``threads`` threads at once.
+
+    Each thread copies one contiguous chunk (:func:`chunk_bounds`) with
+    ``np.copyto``, which releases the GIL, so the copy runs on as many cores
+    as the benchmark's other stages; a call returns when every chunk is done.
+    With one thread it is a plain ``np.copyto``. Use as a context manager
+    (the worker threads end on exit).
+
+    Example:
+        >>> src = np.arange(10, dtype=np.float32); dst = np.empty_like(src)
+        >>> with ParallelCopy(dst, src, threads=3) as copy:
+        ...     copy()
+        >>> bool((dst == src).all())
+        True
+    """
+
+    def __init__(self, dst: np.ndarray, src: np.ndarray, *, threads: int) -> None:
+        if dst.shape != src.shape or dst.ndim != 1:
+            raise ValueError(f"need two 1-D arrays of one shape; got {dst.shape} and {src.shape}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1; got {threads}")
+        self.pieces = [(dst[a:b], src[a:b]) for a, b in chunk_bounds(src.size, threads)]
+        self.pool = ThreadPoolExecutor(max_workers=len(self.pieces)) if len(self.pieces) > 1 else None
+
+    def __call__(self) -> None:
+        if self.pool is None:
+            np.copyto(*self.pieces[0])
+            return
+        for f in [self.pool.submit(np.copyto, d, s) for d, s in self.pieces]:
+            f.result()
+
+    def __enter__(self) -> "ParallelCopy":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 def measure_ceilings(be: Any, dtypes: Sequence[str], *, sizes: dict[str, int], repeats: int,
-                     warmup: int, copy: bool = True) -> dict[str, Any]:
-    """Measure the copy bandwidth and a square matrix product's rate per dtype."""
+                     warmup: int, copy: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Measure the copy bandwidth and a square matrix product's rate per dtype.
+
+    On a GPU the copy is one ``cupy.copyto``. On a CPU it is split into
+    ``threads`` contiguous chunks copied at once by ``threads`` threads
+    (:class:`ParallelCopy`; None means 1), so that the bandwidth ceiling is
+    measured at the thread count the stages run with; the whole copy is timed.
+    """
     xp = be.xp
     on_gpu = be.name == "cupy"
     timer = CudaTimer(xp) if on_gpu else CpuTimer()
@@ -604,10 +675,19 @@ def measure_ceilings(be: Any, dtypes: Sequence[str], *, sizes: dict[str, int], r
         nbytes = int(sizes["copy_bytes"])
         src = _random(xp, gen, (nbytes // 4,), np.dtype(np.float32), 1.0)
         dst = xp.empty_like(src)
-        ss = run_rounds({"copy": lambda k: xp.copyto(dst, src)}, n_sets=1, repeats=repeats,
-                         warmup=warmup, timer=timer, nvtx=nvtx)["copy"]
-        out["copy"] = {"bytes": nbytes, "samples_s": ss,
-                       "how": "copyto of a float32 array; bytes read + written"}
+        if on_gpu:
+            ss = run_rounds({"copy": lambda k: xp.copyto(dst, src)}, n_sets=1, repeats=repeats,
+                             warmup=warmup, timer=timer, nvtx=nvtx)["copy"]
+            out["copy"] = {"bytes": nbytes, "samples_s": ss,
+                           "how": "copyto of a float32 array; bytes read + written"}
+        else:
+            n_threads = threads or 1
+            with ParallelCopy(dst, src, threads=n_threads) as pcopy:
+                ss = run_rounds({"copy": lambda k: pcopy()}, n_sets=1, repeats=repeats,
+                                 warmup=warmup, timer=timer, nvtx=nvtx)["copy"]
+            out["copy"] = {"bytes": nbytes, "samples_s": ss, "threads": n_threads,
+                           "how": f"copyto of a float32 array in {n_threads} contiguous chunks "
+                                  f"by {n_threads} threads at once; bytes read + written"}
         del src, dst
     n = int(sizes["matmul_n"])
     for d in dtypes:
@@ -717,13 +797,15 @@ def sweep(args: argparse.Namespace, *, copy_gbps_given: float | None = None,
     mode = _mode(args)
     shapes = parse_shapes(args.shapes, _shape_table(on_gpu, mode))
     dtypes = parse_dtypes(args.dtypes, DEFAULT_DTYPES["gpu" if on_gpu else "cpu"])
-    repeats = args.repeats or REPEATS[mode]
-    if on_gpu and mode != "smoke" and not args.repeats:
+    repeats = REPEATS[mode] if args.repeats is None else args.repeats
+    if on_gpu and mode != "smoke" and args.repeats is None:
         repeats = max(repeats, 20)  # GPU statistics: at least 20 repeats unless asked otherwise
     warmup = WARMUP[mode] if args.warmup is None else args.warmup
     if repeats < 1 or warmup < 0:
         raise ValueError(f"--repeats must be >= 1 and --warmup >= 0; got {repeats} and {warmup}")
     threads = args.threads
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1; got {threads}")
     if threads is None and not on_gpu:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     notes: list[str] = []
@@ -771,7 +853,7 @@ def sweep(args: argparse.Namespace, *, copy_gbps_given: float | None = None,
         bar.set_description("ceilings")
         sizes = _ceiling_sizes(on_gpu, mode)
         before = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
-                                  copy=copy_gbps_given is None)
+                                  copy=copy_gbps_given is None, threads=threads)
         if copy_gbps_given is not None:
             before["copy"] = {"gbps": copy_gbps_given, "how": "measured by the parent process"}
         bar.update(1)
@@ -785,7 +867,7 @@ def sweep(args: argparse.Namespace, *, copy_gbps_given: float | None = None,
             bar.update(1)
         bar.set_description("ceilings again")
         after = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
-                                 copy=copy_gbps_given is None)
+                                 copy=copy_gbps_given is None, threads=threads)
         bar.update(1)
         bar.close()
     ceilings = finish_ceilings(before, after)
@@ -843,6 +925,27 @@ def _fmt(v: float, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+#: Marks a fraction of a ceiling above 1 in the table (see :func:`format_percent`).
+ABOVE_CEILING = "!"
+
+
+def format_percent(frac: float | None) -> str:
+    """A fraction of a ceiling as a whole percentage; above 100% marked with :data:`ABOVE_CEILING`.
+
+    A stage that beats the measured ceiling means the ceiling under-estimates
+    the hardware for that access pattern (for instance a small ``dy`` that
+    stays in cache); the value is shown as measured, never capped.
+
+    Example:
+        >>> format_percent(0.5), format_percent(1.02), format_percent(None)
+        ('50', '102!', '-')
+    """
+    if frac is None or math.isnan(frac):
+        return "-"
+    text = f"{100 * frac:.0f}"
+    return text + ABOVE_CEILING if frac > 1.0 else text
+
+
 def format_table(doc: dict[str, Any]) -> str:
     """The result document as a fixed-width text table (also valid Markdown)."""
     env = doc["environment"]
@@ -859,7 +962,9 @@ def format_table(doc: dict[str, Any]) -> str:
         "OPENBLAS_CORETYPE=" + str((env.get("env_vars") or {}).get("OPENBLAS_CORETYPE"))
         + " OPENBLAS_L2_SIZE=" + str((env.get("env_vars") or {}).get("OPENBLAS_L2_SIZE")),
         "ceilings (fastest of the samples before and after the sweep): copy "
-        + (f"{c['copy']['gbps']:.1f} GB/s" if c.get("copy") else "-") + "; "
+        + (f"{c['copy']['gbps']:.1f} GB/s" if c.get("copy") else "-")
+        + (f" ({c['copy']['threads']} threads)" if (c.get("copy") or {}).get("threads") else "")
+        + "; "
         + "; ".join(f"matmul {d} {m['tflops']:.3f} TFLOP/s (n={m.get('n')})"
                     for d, m in c["matmul"].items()),
         "",
@@ -874,9 +979,14 @@ def format_table(doc: dict[str, Any]) -> str:
             f"| {r['shape']} | {r['batch']}x{r['n_in']}x{r['n_out']} | {r['dtype']} | {r['stage']} "
             f"| {st['median'] * 1e3:.3f} | {st['iqr'] * 1e3:.3f} | {st['min'] * 1e3:.3f} "
             f"| {_fmt(r['tflops'], '.3f')} | {_fmt(r['gbps'], '.1f')} "
-            f"| {_fmt(100 * r['frac_flops'], '.0f')} | {_fmt(100 * r['frac_bw'], '.0f')} "
+            f"| {format_percent(r['frac_flops'])} | {format_percent(r['frac_bw'])} "
             f"| {ratios} |"
         )
+    if any((r[k] or 0) > 1.0 for r in doc["rows"] for k in ("frac_flops", "frac_bw")):
+        lines.append(
+            f"\n{ABOVE_CEILING} above 100%: the stage moved bytes (or FLOPs) faster than the "
+            "measured ceiling, which then under-estimates the hardware for that access pattern "
+            "(e.g. inputs served from cache); the value is not capped.")
     for n in doc["notes"]:
         lines.append(f"note: {n}")
     return "\n".join(lines)
@@ -980,8 +1090,71 @@ NSYS_RECIPE = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--repeats``, ``--threads``).
+
+    Example:
+        >>> positive_int("3")
+        3
+    """
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (``--warmup``)."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}")
+    return value
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Fail at once, before the sweep, where ``--json``/``--table``/``--plot`` cannot be written.
+
+    Creates each path's missing parent folders (as writing them would), and
+    checks that ``--plot`` ends in ``.png``, that no path is an existing
+    folder, that the folder is writable, and that matplotlib imports for ``--plot``.
+
+    Raises:
+        ValueError, OSError, RuntimeError: with a one-line message naming the option.
+    """
+    for flag, path in (("--json", args.json), ("--table", args.table), ("--plot", args.plot)):
+        if not path:
+            continue
+        if flag == "--plot" and not path.lower().endswith(".png"):
+            raise ValueError(f"--plot: expected a path ending in .png; got {path!r}")
+        if os.path.isdir(path):
+            raise ValueError(f"{flag}: expected a file path; {path!r} is a folder")
+        parent = os.path.dirname(path) or "."
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"{flag}: cannot create the folder {parent!r}: "
+                          f"{exc.strerror or exc}") from exc
+        if not os.access(parent, os.W_OK):
+            raise OSError(f"{flag}: the folder {parent!r} is not writable")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError("--plot needs matplotlib; install gpudense[bench]") from exc
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``gpudense bench``."""
+
+    def one_line_error(message: str) -> None:
+        # argparse would print the long usage first; one line, like run()'s errors.
+        parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "Default shapes (batch x in x out). GPU: small 128x64x64, tall-narrow 1048576x64x64,\n"
@@ -996,9 +1169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backend to time (default: auto)")
     parser.add_argument("--shapes", help="comma-separated shape names or BATCHxINxOUT")
     parser.add_argument("--dtypes", help=f"comma-separated, from {', '.join(DTYPES)}")
-    parser.add_argument("--repeats", type=int, help="timed repeats per stage (default 20; --quick 10)")
-    parser.add_argument("--warmup", type=int, help="untimed warm-up calls per stage (default 2)")
-    parser.add_argument("--threads", type=int,
+    parser.add_argument("--repeats", type=positive_int, help="timed repeats per stage (default 20; --quick 10)")
+    parser.add_argument("--warmup", type=non_negative_int, help="untimed warm-up calls per stage (default 2)")
+    parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for BLAS and torch (default: all usable cores)")
     parser.add_argument("--quick", action="store_true", help="smaller sweep, under a minute on a CPU")
     parser.add_argument("--smoke", action="store_true",
@@ -1048,6 +1221,8 @@ def _nsys(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gpudense bench``; print the table; write JSON/plot where asked."""
+    if args.child_json is None:
+        check_outputs(args)  # before a sweep of minutes, not after it
     if args.nsys:
         return _nsys(args)
     if args.child_json:

@@ -266,3 +266,194 @@ def test_finish_ceilings_pools_samples_and_uses_the_fastest():
     # a child process gets the parent's copy bandwidth instead of measuring it
     given = {"copy": {"gbps": 5.0, "how": "parent"}, "matmul": {}}
     assert bench.finish_ceilings(given, {"copy": None, "matmul": {}})["copy"]["gbps"] == 5.0
+
+
+# -- the CPU copy ceiling at the run's thread count ------------------------------------------
+
+def test_chunk_bounds_cover_the_range_contiguously():
+    assert bench.chunk_bounds(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert bench.chunk_bounds(2, 4) == [(0, 1), (1, 2)]  # never an empty chunk
+    assert bench.chunk_bounds(7, 1) == [(0, 7)]
+    for n, parts in ((1, 1), (1000003, 2), (1000003, 7), (5, 5)):
+        b = bench.chunk_bounds(n, parts)
+        assert b[0][0] == 0 and b[-1][1] == n
+        assert all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
+        sizes = [hi - lo for lo, hi in b]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    for bad in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError):
+            bench.chunk_bounds(*bad)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_parallel_copy_copies_every_element(rng, threads):
+    src = rng.standard_normal(100_003).astype(np.float32)  # not a multiple of the thread count
+    dst = np.zeros_like(src)
+    with bench.ParallelCopy(dst, src, threads=threads) as copy:
+        assert len(copy.pieces) == threads
+        copy()
+    np.testing.assert_array_equal(dst, src)
+    with pytest.raises(ValueError):
+        bench.ParallelCopy(dst, src[:5], threads=2)
+    with pytest.raises(ValueError):
+        bench.ParallelCopy(dst, src, threads=0)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_cpu_copy_ceiling_runs_at_the_given_thread_count(threads):
+    sizes = bench.CEILING_SIZES["smoke"]
+    c = bench.measure_ceilings(NumpyBackend(), ["float32"], sizes=sizes, repeats=2, warmup=0,
+                               threads=threads)
+    n = threads or 1
+    assert c["copy"]["threads"] == n
+    assert f"{n} contiguous chunks by {n} threads" in c["copy"]["how"]
+    assert c["copy"]["bytes"] == sizes["copy_bytes"] and len(c["copy"]["samples_s"]) == 2
+    # finish_ceilings keeps the thread count with the pooled samples
+    assert bench.finish_ceilings(c, c)["copy"]["threads"] == n
+
+
+def test_format_percent_marks_fractions_above_the_ceiling():
+    assert bench.format_percent(0.5) == "50"
+    assert bench.format_percent(1.0) == "100"
+    assert bench.format_percent(1.02) == "102!"  # kept as measured, not capped
+    assert bench.format_percent(2.0) == "200!"
+    assert bench.format_percent(None) == "-" and bench.format_percent(math.nan) == "-"
+
+
+def _table_doc(frac_bw):
+    doc = _valid_doc()
+    doc["settings"] = {"mode": "quick", "backend": "numpy", "threads": 2}
+    doc["ceilings"]["copy"].update(threads=2)
+    doc["ceilings"]["matmul"]["float32"]["n"] = 64
+    doc["rows"][0]["frac_bw"] = frac_bw
+    return doc
+
+
+def test_table_flags_a_fraction_above_one_and_explains_the_mark():
+    text = bench.format_table(_table_doc(1.02))
+    row = [ln for ln in text.splitlines() if ln.startswith("| s |")][0]
+    assert row.split("|")[10].strip() == "50" and row.split("|")[11].strip() == "102!"
+    assert "! above 100%" in text
+    assert "copy 1.0 GB/s (2 threads)" in text
+    text = bench.format_table(_table_doc(0.9))
+    assert "! above 100%" not in text and "| 90 |" in text
+
+
+# -- option checks: at once, one line, before the sweep ----------------------------------------
+
+def _no_sweep(*args, **kwargs):
+    raise AssertionError("the sweep ran although an option was bad")
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["--repeats", "0"], "argument --repeats: expected an integer >= 1; got '0'"),
+    (["--repeats", "x"], "argument --repeats: expected an integer >= 1; got 'x'"),
+    (["--threads", "0"], "argument --threads: expected an integer >= 1; got '0'"),
+    (["--threads", "-1"], "argument --threads: expected an integer >= 1; got '-1'"),
+    (["--warmup", "-1"], "argument --warmup: expected an integer >= 0; got '-1'"),
+])
+def test_bad_counts_are_rejected_by_the_parser_on_one_line(argv, what, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--smoke", "--backend", "numpy", "--no-progress"] + argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"gpudense bench: error: {what}")
+
+
+def test_zero_warmup_and_explicit_repeats_are_kept():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--warmup", "0", "--repeats", "1", "--threads", "1"])
+    assert (args.warmup, args.repeats, args.threads) == (0, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["p.pdf", "p", "p.png.txt"])
+def test_plot_path_not_png_fails_before_the_sweep(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress",
+               "--plot", str(tmp_path / name)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "--plot: expected a path ending in .png" in err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--table", "--plot"])
+def test_output_under_a_file_fails_before_the_sweep(flag, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    (tmp_path / "afile").write_text("x")
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress",
+               flag, str(tmp_path / "afile" / "out.png")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{flag}: cannot create the folder" in err
+
+
+def test_output_that_is_a_folder_fails_before_the_sweep(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sweep", _no_sweep)
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress", "--json", str(tmp_path)])
+    assert rc == 1
+    assert "--json: expected a file path" in capsys.readouterr().err
+
+
+def test_missing_output_folders_are_created_before_the_sweep(tmp_path, monkeypatch, capsys):
+    paths = {flag: tmp_path / flag.strip("-") / "sub" / f"out.{ext}"
+             for flag, ext in (("--json", "json"), ("--table", "md"), ("--plot", "png"))}
+    seen = {}
+
+    def fake_sweep(args, **kwargs):
+        seen.update({flag: p.parent.is_dir() for flag, p in paths.items()})
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(bench, "sweep", fake_sweep)
+    argv = ["bench", "--smoke", "--backend", "numpy", "--no-progress"]
+    for flag, p in paths.items():
+        argv += [flag, str(p)]
+    assert main(argv) == 1
+    assert seen == {"--json": True, "--table": True, "--plot": True}
+    assert "stopped by the test" in capsys.readouterr().err
+
+
+# -- the real --quick CPU sweep (issue 5: "a --quick CPU run in CI") -------------------------
+
+def test_quick_cpu_run_writes_a_valid_document(tmp_path, monkeypatch, fresh_backends):
+    """The sweep a new user runs with ``gpudense bench --quick --json out.json`` on a CPU.
+
+    Tens of seconds on 2 cores: the real --quick shapes, repeats and ceiling sizes.
+    Nothing about the times is asserted, only that every promised row and field is there.
+    """
+    monkeypatch.setenv("GPUDENSE_BACKEND", "numpy")
+    torch_ok = bench._torch_importable()
+    out = tmp_path / "quick.json"
+    argv = ["bench", "--quick", "--backend", "numpy", "--no-progress", "--json", str(out)]
+    if not torch_ok:
+        argv.append("--no-torch")  # CI has no torch
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    bench.check_document(doc)
+    s = doc["settings"]
+    assert s["mode"] == "quick" and s["backend"] == "numpy" and s["dtypes"] == ["float32"]
+    assert s["repeats"] == bench.REPEATS["quick"] and s["threads"] >= 1
+    assert {k: tuple(v) for k, v in s["shapes"].items()} == bench.SHAPES["cpu-quick"]
+    sizes = bench.CEILING_SIZES["cpu-quick"]
+    copy = doc["ceilings"]["copy"]
+    assert copy["bytes"] == sizes["copy_bytes"] and copy["threads"] == s["threads"]
+    assert copy["gbps"] > 0 and len(copy["samples_s"]) == 2 * bench.REPEATS["quick"]
+    assert doc["ceilings"]["matmul"]["float32"]["n"] == sizes["matmul_n"]
+    assert doc["ceilings"]["matmul"]["float32"]["tflops"] > 0
+    want = set(bench.STAGES + ("db.sum", "db.ones") + (("torch.step",) if torch_ok else ()))
+    for name, dims in bench.SHAPES["cpu-quick"].items():
+        rows = [r for r in doc["rows"] if r["shape"] == name]
+        assert {r["stage"] for r in rows} == want, name
+        for r in rows:
+            assert (r["batch"], r["n_in"], r["n_out"]) == dims
+            assert len(r["samples_s"]) == bench.REPEATS["quick"]
+            assert all(v > 0 for v in r["samples_s"])  # real timings of real calls
+            assert r["frac_bw"] > 0 and r["gbps"] > 0
+        step = next(r for r in rows if r["stage"] == "step")
+        assert ("torch.step" in step["ratios"]) == torch_ok
