@@ -135,6 +135,7 @@ class Tanh(_Activation):
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
+_GELU_CLIP = 10.0  # tanh(sqrt(2/pi) * (10 + 0.044715e3)) == 1.0 exactly in float16/32/64
 
 
 class GELU(_Activation):
@@ -158,8 +159,8 @@ class GELU(_Activation):
         t *= _GELU_C
         xp.tanh(t, out=t)
         y = t + 1
+        y *= 0.5  # exact; halving before the product keeps x/2*(1+t) finite up to the dtype's max
         y *= x
-        y *= 0.5
         self._saved = (y, x, t)
         return y
 
@@ -170,12 +171,16 @@ class GELU(_Activation):
         _, x, t = self._take_saved(dy)
         if not input_grad:
             return None
-        # p = x/2 * c * (1 + 3a x^2); dy/dx = (1 + t)/2 - p * (t^2 - 1)
-        p = x * x
+        # p = x/2 * c * (1 + 3a x^2); dy/dx = (1 + t)/2 - p * (t^2 - 1).
+        # For |x| >= 10, u >= 43 and t is exactly +-1 in every float dtype, so
+        # t^2 - 1 == 0: p is computed on x clipped to [-10, 10], where x^2
+        # cannot overflow (float16 x^2 is inf from |x| = 256, and inf * 0 is NaN).
+        xc = x.clip(-_GELU_CLIP, _GELU_CLIP)
+        p = xc * xc
         p *= 3 * _GELU_A
         p += 1
         p *= 0.5 * _GELU_C
-        p *= x
+        p *= xc
         s = t * t
         s -= 1
         p *= s
