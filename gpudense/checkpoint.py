@@ -194,10 +194,12 @@ class Checkpoint:
 
         The model's configuration (sizes, activation, bias, dtype), the
         parameter names, shapes and dtypes, the optimizer's type, slots and
-        state shapes, and the generator type must all match; otherwise
+        state shapes, dtypes, hyper-parameter ranges and per-parameter step
+        counts, and the generator type and state must all match; otherwise
         :class:`CheckpointError` names the first mismatch and nothing is
-        changed. Arrays are copied onto the model's backend, whichever
-        backend saved them.
+        changed: everything (the RNG state set on a copy of the generator)
+        is checked, and the arrays copied onto the model's backend, before
+        the model, the optimizer or the generator is touched.
         """
         where = f"checkpoint {self.path}"
         config = _model_config(model)

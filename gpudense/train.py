@@ -445,7 +445,13 @@ def _fit(args: argparse.Namespace, *, out: Any = None) -> Result:
         if args.lr is not None:
             optimizer.lr = args.lr
         start_epoch = ckpt.epoch
-        history = History.from_dict(ckpt.extra.get("history", {}))
+        saved = ckpt.extra.get("history", {})
+        if not isinstance(saved, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            for v in saved.values()
+        ):
+            raise CheckpointError(f"checkpoint {args.resume}: extra 'history' must map names to lists of numbers")
+        history = History.from_dict(saved)
 
     say(f"data: {ds.name}, {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test samples, "
         f"{ds.n_features} features, {ds.n_classes} classes")

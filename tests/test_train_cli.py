@@ -205,6 +205,21 @@ def test_resume_options_that_conflict_with_the_checkpoint_are_errors(tmp_path, c
     assert status == 0 and "batch size 64" in out, err
 
 
+def test_resume_with_a_malformed_history_is_a_one_line_error(tmp_path, capsys):
+    from gpudense.checkpoint import load_checkpoint, save_checkpoint
+
+    good = str(tmp_path / "good.npz")
+    assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", good], capsys)[0] == 0
+    ckpt = load_checkpoint(good)
+    result = fit(parse_args([*FAST, "--epochs", "0", "--hidden", "16"]), out=io.StringIO())
+    bad = str(tmp_path / "bad.npz")
+    save_checkpoint(bad, result.model, result.optimizer, epoch=1, rng=np.random.default_rng(0),
+                    extra={**ckpt.extra, "history": [0.5]})
+    status, _, err = run_cli(["train", *FAST, "--epochs", "2", "--hidden", "16", "--resume", bad], capsys)
+    assert status == 1 and err.count("\n") == 1
+    assert "extra 'history' must map names to lists of numbers" in err
+
+
 def test_momentum_without_sgd_is_an_error(capsys):
     status, _, err = run_cli(["train", *FAST, "--epochs", "1", "--momentum", "0.5"], capsys)
     assert status == 1
