@@ -9,7 +9,8 @@ change) and skipping those whose gradient is None. Per-parameter state
 created on the first step that sees its gradient.
 
 The math is written against the parameters' array module: one temporary the
-size of the parameter per step, no copies of the parameters. Each parameter
+size of the parameter per step (float16: also a float32 copy of the
+gradient), no copies of the parameters. Each parameter
 has its own step count, as in PyTorch (a parameter without a gradient on some
 steps gets Adam's bias correction for the steps it took). For float16
 parameters the optimizer keeps a float32 master copy and float32 state; the
