@@ -2,13 +2,16 @@
 
 Layout of the file (a plain NumPy ``.npz``, readable with ``allow_pickle=False``):
 
-- ``meta``: a JSON string: ``{"format": "gpudense-checkpoint", "version": 1,
+- ``meta``: a JSON string: ``{"format": "gpudense-checkpoint", "version": 2,
   "epoch": int, "model": {"sizes", "activation", "bias", "dtype"} or null,
-  "optimizer": {"type", "hyperparams", "step", "slots"} or null, "rng": the
-  ``numpy.random.Generator``'s ``bit_generator.state`` or null, "extra": {...}}``
+  "optimizer": {"type", "hyperparams", "step", "param_steps", "slots"} or null,
+  "rng": the ``numpy.random.Generator``'s ``bit_generator.state`` or null,
+  "extra": {...}}`` (``param_steps``: the step count of each parameter that has
+  stepped; ``slots``: the slot names, including ``master``)
 - ``param/<name>``: each parameter (``param/0.w``, ``param/0.b``, ...), a NumPy array
   in the model's dtype, whatever backend the model was on;
-- ``optim/<slot>/<name>``: the optimizer's per-parameter state (``optim/m/0.w``, ...).
+- ``optim/<slot>/<name>``: the optimizer's per-parameter state (``optim/m/0.w``, ...;
+  ``optim/master/<name>``: the float32 master copy of a float16 parameter).
 
 Writing is atomic: the file is written to a temporary file in the same
 directory, flushed and fsync'ed, then renamed over the target with
@@ -31,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -45,7 +49,7 @@ import numpy as np
 __all__ = ["CheckpointError", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gpudense-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: per-parameter step counts and float32 master weights
 
 
 class CheckpointError(ValueError):
@@ -102,6 +106,7 @@ def save_checkpoint(
             "type": state["type"],
             "hyperparams": state["hyperparams"],
             "step": state["step"],
+            "param_steps": state["param_steps"],
             "slots": sorted(state["slots"]),
         }
         for slot, named in state["slots"].items():
@@ -189,10 +194,12 @@ class Checkpoint:
 
         The model's configuration (sizes, activation, bias, dtype), the
         parameter names, shapes and dtypes, the optimizer's type, slots and
-        state shapes, and the generator type must all match; otherwise
+        state shapes, dtypes, hyper-parameter ranges and per-parameter step
+        counts, and the generator type and state must all match; otherwise
         :class:`CheckpointError` names the first mismatch and nothing is
-        changed. Arrays are copied onto the model's backend, whichever
-        backend saved them.
+        changed: everything (the RNG state set on a copy of the generator)
+        is checked, and the arrays copied onto the model's backend, before
+        the model, the optimizer or the generator is touched.
         """
         where = f"checkpoint {self.path}"
         config = _model_config(model)
@@ -228,20 +235,27 @@ class Checkpoint:
                 raise CheckpointError(
                     f"{where}: RNG state is for {self.rng_state.get('bit_generator')!r}, the generator is {kind}"
                 )
-        if optimizer is not None:
-            try:
-                optimizer.load_state_dict(self.optimizer_state)  # validates before changing anything
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"{where}: {exc}") from exc
-        if hasattr(model, "load_state_dict"):
-            model.load_state_dict(self.params)
-        else:
-            _copy_params(model, self.params)
-        if rng is not None:
-            try:
-                rng.bit_generator.state = self.rng_state
+            try:  # on a copy: the caller's generator changes only once everything is known to load
+                copy.deepcopy(rng.bit_generator).state = self.rng_state
             except (TypeError, ValueError, KeyError) as exc:
                 raise CheckpointError(f"{where}: bad RNG state: {exc}") from exc
+        prepared = None
+        if optimizer is not None:
+            try:
+                prepared = optimizer._prepare(self.optimizer_state)  # validates, copies; changes nothing
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{where}: {exc}") from exc
+        backend = getattr(model, "backend", None)
+        on_backend = {name: backend.asarray(a) for name, a in self.params.items()} if backend else self.params
+        # Everything is validated and on the device: from here on nothing fails.
+        if prepared is not None:
+            optimizer._assign(prepared)
+        if hasattr(model, "load_state_dict"):
+            model.load_state_dict(on_backend)
+        else:
+            _copy_params(model, on_backend)
+        if rng is not None:
+            rng.bit_generator.state = self.rng_state
 
 
 def _copy_params(model: Any, params: dict[str, np.ndarray]) -> None:
@@ -321,26 +335,65 @@ def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
     opt = meta["optimizer"]
     optimizer_state = None
     if opt is not None:
-        if not isinstance(opt, dict) or not {"type", "hyperparams", "step", "slots"} <= set(opt):
-            raise CheckpointError(f"{where}: optimizer entry lacks type/hyperparams/step/slots")
+        if not isinstance(opt, dict) or not {"type", "hyperparams", "step", "param_steps", "slots"} <= set(opt):
+            raise CheckpointError(f"{where}: optimizer entry lacks type/hyperparams/step/param_steps/slots")
+        _check_type(where, "optimizer type", opt["type"], str)
+        _check_type(where, "optimizer hyperparams", opt["hyperparams"], dict)
+        for name, value in opt["hyperparams"].items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CheckpointError(f"{where}: optimizer hyper-parameter {name} must be a number; got {value!r}")
+        _check_type(where, "optimizer step", opt["step"], int)
+        _check_type(where, "optimizer param_steps", opt["param_steps"], dict)
+        for name, value in opt["param_steps"].items():
+            _check_type(where, f"optimizer param_steps[{name!r}]", value, int)
+        _check_type(where, "optimizer slots", opt["slots"], list)
+        for slot in opt["slots"]:
+            _check_type(where, "optimizer slot name", slot, str)
         unknown = sorted(set(slots) - set(opt["slots"]))
         if unknown:
             raise CheckpointError(f"{where}: optimizer arrays for undeclared slots {unknown}")
-        # A slot may hold no arrays yet (saved before the first step).
+        # A slot holds the parameters that have stepped (none before the first step);
+        # Optimizer.load_state_dict checks that against param_steps.
         optimizer_state = {
             "type": opt["type"],
             "hyperparams": opt["hyperparams"],
             "step": opt["step"],
+            "param_steps": opt["param_steps"],
             "slots": {slot: slots.get(slot, {}) for slot in opt["slots"]},
         }
     elif slots:
         raise CheckpointError(f"{where} has optimizer arrays but no optimizer entry")
+    model = meta["model"]
+    if model is not None:
+        _check_type(where, "model", model, dict)
+        for key in ("sizes", "activation", "bias", "dtype"):
+            if key not in model:
+                raise CheckpointError(f"{where}: model entry lacks {key!r}")
+        _check_type(where, "model sizes", model["sizes"], list)
+        for size in model["sizes"]:
+            _check_type(where, "model size", size, int)
+        _check_type(where, "model activation", model["activation"], str)
+        _check_type(where, "model bias", model["bias"], bool)
+        _check_type(where, "model dtype", model["dtype"], str)
+    if meta["rng"] is not None:
+        _check_type(where, "rng", meta["rng"], dict)
+    _check_type(where, "extra", meta["extra"], dict)
     return Checkpoint(
         path=path,
         epoch=epoch,
-        model_config=meta["model"],
+        model_config=model,
         params=params,
         optimizer_state=optimizer_state,
         rng_state=meta["rng"],
-        extra=meta["extra"] or {},
+        extra=meta["extra"],
     )
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "true or false"}
+
+
+def _check_type(where: str, what: str, value: Any, kind: type) -> None:
+    """CheckpointError unless the JSON value ``value`` is of ``kind`` (bools are not ints)."""
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise CheckpointError(f"{where}: meta {what} must be {_JSON_NAMES[kind]}; got {value!r}")

@@ -135,6 +135,7 @@ class Tanh(_Activation):
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
+_GELU_CLIP = 10.0  # tanh(sqrt(2/pi) * (10 + 0.044715e3)) == 1.0 exactly in float16/32/64
 
 
 class GELU(_Activation):
@@ -142,7 +143,8 @@ class GELU(_Activation):
 
     ``y = x/2 * (1 + tanh(u))`` with ``u = sqrt(2/pi) * (x + 0.044715 x**3)``;
     ``dy/dx = (1 + t)/2 + x/2 * (1 - t**2) * sqrt(2/pi) * (1 + 3*0.044715 x**2)``
-    with ``t = tanh(u)``. Keeps ``x`` and ``t`` for backward. (The tanh form
+    with ``t = tanh(u)``. Keeps ``x`` clipped to [-10, 10] (beyond which t is exactly
+    +-1) and ``t`` for backward. (The tanh form
     needs no ``erf``, which NumPy lacks; it differs from the exact
     ``x * Phi(x)`` by less than 5e-4.)
     """
@@ -151,31 +153,36 @@ class GELU(_Activation):
 
     def forward(self, x: Any) -> Any:
         xp = _check_float("x", x)
-        t = x * x
+        # For |x| >= 10, u >= 43 and t = tanh(u) is exactly +-1 in every float dtype: u is
+        # computed on x clipped to [-10, 10], where x^3 cannot overflow (float16 x^2 is inf
+        # from |x| = 256, and the backward's inf * (t^2 - 1) would be NaN).
+        xc = x.clip(-_GELU_CLIP, _GELU_CLIP)
+        t = xc * xc
         t *= _GELU_A
         t += 1
-        t *= x
+        t *= xc
         t *= _GELU_C
         xp.tanh(t, out=t)
         y = t + 1
+        y *= 0.5  # exact; halving before the product keeps x/2*(1+t) finite up to the dtype's max
         y *= x
-        y *= 0.5
-        self._saved = (y, x, t)
+        self._saved = (y, xc, t)
         return y
 
     __call__ = forward
 
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
         """``dx = dy * dy/dx`` (formula in the class docstring); None when ``input_grad`` is False."""
-        _, x, t = self._take_saved(dy)
+        _, xc, t = self._take_saved(dy)
         if not input_grad:
             return None
-        # p = x/2 * c * (1 + 3a x^2); dy/dx = (1 + t)/2 - p * (t^2 - 1)
-        p = x * x
+        # p = x/2 * c * (1 + 3a x^2); dy/dx = (1 + t)/2 - p * (t^2 - 1). On x clipped to
+        # [-10, 10] (see forward): beyond it t^2 - 1 == 0 exactly, so p's value there is moot.
+        p = xc * xc
         p *= 3 * _GELU_A
         p += 1
         p *= 0.5 * _GELU_C
-        p *= x
+        p *= xc
         s = t * t
         s -= 1
         p *= s

@@ -9,9 +9,14 @@ change) and skipping those whose gradient is None. Per-parameter state
 created on the first step that sees its gradient.
 
 The math is written against the parameters' array module: one temporary the
-size of the parameter per step, no copies of the parameters. For float16
-parameters the state and the update are kept in float32 and the parameter is
-rounded once per step (a float16 Adam second moment would underflow).
+size of the parameter per step (float16: also a float32 copy of the
+gradient), no copies of the parameters. Each parameter
+has its own step count, as in PyTorch (a parameter without a gradient on some
+steps gets Adam's bias correction for the steps it took). For float16
+parameters the optimizer keeps a float32 master copy and float32 state; the
+update is applied to the master and the parameter is rewritten from it, so
+small updates and weight decay are not lost to float16 rounding (a float16
+Adam second moment would also underflow).
 
 Example:
     >>> import numpy as np
@@ -49,13 +54,26 @@ def _check_number(name: str, value: Any, *, low: float = 0.0, high: float = math
 
 
 class Optimizer:
-    """Base class: holds the model, the hyper-parameters, the step count and per-parameter state.
+    """Base class: holds the model, the hyper-parameters, step counts and per-parameter state.
 
-    Subclasses name their state slots in ``SLOTS`` and implement ``_update``.
+    Subclasses name their state slots in ``SLOTS``, check their
+    hyper-parameters in ``_check_hyperparams`` and implement ``_update``.
+
+    As in PyTorch, every parameter has its own step count: the number of
+    steps that found a gradient for it (Adam's bias correction uses it).
+    float16 parameters get a float32 master copy (state slot ``"master"``):
+    the update is applied to the master and the model's float16 array is
+    rewritten from it after each step, so updates smaller than float16's
+    spacing accumulate instead of rounding away. Values written into a
+    float16 parameter from outside the optimizer after its first step are
+    overwritten by the master at the next step; load weights through a
+    checkpoint (which restores both) or make a new optimizer.
     """
 
     #: Names of the per-parameter state arrays, e.g. ("m", "v") for Adam.
     SLOTS: tuple[str, ...] = ()
+    #: The slot holding float32 master copies of float16 parameters.
+    MASTER = "master"
 
     def __init__(self, model: Any, **hyperparams: float) -> None:
         if not callable(getattr(model, "param_grads", None)):
@@ -63,10 +81,22 @@ class Optimizer:
                 f"an optimizer needs a model with param_grads(); got {type(model).__name__}"
             )
         self.model = model
-        self.hyperparams: dict[str, float] = dict(hyperparams)
+        self.hyperparams: dict[str, float] = self._check_hyperparams(dict(hyperparams))
+        #: Calls of :meth:`step`.
         self.step_count = 0
+        #: parameter name -> steps that updated it (absent: never updated)
+        self.param_steps: dict[str, int] = {}
         #: slot name -> {parameter name -> array on the model's backend}
-        self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.SLOTS}
+        self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slot_names}
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """The state slots: ``SLOTS`` and ``"master"``."""
+        return (*self.SLOTS, self.MASTER)
+
+    def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
+        """``hyper`` checked as the constructor checks it (ranges, types); raises ValueError/TypeError."""
+        raise NotImplementedError
 
     @property
     def lr(self) -> float:
@@ -93,17 +123,27 @@ class Optimizer:
                     f"parameter has {tuple(p.shape)} and {p.dtype}"
                 )
             xp = backend_of(p, g).xp
-            self._update(xp, name, p, g)
+            t = self.param_steps.get(name, 0) + 1
+            self.param_steps[name] = t
+            if _state_dtype(p.dtype) != p.dtype:  # float16: update the float32 master
+                w = self.state[self.MASTER].get(name)
+                if w is None:
+                    w = self.state[self.MASTER][name] = p.astype(_state_dtype(p.dtype))
+                self._update(xp, name, w, g.astype(w.dtype), t)
+                p[...] = w  # rounded once
+            else:
+                self._update(xp, name, p, g, t)
 
-    def _update(self, xp: Any, name: str, p: Any, g: Any) -> None:
+    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
+        """Update ``p`` (the parameter, or its float32 master) in place; ``t``: its step count, from 1."""
         raise NotImplementedError
 
     def _slot(self, xp: Any, slot: str, name: str, p: Any) -> Any:
-        """State array ``slot`` of parameter ``name``, zeros on first use (float32 for float16 ``p``)."""
+        """State array ``slot`` of parameter ``name``, zeros of ``p``'s shape and dtype on first use."""
         arrays = self.state[slot]
         a = arrays.get(name)
         if a is None:
-            a = arrays[name] = xp.zeros(p.shape, dtype=_state_dtype(p.dtype))
+            a = arrays[name] = xp.zeros(p.shape, dtype=p.dtype)
         return a
 
     # -- checkpoints ----------------------------------------------------------
@@ -112,14 +152,18 @@ class Optimizer:
 
         Returns:
             ``{"type": class name, "hyperparams": {name: float}, "step": int,
-            "slots": {slot: {param name: numpy array}}}``; arrays are host
-            copies, so the dict is portable between backends.
+            "param_steps": {param name: int}, "slots": {slot: {param name:
+            numpy array}}}``; ``slots`` has ``SLOTS`` and ``"master"``, each
+            holding exactly the parameters that have stepped (``"master"``:
+            those of them that are float16). Arrays are host copies, so the
+            dict is portable between backends.
         """
         be = _model_backend(self.model)
         return {
             "type": type(self).__name__,
             "hyperparams": dict(self.hyperparams),
             "step": int(self.step_count),
+            "param_steps": dict(self.param_steps),
             "slots": {
                 slot: {name: np.array(be.to_numpy(a), copy=True) for name, a in arrays.items()}
                 for slot, arrays in self.state.items()
@@ -129,40 +173,73 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, validated against the model.
 
-        The optimizer type, hyper-parameter names, slot names, parameter names,
-        shapes and dtypes must match; nothing changes unless all do. As in
-        PyTorch, the state's hyper-parameters (learning rate, ...) replace the
-        current ones and the step count continues. Arrays are copied onto the
-        model's backend.
+        The optimizer type, hyper-parameter names and ranges (as the
+        constructor checks them), step counts, slot names, parameter names,
+        shapes and dtypes must match, and every slot must hold every
+        parameter that has stepped and no other; nothing changes unless all
+        do. As in PyTorch, the state's hyper-parameters (learning rate, ...)
+        replace the current ones and the step counts continue. Arrays are
+        copied onto the model's backend.
 
         Raises:
             ValueError: a mismatch (the message names it).
             TypeError: ``state`` is not such a dict, or a dtype differs.
         """
+        self._assign(self._prepare(state))
+
+    def _prepare(self, state: Any) -> tuple[dict[str, float], int, dict[str, int], dict[str, dict[str, Any]]]:
+        """Validate ``state`` and copy its arrays onto the model's backend; changes nothing."""
         if not isinstance(state, dict):
             raise TypeError(f"optimizer state must be a dict; got {type(state).__name__}")
-        for key in ("type", "hyperparams", "step", "slots"):
+        for key in ("type", "hyperparams", "step", "param_steps", "slots"):
             if key not in state:
                 raise ValueError(f"optimizer state has no {key!r} entry")
         if state["type"] != type(self).__name__:
             raise ValueError(f"optimizer state is for {state['type']}, this optimizer is {type(self).__name__}")
+        if not isinstance(state["hyperparams"], dict):
+            raise TypeError(f"optimizer hyperparams must be a dict; got {type(state['hyperparams']).__name__}")
         hyper = dict(state["hyperparams"])
         if set(hyper) != set(self.hyperparams):
             raise ValueError(
                 f"{type(self).__name__} hyper-parameters {sorted(self.hyperparams)} do not match the "
                 f"state's {sorted(hyper)}"
             )
+        checked = self._check_hyperparams(hyper)
         step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        if not _is_count(step):
             raise ValueError(f"optimizer step must be a non-negative int; got {step!r}")
-        slots = state["slots"]
-        if set(slots) != set(self.SLOTS):
-            raise ValueError(f"{type(self).__name__} keeps slots {list(self.SLOTS)}; the state has {sorted(slots)}")
         params = {pg.name: pg.param for pg in self.model.param_grads()}
+        param_steps = state["param_steps"]
+        if not isinstance(param_steps, dict):
+            raise TypeError(f"optimizer param_steps must be a dict; got {type(param_steps).__name__}")
+        for name, t in param_steps.items():
+            if name not in params:
+                raise ValueError(f"optimizer param_steps: the model has no parameter {name!r}")
+            if not _is_count(t) or not 1 <= t <= step:
+                raise ValueError(f"optimizer param_steps[{name!r}] must be an int in [1, step={step}]; got {t!r}")
+        slots = state["slots"]
+        if not isinstance(slots, dict) or set(slots) != set(self.slot_names):
+            got = sorted(slots) if isinstance(slots, dict) else type(slots).__name__
+            raise ValueError(f"{type(self).__name__} keeps slots {list(self.slot_names)}; the state has {got}")
+        stepped = set(param_steps)
         for slot, arrays in slots.items():
-            for name, a in arrays.items():
+            if not isinstance(arrays, dict):
+                raise TypeError(f"optimizer state {slot} must be a dict; got {type(arrays).__name__}")
+            for name in arrays:
                 if name not in params:
                     raise ValueError(f"optimizer state {slot}/{name}: the model has no parameter {name!r}")
+            if slot == self.MASTER:
+                want_names = {n for n in stepped if _state_dtype(params[n].dtype) != params[n].dtype}
+            else:
+                want_names = stepped
+            missing = sorted(want_names - set(arrays))
+            unexpected = sorted(set(arrays) - want_names)
+            if missing or unexpected:
+                raise ValueError(
+                    f"optimizer state {slot}: holds {sorted(arrays)}; the parameters that have stepped "
+                    f"need {sorted(want_names)} (missing {missing}, unexpected {unexpected})"
+                )
+            for name, a in arrays.items():
                 p = params[name]
                 if tuple(a.shape) != tuple(p.shape):
                     raise ValueError(
@@ -171,19 +248,23 @@ class Optimizer:
                 want = _state_dtype(p.dtype)
                 if np.dtype(a.dtype) != want:
                     raise TypeError(f"optimizer state {slot}/{name}: expected dtype {want}, got {a.dtype}")
-        checked = {name: _check_number(name, value, low=-math.inf) for name, value in hyper.items()}
-        if checked["lr"] <= 0:
-            raise ValueError(f"optimizer state has lr={checked['lr']}; it must be > 0")
         be = _model_backend(self.model)
-        self.hyperparams.update(checked)
-        self.step_count = int(step)
-        self.state = {
-            slot: {name: be.asarray(a).copy() for name, a in slots[slot].items()} for slot in self.SLOTS
+        arrays_on_backend = {
+            slot: {name: be.asarray(a).copy() for name, a in slots[slot].items()} for slot in self.slot_names
         }
+        return checked, int(step), {n: int(t) for n, t in param_steps.items()}, arrays_on_backend
+
+    def _assign(self, prepared: tuple[dict[str, float], int, dict[str, int], dict[str, dict[str, Any]]]) -> None:
+        """Install what :meth:`_prepare` returned (cannot fail)."""
+        self.hyperparams, self.step_count, self.param_steps, self.state = prepared
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
         return f"{type(self).__name__}({args})"
+
+
+def _is_count(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
 
 
 def _state_dtype(dtype: Any) -> np.dtype:
@@ -218,22 +299,31 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
-        momentum = _check_number("momentum", momentum, high=1.0, high_open=True)
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        self.SLOTS = ("momentum",) if momentum else ()
-        super().__init__(
-            model,
-            lr=_check_number("lr", lr, low_open=True),
-            momentum=momentum,
-            weight_decay=_check_number("weight_decay", weight_decay),
-            nesterov=float(nesterov),
-        )
+        self.SLOTS = ("momentum",) if _check_number("momentum", momentum, high=1.0, high_open=True) else ()
+        super().__init__(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=float(nesterov))
 
-    def _update(self, xp: Any, name: str, p: Any, g: Any) -> None:
+    def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
+        h = {
+            "lr": _check_number("lr", hyper["lr"], low_open=True),
+            "momentum": _check_number("momentum", hyper["momentum"], high=1.0, high_open=True),
+            "weight_decay": _check_number("weight_decay", hyper["weight_decay"]),
+            "nesterov": _check_number("nesterov", hyper["nesterov"], high=1.0),
+        }
+        if h["nesterov"] not in (0.0, 1.0):
+            raise ValueError(f"nesterov must be 0 or 1; got {hyper['nesterov']!r}")
+        if h["nesterov"] and h["momentum"] == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        if bool(h["momentum"]) != bool(self.SLOTS):
+            raise ValueError(
+                f"momentum={h['momentum']} does not fit this SGD, made with momentum "
+                f"{'> 0' if self.SLOTS else '= 0'} (make the SGD with the momentum to load)"
+            )
+        return h
+
+    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
         h = self.hyperparams
         lr, mu, wd = h["lr"], h["momentum"], h["weight_decay"]
-        wide = _state_dtype(p.dtype)
+        wide = p.dtype  # float32 master for float16 parameters
         own = False  # whether d is a temporary of ours, free to scale in place
         d = g
         if wd:
@@ -282,18 +372,19 @@ class Adam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (b1, b2); got {betas!r}")
-        super().__init__(
-            model,
-            lr=_check_number("lr", lr, low_open=True),
-            beta1=_check_number("betas[0]", betas[0], high=1.0, high_open=True),
-            beta2=_check_number("betas[1]", betas[1], high=1.0, high_open=True),
-            eps=_check_number("eps", eps, low_open=True),
-            weight_decay=_check_number("weight_decay", weight_decay),
-        )
+        super().__init__(model, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
 
-    def _update(self, xp: Any, name: str, p: Any, g: Any) -> None:
+    def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
+        return {
+            "lr": _check_number("lr", hyper["lr"], low_open=True),
+            "beta1": _check_number("betas[0]", hyper["beta1"], high=1.0, high_open=True),
+            "beta2": _check_number("betas[1]", hyper["beta2"], high=1.0, high_open=True),
+            "eps": _check_number("eps", hyper["eps"], low_open=True),
+            "weight_decay": _check_number("weight_decay", hyper["weight_decay"]),
+        }
+
+    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
         h = self.hyperparams
-        t = self.step_count
         b1, b2, lr, wd = h["beta1"], h["beta2"], h["lr"], h["weight_decay"]
         m = self._slot(xp, "m", name, p)
         v = self._slot(xp, "v", name, p)
@@ -325,7 +416,7 @@ class Adam(Optimizer):
         tmp += h["eps"]
         xp.divide(m, tmp, out=tmp)
         tmp *= lr / bc1
-        p -= tmp  # float16 p: computed in float32, rounded once
+        p -= tmp
 
 
 class AdamW(Adam):

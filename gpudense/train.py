@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -125,18 +126,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="hidden layer sizes, comma-separated, e.g. 128,128 (default 256)")
     g.add_argument("--activation", choices=["relu", "gelu", "tanh"], default=DEFAULTS["activation"],
                    help="hidden-layer activation (default relu; gelu is the tanh form)")
-    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=DEFAULTS["optimizer"],
-                   help="default adam")
+    g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None,
+                   help="default adam (on --resume: the checkpoint's; a different one is an error)")
     g.add_argument("--lr", metavar="LR", type=_positive_float, default=None,
                    help="learning rate (default: sgd 0.05, adam/adamw 0.002; "
                         "on --resume, the checkpoint's unless given)")
-    g.add_argument("--momentum", metavar="M", type=_nonneg_float, default=0.9, help="sgd momentum (default 0.9)")
+    g.add_argument("--momentum", metavar="M", type=_nonneg_float, default=None,
+                   help="sgd momentum (default 0.9; on --resume: the checkpoint's, a different value is an error)")
     g.add_argument("--weight-decay", metavar="WD", type=_nonneg_float, default=None,
-                   help="weight decay (default: 0; adamw 0.01)")
+                   help="weight decay (default: 0; adamw 0.01; on --resume: the checkpoint's, "
+                        "a different value is an error)")
     g.add_argument("--epochs", metavar="N", type=_int_at_least(0), default=DEFAULTS["epochs"],
                    help="total epochs, counting those of a resumed checkpoint (default %(default)s)")
-    g.add_argument("--batch-size", type=_int_at_least(1), default=DEFAULTS["batch_size"], metavar="N",
-                   help="samples per step (default %(default)s)")
+    g.add_argument("--batch-size", type=_int_at_least(1), default=None, metavar="N",
+                   help=f"samples per step (default {DEFAULTS['batch_size']}; on --resume: the "
+                        "checkpoint's, a different value is an error)")
     g.add_argument("--seed", metavar="N", type=_int_at_least(0), default=DEFAULTS["seed"],
                    help="seeds the split, the initial weights and the shuffling (default %(default)s)")
     g.add_argument("--threads", metavar="N", type=_int_at_least(1), default=None,
@@ -246,6 +250,60 @@ def _make_optimizer(args: argparse.Namespace, model: Any) -> Any:
     return make_optimizer(args.optimizer, model, **kwargs)
 
 
+def _resolve_options(args: argparse.Namespace, ckpt: Any) -> argparse.Namespace:
+    """``args`` with --optimizer, --momentum, --weight-decay and --batch-size filled in.
+
+    Without a checkpoint: the defaults. With one (``--resume``): the
+    checkpoint's values; an option given on the command line that differs
+    from the checkpoint's value is a ValueError naming both (a resumed run
+    continues the same training; only --lr and --epochs may change).
+    """
+    args = argparse.Namespace(**vars(args))
+    opt_state = ckpt.optimizer_state if ckpt is not None else None
+
+    def conflict(option: str, given: Any, saved: Any, what: str) -> ValueError:
+        return ValueError(
+            f"{option} {given} conflicts with checkpoint {args.resume}, whose {what} is {saved}; "
+            f"omit {option} to continue with the checkpoint's value"
+        )
+
+    if opt_state is not None:
+        names = {cls.__name__: name for name, cls in OPTIMIZERS.items()}
+        saved_opt = names.get(opt_state["type"])
+        if saved_opt is not None:  # an unknown type fails in restore, with the reason
+            if args.optimizer is not None and args.optimizer != saved_opt:
+                raise conflict("--optimizer", args.optimizer, saved_opt, "optimizer")
+            args.optimizer = saved_opt
+            hyper = opt_state["hyperparams"]
+            options = [("--weight-decay", "weight_decay")]
+            if saved_opt == "sgd":
+                options.append(("--momentum", "momentum"))
+            for option, key in options:
+                dest = option[2:].replace("-", "_")
+                given, saved = getattr(args, dest), hyper.get(key)
+                if given is not None and saved is not None and float(given) != float(saved):
+                    raise conflict(option, given, saved, key)
+                if saved is not None:
+                    setattr(args, dest, float(saved))
+    if ckpt is not None:
+        saved_batch = ckpt.extra.get("batch_size")
+        if saved_batch is not None:
+            if isinstance(saved_batch, bool) or not isinstance(saved_batch, int) or saved_batch < 1:
+                raise ValueError(f"checkpoint {args.resume}: batch_size must be a positive int; got {saved_batch!r}")
+            if args.batch_size is not None and args.batch_size != saved_batch:
+                raise conflict("--batch-size", args.batch_size, saved_batch, "batch size")
+            args.batch_size = saved_batch
+    if args.optimizer is None:
+        args.optimizer = DEFAULTS["optimizer"]
+    if args.momentum is not None and args.optimizer != "sgd":
+        raise ValueError(f"--momentum applies to --optimizer sgd only; this run uses {args.optimizer}")
+    if args.momentum is None and args.optimizer == "sgd":
+        args.momentum = 0.9
+    if args.batch_size is None:
+        args.batch_size = DEFAULTS["batch_size"]
+    return args
+
+
 def _progress(total: int, desc: str, disable: bool) -> Any:
     if disable:
         return None
@@ -340,7 +398,9 @@ def fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     """
     # Matrices of the digits run (32 x 64 x 256) are too small for BLAS threads to pay; on a
     # busy 2-core machine OpenBLAS's spinning threads made the default run ten times slower.
-    with _blas_threads(args):
+    # NumPy's overflow/invalid warnings are silenced: a loss that becomes inf or NaN stops the
+    # run with one line naming the epoch (see _fit), rather than a stream of RuntimeWarnings.
+    with _blas_threads(args), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _fit(args, out=out)
 
 
@@ -359,6 +419,7 @@ def _fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     if args.plot:
         _import_pyplot()  # fail before training, not after
     ckpt = load_checkpoint(args.resume) if args.resume else None
+    args = _resolve_options(args, ckpt)
 
     ds = _load_data(args)
     check_labels(ds.y_train, ds.y_train.shape[0], ds.n_classes)
@@ -384,7 +445,13 @@ def _fit(args: argparse.Namespace, *, out: Any = None) -> Result:
         if args.lr is not None:
             optimizer.lr = args.lr
         start_epoch = ckpt.epoch
-        history = History.from_dict(ckpt.extra.get("history", {}))
+        saved = ckpt.extra.get("history", {})
+        if not isinstance(saved, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            for v in saved.values()
+        ):
+            raise CheckpointError(f"checkpoint {args.resume}: extra 'history' must map names to lists of numbers")
+        history = History.from_dict(saved)
 
     say(f"data: {ds.name}, {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test samples, "
         f"{ds.n_features} features, {ds.n_classes} classes")
@@ -406,8 +473,10 @@ def _fit(args: argparse.Namespace, *, out: Any = None) -> Result:
     n = int(ds.x_train.shape[0])
     bar_disabled = args.quiet or not sys.stdout.isatty() or out is not sys.stdout
     test_acc = float("nan")
-    if start_epoch >= args.epochs:
-        say(f"checkpoint is at epoch {start_epoch}, --epochs is {args.epochs}: nothing to train")
+    if ckpt is None and args.epochs == 0:
+        say("--epochs 0: no training; evaluating the initial model")
+    elif start_epoch >= args.epochs:
+        say(f"checkpoint is at epoch {start_epoch}, --epochs is {args.epochs}: nothing to train; evaluating it")
     for epoch in range(start_epoch, args.epochs):
         t0 = time.perf_counter()
         perm = shuffle_rng.permutation(n)
@@ -432,6 +501,11 @@ def _fit(args: argparse.Namespace, *, out: Any = None) -> Result:
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
+        if not math.isfinite(train_loss):  # before saving: the last checkpoint stays a usable one
+            raise RuntimeError(
+                f"training diverged in epoch {epoch + 1}: the mean loss is {train_loss}; "
+                f"try a lower --lr (this run used {optimizer.lr:g})"
+            )
         test_acc = evaluate(model, x_test if x_test is not None else ds.x_test,
                             y_test if y_test is not None else ds.y_test)
         history.loss.append(train_loss)

@@ -102,7 +102,7 @@ def test_checkpoint_before_first_step_restores(tmp_path):
     save_checkpoint(tmp_path / "c.npz", model, opt, epoch=0)
     opt2 = SGD(model, lr=0.1, momentum=0.9)
     load_checkpoint(tmp_path / "c.npz").restore(model, opt2)
-    assert opt2.state == {"momentum": {}}
+    assert opt2.state == {"momentum": {}, "master": {}}
 
 
 # -- every bad file ---------------------------------------------------------------------------
@@ -191,6 +191,104 @@ def test_mismatched_contents(saved, tmp_path, change, match):
         load_checkpoint(bad).restore(target, Adam(target), np.random.default_rng())
     for b, pg in zip(before, target.param_grads()):  # nothing changed on failure
         np.testing.assert_array_equal(b, pg.param)
+
+
+def _edit_meta(edit):
+    def change(arrays):
+        meta = json.loads(str(arrays["meta"][()]))
+        edit(meta)
+        arrays["meta"] = np.array(json.dumps(meta))
+
+    return change
+
+
+def _drop_slot_arrays(slot):
+    def change(arrays):
+        for key in [k for k in arrays if k.startswith(f"optim/{slot}/")]:
+            del arrays[key]
+
+    return change
+
+
+def _set(path, value):
+    def edit(meta):
+        d = meta
+        for key in path[:-1]:
+            d = d[key]
+        d[path[-1]] = value
+
+    return _edit_meta(edit)
+
+
+def _broken_rng_state(meta):
+    meta["rng"]["state"]["state"] = "not a number"  # right generator name, unusable state
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        # (a) step > 0 but the optimizer's slot arrays are missing
+        (lambda a: a.pop("optim/m/0.w"), r"optimizer state m: .*missing \['0.w'\]"),
+        (_drop_slot_arrays("v"), r"optimizer state v: .*missing \['0.b', '0.w', '2.b', '2.w'\]"),
+        (_set(("optimizer", "param_steps"), {}), r"optimizer state m: .*unexpected \['0.b', '0.w'"),
+        (_set(("optimizer", "param_steps", "0.w"), 4), r"param_steps\['0.w'\] must be an int in \[1, step=3\]"),
+        # (b) hyper-parameters out of the constructor's ranges
+        (_set(("optimizer", "hyperparams", "beta1"), 5.0), r"betas\[0\] must lie in \[0.0, 1.0\); got 5.0"),
+        (_set(("optimizer", "hyperparams", "eps"), -1.0), "eps must lie in"),
+        (_set(("optimizer", "hyperparams", "lr"), 0), "lr must lie in"),
+        (_set(("optimizer", "step"), -2), "step must be a non-negative int"),
+        # (c) JSON fields of the wrong type
+        (_set(("model",), [4, 6, 3]), "meta model must be an object; got"),
+        (_set(("model", "sizes"), "4-6-3"), "meta model sizes must be a list"),
+        (_set(("model", "bias"), 1), "meta model bias must be true or false"),
+        (_set(("extra",), "notes"), "meta extra must be an object; got 'notes'"),
+        (_set(("extra",), None), "meta extra must be an object; got None"),
+        (_set(("rng",), [1, 2]), r"meta rng must be an object; got \[1, 2\]"),
+        (_set(("optimizer", "hyperparams"), [0.01]), "meta optimizer hyperparams must be an object"),
+        (_set(("optimizer", "hyperparams", "lr"), "0.01"), "hyper-parameter lr must be a number"),
+        (_set(("optimizer", "step"), "3"), "meta optimizer step must be an integer"),
+        (_set(("optimizer", "param_steps"), [3, 3]), "meta optimizer param_steps must be an object"),
+        (_set(("optimizer", "slots"), "mv"), "meta optimizer slots must be a list"),
+        (_set(("optimizer", "type"), 7), "meta optimizer type must be a string"),
+        # (d) a bad RNG state: found before the model and optimizer are touched
+        (_edit_meta(_broken_rng_state), "bad RNG state"),
+    ],
+)
+def test_invalid_meta_is_one_clear_error_and_changes_nothing(saved, tmp_path, change, match):
+    path = saved[0]
+    bad = rewrite(path, tmp_path / "bad.npz", change)
+    digest = hashlib.sha256(bad.read_bytes()).hexdigest()
+    target, opt = trained(seed=9)  # a model and optimizer with state of their own, to be kept
+    rng = np.random.default_rng(5)
+    before = ([pg.param.copy() for pg in target.param_grads()], opt.state_dict(), rng.bit_generator.state)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bad).restore(target, opt, rng)
+    assert re.search(match, str(info.value)), str(info.value)
+    assert "\n" not in str(info.value)
+    assert hashlib.sha256(bad.read_bytes()).hexdigest() == digest  # the file is untouched
+    for b, pg in zip(before[0], target.param_grads()):
+        np.testing.assert_array_equal(b, pg.param)
+    after = opt.state_dict()
+    assert {k: after[k] for k in ("type", "hyperparams", "step", "param_steps")} == {
+        k: before[1][k] for k in ("type", "hyperparams", "step", "param_steps")}
+    for slot, named in before[1]["slots"].items():
+        assert sorted(after["slots"][slot]) == sorted(named)
+        for name, a in named.items():
+            np.testing.assert_array_equal(after["slots"][slot][name], a)
+    assert rng.bit_generator.state == before[2]
+
+
+def test_float16_checkpoint_restores_master_weights(tmp_path):
+    model, opt = trained(dtype="float16")
+    assert sorted(opt.state["master"]) == ["0.b", "0.w", "2.b", "2.w"]
+    save_checkpoint(tmp_path / "h.npz", model, opt, epoch=1)
+    model2 = MLP([4, 6, 3], dtype="float16", backend="numpy", rng=1)
+    opt2 = Adam(model2, lr=0.01)
+    load_checkpoint(tmp_path / "h.npz").restore(model2, opt2)
+    assert opt2.param_steps == opt.param_steps == {"0.w": 3, "0.b": 3, "2.w": 3, "2.b": 3}
+    for name, a in opt.state["master"].items():
+        assert opt2.state["master"][name].dtype == np.float32
+        np.testing.assert_array_equal(opt2.state["master"][name], a)
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,21 @@ def test_activation_backward_finite_differences(name, rng):
     assert_grad_close(dx, ref, name)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_gelu_backward_is_finite_for_large_inputs(dtype):
+    # x*x overflows (float16 from |x| = 256, float32 from 1.9e19); there tanh(u) is exactly +-1,
+    # so dy/dx is exactly 1 (x > 0) or 0 (x < 0), as PyTorch's tanh GELU gives (1.0 at x = 300).
+    big = {"float16": [300.0, 1000.0, 65504.0], "float32": [300.0, 1e20, 3e38],
+           "float64": [300.0, 1e160, 1e300]}[dtype]
+    x = np.array(big + [-v for v in big] + [10.0, -10.0], dtype=dtype)
+    act = GELU()
+    y = act(x)
+    assert np.isfinite(y).all()
+    dx = act.backward(np.ones_like(x))
+    assert dx.dtype == x.dtype
+    assert dx.tolist() == [1.0] * len(big) + [0.0] * len(big) + [1.0, 0.0]
+
+
 def test_relu_gradient_is_zero_at_zero():
     act = ReLU()
     act(np.array([-1.0, 0.0, 2.0]))

@@ -189,7 +189,131 @@ def test_load_state_dict_rejects_mismatches():
     fresh = Adam(model)
     with pytest.raises(ValueError):
         fresh.load_state_dict({**state, "step": -1})
-    assert fresh.step_count == 0 and fresh.state == {"m": {}, "v": {}}  # untouched on failure
+    assert fresh.step_count == 0 and fresh.state == {"m": {}, "v": {}, "master": {}}  # untouched on failure
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_parameter_skipped_on_step_one_counts_its_own_steps(decoupled):
+    # PyTorch keeps a step count per parameter (state["step"]), advanced only on steps that
+    # see its gradient: b, without a gradient on step 1, takes steps t = 1, 2 on steps 2, 3,
+    # bias corrections 1 - b1**1 and 1 - b1**2 (a global count would give t = 2, 3).
+    rng = np.random.default_rng(7)
+    a0, b0 = rng.standard_normal(3), rng.standard_normal(2)
+    ga = [rng.standard_normal(3) for _ in range(3)]
+    gb = [rng.standard_normal(2) for _ in range(2)]
+    model = Params(a=a0.copy(), b=b0.copy())
+    cls = AdamW if decoupled else Adam
+    opt = cls(model, lr=0.01, betas=(0.8, 0.9), eps=1e-8, weight_decay=0.1)
+    for step in range(3):
+        model.grads = {"a": ga[step].copy(), "b": None if step == 0 else gb[step - 1].copy()}
+        opt.step()
+    assert opt.param_steps == {"a": 3, "b": 2} and opt.step_count == 3
+    kw = dict(lr=0.01, b1=0.8, b2=0.9, eps=1e-8, wd=0.1, decoupled=decoupled)
+    np.testing.assert_allclose(model.params["a"], ref_adam(a0, ga, **kw), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(model.params["b"], ref_adam(b0, gb, **kw), rtol=1e-12, atol=1e-15)
+
+
+def test_load_state_dict_requires_state_for_every_stepped_parameter():
+    model = MLP([3, 4, 2], backend="numpy", rng=0)
+    opt = Adam(model)
+    y = model(np.ones((2, 3), np.float32))
+    model.backward(np.ones_like(y))
+    opt.step()
+    state = opt.state_dict()
+    fresh = Adam(model)
+    for slot in ("m", "v"):
+        bad = {**state, "slots": {**state["slots"], slot: {}}}
+        with pytest.raises(ValueError, match=rf"optimizer state {slot}: .*missing \['0.b', '0.w', '2.b', '2.w'\]"):
+            fresh.load_state_dict(bad)
+    with pytest.raises(ValueError, match="param_steps"):  # a step count beyond the optimizer's
+        fresh.load_state_dict({**state, "param_steps": {**state["param_steps"], "0.w": 2}})
+    unstepped = {**state, "param_steps": {k: v for k, v in state["param_steps"].items() if k != "0.w"}}
+    with pytest.raises(ValueError, match=r"unexpected \['0.w'\]"):  # state for a parameter never stepped
+        fresh.load_state_dict(unstepped)
+    assert fresh.step_count == 0 and fresh.param_steps == {}
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"beta1": 5.0}, r"betas\[0\] must lie in \[0.0, 1.0\)"),
+        ({"beta2": -0.1}, r"betas\[1\]"),
+        ({"eps": 0.0}, "eps"),
+        ({"lr": float("nan")}, "lr"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"lr": "0.1"}, "lr must be a number"),
+    ],
+)
+def test_load_state_dict_checks_hyperparameter_ranges(change, match):
+    model = Params(x=np.zeros(2))
+    state = Adam(model).state_dict()
+    fresh = Adam(model)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fresh.load_state_dict({**state, "hyperparams": {**state["hyperparams"], **change}})
+    assert fresh.hyperparams == Adam(model).hyperparams
+
+
+def test_load_state_dict_checks_sgd_hyperparameters():
+    model = Params(x=np.zeros(2))
+    state = SGD(model, momentum=0.9).state_dict()
+    for change, match in [({"momentum": 1.5}, "momentum"), ({"nesterov": 0.5}, "nesterov"),
+                          ({"momentum": 0.0}, "momentum=0.0 does not fit")]:
+        with pytest.raises(ValueError, match=match):
+            SGD(model, momentum=0.9).load_state_dict({**state, "hyperparams": {**state["hyperparams"], **change}})
+
+
+def _float16_and_float32_runs(factory, x0, g, steps):
+    """``steps`` steps with gradient ``g`` on float16 and on float32 copies of ``x0`` (float16 values)."""
+    assert (x0.astype(np.float16) == x0).all()
+    out = {}
+    for dtype in (np.float16, np.float32):
+        model = Params(x=x0.astype(dtype))
+        opt = factory(model)
+        for _ in range(steps):
+            model.grads["x"] = g.astype(dtype)
+            opt.step()
+        out[dtype] = model.params["x"]
+    return out[np.float16], out[np.float32]
+
+
+def test_float16_adamw_weight_decay_is_not_lost_to_rounding():
+    # 100 decoupled decays by 1 - lr*wd = 1 - 1e-5 shrink w by 0.1%; each alone is below
+    # float16's spacing near 1 (2**-11), so without a float32 master w would not move.
+    x0 = np.linspace(0.5, 2.0, 16).astype(np.float16).astype(np.float64)
+    x16, x32 = _float16_and_float32_runs(lambda m: AdamW(m, lr=1e-3, weight_decay=0.01), x0,
+                                         np.zeros(16), 100)
+    np.testing.assert_allclose(x32, x0 * (1 - 1e-5) ** 100, rtol=1e-5)  # 100 float32 roundings
+    # float16 holds the float32 master rounded once: within half a float16 ulp (2**-11 relative)
+    np.testing.assert_allclose(x16.astype(np.float64), x32, rtol=2.0**-11)
+    assert (x16 < x0.astype(np.float16)).all()
+
+
+def test_float16_small_sgd_updates_accumulate():
+    # lr * g = 1e-4, under half of float16's spacing at 1 (4.9e-4): each step alone would round away.
+    x0 = np.ones(8)
+    x16, x32 = _float16_and_float32_runs(lambda m: SGD(m, lr=1e-3), x0, np.full(8, 0.1), 100)
+    np.testing.assert_allclose(x32, 0.99, rtol=1e-5)  # 100 float32 roundings
+    np.testing.assert_allclose(x16.astype(np.float64), x32, rtol=2.0**-11)
+
+
+def test_float16_master_weights_survive_a_state_dict_round_trip():
+    x0 = np.linspace(0.5, 2.0, 8).astype(np.float16).astype(np.float64)
+    factory = lambda m: AdamW(m, lr=1e-3, weight_decay=0.01)  # noqa: E731
+    full, _ = _float16_and_float32_runs(factory, x0, np.zeros(8), 60)
+    model = Params(x=x0.astype(np.float16))
+    opt = factory(model)
+    for _ in range(30):
+        model.grads["x"] = np.zeros(8, np.float16)
+        opt.step()
+    state = opt.state_dict()
+    assert state["slots"]["master"]["x"].dtype == np.float32
+    model2 = Params(x=model.params["x"].copy())
+    opt2 = factory(model2)
+    opt2.load_state_dict(state)
+    for _ in range(30):
+        model2.grads["x"] = np.zeros(8, np.float16)
+        opt2.step()
+    np.testing.assert_array_equal(model2.params["x"], full)
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,19 @@ def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
 def test_zero_epochs_only_evaluates(capsys):
     status, out, _ = run_cli(["train", *FAST, "--epochs", "0"], capsys)
     assert status == 0
-    assert "nothing to train" in out and out.splitlines()[-1].startswith("test accuracy: ")
+    assert "--epochs 0: no training; evaluating the initial model" in out
+    assert "checkpoint" not in out and "nothing to train" not in out  # there is no checkpoint
+    assert out.splitlines()[-1].startswith("test accuracy: ")
+
+
+def test_diverging_run_stops_with_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "c.npz"
+    argv = ["train", *FAST, "--epochs", "3", "--hidden", "16", "--optimizer", "sgd", "--lr", "1e30"]
+    status, out, err = run_cli([*argv, "--save", str(path)], capsys)
+    assert status == 1
+    assert err == ("gpudense train: error: training diverged in epoch 1: the mean loss is nan; "
+                   "try a lower --lr (this run used 1e+30)\n")
+    assert "test accuracy" not in out and not path.exists()  # no checkpoint of a diverged model
 
 
 def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
@@ -112,7 +124,7 @@ def test_save_then_resume_continues_the_epoch_count(tmp_path, capsys):
     assert status == 0, err
     assert "resumed from" in out and "epoch   2/2" in out and "epoch   1/2" not in out
     status, out, _ = run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--resume", path], capsys)
-    assert status == 0 and "nothing to train" in out
+    assert status == 0 and "checkpoint is at epoch 1, --epochs is 1: nothing to train; evaluating it" in out
 
 
 # -- bad options: a one-line error, a non-zero exit, no traceback ------------------------------
@@ -152,7 +164,8 @@ def test_bad_runs_are_one_line_errors(tmp_path, capsys):
         (["--resume", str(tmp_path / "missing.npz")], "does not exist"),
         (["--resume", str(garbage)], "truncated or corrupt"),
         (["--resume", good, "--hidden", "32"], "sizes=[64, 16, 10]; this model has sizes=[64, 32, 10]"),
-        (["--resume", good, "--hidden", "16", "--optimizer", "sgd"], "is for Adam, this optimizer is SGD"),
+        (["--resume", good, "--hidden", "16", "--optimizer", "sgd"],
+         f"--optimizer sgd conflicts with checkpoint {good}, whose optimizer is adam; omit --optimizer"),
         (["--resume", good, "--hidden", "16", "--dtype", "float64"], "dtype='float32'"),
         (["--resume", good, "--hidden", "16", "--seed", "1"], "was trained on {'dataset': 'digits', 'seed': 0}"),
         (["--save", str(tmp_path / "nodir" / "c.npz")], "does not exist"),
@@ -164,6 +177,53 @@ def test_bad_runs_are_one_line_errors(tmp_path, capsys):
         assert status == 1, (argv, err)
         assert err.count("\n") == 1 and err.startswith("gpudense train: error: "), err
         assert message in err, (argv, err)
+
+
+def test_resume_options_that_conflict_with_the_checkpoint_are_errors(tmp_path, capsys):
+    sgd = str(tmp_path / "sgd.npz")
+    common = [*FAST, "--hidden", "16"]
+    assert run_cli(["train", *common, "--epochs", "1", "--optimizer", "sgd", "--momentum", "0.5",
+                    "--weight-decay", "0.001", "--batch-size", "64", "--save", sgd], capsys)[0] == 0
+    cases = [
+        (["--weight-decay", "0.01"], "--weight-decay 0.01 conflicts with checkpoint {}, whose weight_decay is 0.001"),
+        (["--momentum", "0.9"], "--momentum 0.9 conflicts with checkpoint {}, whose momentum is 0.5"),
+        (["--batch-size", "32"], "--batch-size 32 conflicts with checkpoint {}, whose batch size is 64"),
+        (["--optimizer", "adamw"], "--optimizer adamw conflicts with checkpoint {}, whose optimizer is sgd"),
+    ]
+    for argv, message in cases:
+        status, out, err = run_cli(["train", *common, "--epochs", "2", "--resume", sgd, *argv], capsys)
+        assert status == 1, (argv, err)
+        assert err == f"gpudense train: error: {message.format(sgd)}; omit {argv[0]} to continue with " \
+                      "the checkpoint's value\n"
+    # options left out continue with the checkpoint's values; equal ones are accepted; --lr is applied
+    result = fit(parse_args([*common, "--epochs", "2", "--resume", sgd, "--momentum", "0.5", "--lr", "0.01"]),
+                 out=io.StringIO())
+    h = result.optimizer.hyperparams
+    assert (h["momentum"], h["weight_decay"], h["lr"]) == (0.5, 0.001, 0.01)
+    assert type(result.optimizer).__name__ == "SGD" and len(result.history.loss) == 2
+    status, out, err = run_cli(["train", *common, "--epochs", "2", "--resume", sgd], capsys)
+    assert status == 0 and "batch size 64" in out, err
+
+
+def test_resume_with_a_malformed_history_is_a_one_line_error(tmp_path, capsys):
+    from gpudense.checkpoint import load_checkpoint, save_checkpoint
+
+    good = str(tmp_path / "good.npz")
+    assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", good], capsys)[0] == 0
+    ckpt = load_checkpoint(good)
+    result = fit(parse_args([*FAST, "--epochs", "0", "--hidden", "16"]), out=io.StringIO())
+    bad = str(tmp_path / "bad.npz")
+    save_checkpoint(bad, result.model, result.optimizer, epoch=1, rng=np.random.default_rng(0),
+                    extra={**ckpt.extra, "history": [0.5]})
+    status, _, err = run_cli(["train", *FAST, "--epochs", "2", "--hidden", "16", "--resume", bad], capsys)
+    assert status == 1 and err.count("\n") == 1
+    assert "extra 'history' must map names to lists of numbers" in err
+
+
+def test_momentum_without_sgd_is_an_error(capsys):
+    status, _, err = run_cli(["train", *FAST, "--epochs", "1", "--momentum", "0.5"], capsys)
+    assert status == 1
+    assert err == "gpudense train: error: --momentum applies to --optimizer sgd only; this run uses adam\n"
 
 
 def test_unavailable_backend_is_a_one_line_error(capsys, fresh_backends):
