@@ -557,8 +557,8 @@ def bench_shape(be: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_n
 
     fns: dict[str, Callable[[int], Any]] = {
         "forward": lambda k: dense_forward(sets[k][0], sets[k][1], sets[k][2]),
-        "dx": lambda k: be.matmul(sets[k][3], sets[k][1].T),
-        "dw": lambda k: be.matmul(sets[k][0].T, sets[k][3]),
+        "dx": lambda k: xp.matmul(sets[k][3], sets[k][1].T),
+        "dw": lambda k: xp.matmul(sets[k][0].T, sets[k][3]),
         "db": lambda k: be.bias_grad(sets[k][3]),
         "step": lambda k: (dense_forward(sets[k][0], sets[k][1], sets[k][2]),
                            dense_backward(sets[k][3], sets[k][0], sets[k][1])),

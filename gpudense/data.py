@@ -3,19 +3,19 @@
 Both give a :class:`Dataset` of host (NumPy) arrays: features ``x`` of shape
 ``(n, n_features)`` in the requested float dtype and integer labels ``y`` of
 shape ``(n,)``, split into train and test parts. Moving them to a device is
-the training loop's business (:func:`batches`).
+the training loop's business.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from gpudense.layer import as_generator, check_dtype
+from gpudense._checks import as_generator, float_dtype, int_at_least
 
-__all__ = ["Dataset", "batches", "load_digits", "make_synthetic", "stratified_split"]
+__all__ = ["Dataset", "load_digits", "make_synthetic", "stratified_split"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def load_digits(
         raise RuntimeError(
             f"the digits dataset needs scikit-learn ({exc}); install it with pip install 'gpudense[train]'"
         ) from exc
-    dt = check_dtype(dtype)
+    dt = float_dtype(dtype)
     bunch = sk_load_digits()
     x = np.asarray(bunch.data, np.float64) / 16.0
     y = np.asarray(bunch.target, np.int64)
@@ -152,11 +152,10 @@ def make_synthetic(
     """
     for name, value, low in (("n_samples", n_samples, 2), ("n_features", n_features, 1),
                              ("n_classes", n_classes, 2), ("chunk_size", chunk_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        int_at_least(name, value, low)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction}")
-    dt = check_dtype(dtype)
+    dt = float_dtype(dtype)
     n_test = max(1, int(round(test_fraction * n_samples)))
     if n_test >= n_samples:
         raise ValueError(f"n_samples={n_samples} leaves no training samples at test_fraction={test_fraction}")
@@ -177,16 +176,3 @@ def make_synthetic(
         y[start:stop] = labels
     cut = n_samples - n_test
     return Dataset("synthetic", x[:cut], y[:cut], x[cut:], y[cut:], n_classes=int(n_classes))
-
-
-def batches(n: int, batch_size: int, *, order: np.ndarray | None = None) -> Iterator[np.ndarray | slice]:
-    """Index sets of consecutive batches over ``n`` samples (the last may be smaller).
-
-    With ``order`` (a permutation), yields slices of it; without, yields
-    ``slice`` objects (views, no gather).
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        yield slice(start, stop) if order is None else order[start:stop]

@@ -6,6 +6,13 @@ of ``x`` count as one batch of ``batch = prod(x.shape[:-1])`` rows.
 
     forward:   y  = x @ w + b
     backward:  dx = dy @ w.T        dw = x.T @ dy        db = sum over the batch of dy
+
+The products go through the array module (``numpy.matmul`` or
+``cupy.matmul``, i.e. cuBLAS). Two operations go through the backend because
+their best form differs by device: the bias gradient (``Backend.bias_grad``)
+and the accumulating product ``dw += x.T @ dy`` (``Backend.matmul_acc``).
+Each stage is one NVTX range: ``gpudense.forward``, ``gpudense.backward.dx``,
+``gpudense.backward.dw``, ``gpudense.backward.db``.
 """
 
 from __future__ import annotations
@@ -13,14 +20,13 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import numpy as np
-
+from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, describe_array
 from gpudense.backends import Backend, backend_of
 
 __all__ = ["DenseGrads", "SUPPORTED_DTYPES", "dense_backward", "dense_forward"]
 
 #: Floating dtypes gpudense computes in.
-SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+SUPPORTED_DTYPES = FLOAT_DTYPES
 
 
 class DenseGrads(NamedTuple):
@@ -31,30 +37,18 @@ class DenseGrads(NamedTuple):
     db: Any  #: dL/db, shape ``(n_out,)``, or None when ``bias=False``
 
 
-def _describe(a: Any) -> str:
-    return f"{type(a).__module__}.{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
-
-
 def _batch(x: Any) -> int:
     """Rows of the batch: the product of x's leading dimensions (1 for a single sample)."""
     return math.prod(x.shape[:-1])
 
 
-def _check_dtype(name: str, a: Any) -> None:
-    if np.dtype(a.dtype) not in SUPPORTED_DTYPES:
-        raise TypeError(
-            f"{name} must be a floating array (float16, float32 or float64); got dtype {a.dtype}"
-        )
-
-
-def _check_forward_args(x: Any, w: Any, b: Any) -> Backend:
-    backend = backend_of(x, w, b)
-    _check_dtype("x", x)
-    _check_dtype("w", w)
+def _check_layer(x: Any, w: Any, b: Any) -> None:
+    check_float_array("x", x)
+    check_float_array("w", w)
     if w.ndim != 2:
-        raise ValueError(f"w must be 2-D (n_in, n_out); got {_describe(w)}")
+        raise ValueError(f"w must be 2-D (n_in, n_out); got {describe_array(w)}")
     if x.ndim < 1:
-        raise ValueError(f"x must have at least 1 dimension (..., n_in); got {_describe(x)}")
+        raise ValueError(f"x must have at least 1 dimension (..., n_in); got {describe_array(x)}")
     if x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"x's last dimension must equal w's in_features {w.shape[0]}; got x of shape "
@@ -65,14 +59,23 @@ def _check_forward_args(x: Any, w: Any, b: Any) -> Backend:
             f"x and w must have the same dtype (no silent cast); got x {x.dtype} and w {w.dtype}"
         )
     if b is not None:
-        _check_dtype("b", b)
+        check_float_array("b", b)
         if b.shape != (w.shape[1],):
             raise ValueError(
                 f"b must have shape ({w.shape[1]},) to match w's out_features; got shape {tuple(b.shape)}"
             )
         if b.dtype != w.dtype:
             raise TypeError(f"b must have w's dtype {w.dtype}; got {b.dtype}")
-    return backend
+
+
+def _check_out(name: str, a: Any, shape: tuple[int, ...], like: Any) -> None:
+    """``out.<name>`` must be a C-contiguous array of ``shape`` and ``like``'s dtype and backend."""
+    backend_of(a, like)  # raises on a NumPy/CuPy mix or a non-array
+    if tuple(a.shape) != shape or a.dtype != like.dtype or not a.flags.c_contiguous:
+        raise ValueError(
+            f"out.{name} must be a C-contiguous array of shape {shape} and dtype {like.dtype}; got "
+            f"{describe_array(a)} (C-contiguous: {bool(a.flags.c_contiguous)})"
+        )
 
 
 def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
@@ -97,14 +100,26 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
         >>> dense_forward(x, w, np.zeros(4, np.float32)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
     """
-    backend = _check_forward_args(x, w, b)
+    backend = backend_of(x, w, b)
+    _check_layer(x, w, b)
     n_in, n_out = w.shape
     with backend.nvtx_range("gpudense.forward"):
-        y = backend.linear(x.reshape(_batch(x), n_in), w, b)
+        y = backend.xp.matmul(x.reshape(_batch(x), n_in), w)
+        if b is not None:
+            y += b
     return y.reshape(x.shape[:-1] + (n_out,))
 
 
-def dense_backward(dy: Any, x: Any, w: Any, *, bias: bool = True, input_grad: bool = True) -> DenseGrads:
+def dense_backward(
+    dy: Any,
+    x: Any,
+    w: Any,
+    *,
+    bias: bool = True,
+    input_grad: bool = True,
+    out: DenseGrads | None = None,
+    accumulate: bool = False,
+) -> DenseGrads:
     """Backward pass of a dense layer.
 
     Args:
@@ -115,45 +130,38 @@ def dense_backward(dy: Any, x: Any, w: Any, *, bias: bool = True, input_grad: bo
         input_grad: Whether to compute ``dx``; if False, ``dx`` is None and
             no matrix product is spent on it (the first layer of a network
             needs no dL/dx).
+        out: Optional :class:`DenseGrads` of arrays to write the gradients
+            into (C-contiguous, of the gradient's shape, dtype and backend);
+            an entry that is None gets a new array.
+        accumulate: Add ``dw`` and ``db`` into ``out.dw`` and ``out.db``
+            (which must be given) instead of overwriting them, as a layer
+            accumulates gradients over several backward calls. On CuPy this
+            costs no extra pass (cuBLAS ``beta = 1``; the bias-gradient
+            kernel adds in its last pass). ``dx`` is always written, never added.
 
     Returns:
         ``DenseGrads(dx, dw, db)`` with ``dx = dy @ w.T`` (shape of ``x``),
         ``dw = x.T @ dy`` (``(n_in, n_out)``) and ``db = dy`` summed over the
-        batch (``(n_out,)``). An empty batch gives ``dw = 0``, ``db = 0``.
+        batch (``(n_out,)``); with ``out``, its arrays. An empty batch gives
+        ``dw = 0``, ``db = 0`` (or leaves them unchanged when accumulating).
 
     Raises:
-        TypeError, ValueError: as :func:`dense_forward`, and when ``dy``'s
-            shape or dtype differs from the forward output's.
+        TypeError, ValueError: as :func:`dense_forward`, when ``dy``'s shape
+            or dtype differs from the forward output's, when ``bias`` or
+            ``input_grad`` is not a bool, or when ``out`` does not fit.
 
     Example:
         >>> x = np.ones((2, 3)); w = np.ones((3, 4)); dy = np.ones((2, 4))
         >>> g = dense_backward(dy, x, w)
         >>> g.dx.shape, g.dw.shape, g.db.tolist()
         ((2, 3), (3, 4), [2.0, 2.0, 2.0, 2.0])
+        >>> g2 = dense_backward(dy, x, w, out=g, accumulate=True)  # adds into g.dw, g.db
+        >>> g.db.tolist()
+        [4.0, 4.0, 4.0, 4.0]
     """
-    return _backward(dy, x, w, bias=bias, input_grad=input_grad)
-
-
-def _backward(
-    dy: Any,
-    x: Any,
-    w: Any,
-    *,
-    bias: bool,
-    input_grad: bool,
-    dw_acc: Any = None,
-    db_acc: Any = None,
-) -> DenseGrads:
-    """:func:`dense_backward`, optionally adding ``dw``/``db`` into existing arrays.
-
-    ``dw_acc`` and ``db_acc``, when given, receive ``+=`` the new gradients
-    (the accumulating matrix product and bias-gradient kernel do this in one
-    pass) and are returned in their places.
-    """
-    backend = _check_forward_args(x, w, None)
-    if backend_of(dy, x) is not backend:  # raises on a NumPy/CuPy mix
-        raise TypeError("dy must live on the same backend as x")
-    _check_dtype("dy", dy)
+    backend = backend_of(dy, x, w)
+    _check_layer(x, w, None)
+    check_float_array("dy", dy)
     n_in, n_out = w.shape
     expected = tuple(x.shape[:-1]) + (n_out,)
     if tuple(dy.shape) != expected:
@@ -162,18 +170,42 @@ def _backward(
         )
     if dy.dtype != x.dtype:
         raise TypeError(f"dy must have the forward dtype {x.dtype}; got {dy.dtype}")
+    check_bool("bias", bias)
+    check_bool("input_grad", input_grad)
+    check_bool("accumulate", accumulate)
+    out_dx = out_dw = out_db = None
+    if out is not None:
+        if not isinstance(out, DenseGrads):
+            raise TypeError(f"out must be a DenseGrads(dx, dw, db) of arrays or None; got {type(out).__name__}")
+        out_dx, out_dw, out_db = out
+        if out_dx is not None and input_grad:
+            _check_out("dx", out_dx, tuple(x.shape), w)
+        if out_dw is not None:
+            _check_out("dw", out_dw, (n_in, n_out), w)
+        if out_db is not None and bias:
+            _check_out("db", out_db, (n_out,), w)
+    if accumulate and (out_dw is None or (bias and out_db is None)):
+        raise ValueError("accumulate=True adds into out.dw and out.db: pass out=DenseGrads(None, dw, db) "
+                         "with the arrays to add into")
 
+    xp = backend.xp
     batch = _batch(x)
     x2 = x.reshape(batch, n_in)
     dy2 = dy.reshape(batch, n_out)
     dx = dw = db = None
-    with backend.nvtx_range("gpudense.backward"):
-        if input_grad:
-            with backend.nvtx_range("gpudense.backward.dx"):
-                dx = backend.matmul(dy2, w.T).reshape(x.shape)
-        with backend.nvtx_range("gpudense.backward.dw"):
-            dw = backend.matmul(x2.T, dy2, dw_acc, accumulate=dw_acc is not None)
-        if bias:
-            with backend.nvtx_range("gpudense.backward.db"):
-                db = backend.bias_grad(dy2, db_acc, accumulate=db_acc is not None)
+    if input_grad:
+        with backend.nvtx_range("gpudense.backward.dx"):
+            if out_dx is None:
+                dx = xp.matmul(dy2, w.T).reshape(x.shape)
+            else:
+                xp.matmul(dy2, w.T, out=out_dx.reshape(batch, n_in))
+                dx = out_dx
+    with backend.nvtx_range("gpudense.backward.dw"):
+        if accumulate:
+            dw = backend.matmul_acc(x2.T, dy2, out_dw)
+        else:
+            dw = xp.matmul(x2.T, dy2, out=out_dw)
+    if bias:
+        with backend.nvtx_range("gpudense.backward.db"):
+            db = backend.bias_grad(dy2, out_db, accumulate=accumulate)
     return DenseGrads(dx, dw, db)

@@ -11,10 +11,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudense.backends import Backend, backend_name_of, get_backend
-from gpudense.functional import SUPPORTED_DTYPES, _backward, dense_forward
+from gpudense._checks import array_kind, as_generator, check_bool, float_dtype, positive_int
+from gpudense.backends import Backend, get_backend
+from gpudense.functional import DenseGrads, dense_backward, dense_forward
 
 __all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
+
+#: ``check_dtype(dtype)``: ``dtype`` as a supported ``numpy.dtype``, or a clear TypeError.
+check_dtype = float_dtype
 
 
 class ParamGrad(NamedTuple):
@@ -23,32 +27,6 @@ class ParamGrad(NamedTuple):
     name: str
     param: Any
     grad: Any
-
-
-def as_generator(rng: Any) -> np.random.Generator:
-    """``rng`` as a ``numpy.random.Generator``: a Generator, a seed, or None (fresh entropy)."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be a numpy.random.Generator, an int seed or None; got {type(rng).__name__}")
-
-
-def check_dtype(dtype: Any) -> np.dtype:
-    """``dtype`` as a ``numpy.dtype`` among float16/32/64, or a clear error."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError as exc:
-        raise TypeError(f"dtype must be float16, float32 or float64; got {dtype!r}") from exc
-    if dt not in SUPPORTED_DTYPES:
-        raise TypeError(f"dtype must be float16, float32 or float64; got {dt}")
-    return dt
-
-
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return int(value)
 
 
 class Dense:
@@ -94,11 +72,10 @@ class Dense:
         backend: str | Backend = "auto",
         rng: Any = None,
     ) -> None:
-        self.in_features = _check_size("in_features", in_features)
-        self.out_features = _check_size("out_features", out_features)
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be True or False; got {bias!r}")
-        self.dtype = check_dtype(dtype)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+        check_bool("bias", bias)
+        self.dtype = float_dtype(dtype)
         self.backend = get_backend(backend)
         self.w: Any = None
         self.b: Any = None
@@ -152,15 +129,11 @@ class Dense:
         if self._x is None:
             raise RuntimeError("Dense.backward called before forward: there is no saved input")
         self._check_input("dy", dy)
-        grads = _backward(
-            dy,
-            self._x,
-            self.w,
-            bias=self._has_bias,
-            input_grad=input_grad,
-            dw_acc=self.dw,
-            db_acc=self.db,
-        )
+        if self.dw is None:  # the first backward since zero_grad: new gradient arrays
+            grads = dense_backward(dy, self._x, self.w, bias=self._has_bias, input_grad=input_grad)
+        else:
+            grads = dense_backward(dy, self._x, self.w, bias=self._has_bias, input_grad=input_grad,
+                                   out=DenseGrads(None, self.dw, self.db), accumulate=True)
         self.dw, self.db = grads.dw, grads.db
         return grads.dx
 
@@ -199,7 +172,7 @@ class Dense:
         return self
 
     def _check_input(self, name: str, a: Any) -> None:
-        kind = backend_name_of(a)
+        kind = array_kind(a)
         if kind != self.backend.name:
             raise TypeError(
                 f"{name} is a {kind} array but this Dense layer lives on the "

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gpudense._checks import check_float_array, wide_dtype
 from gpudense.backends import backend_of
-from gpudense.functional import SUPPORTED_DTYPES
 
 __all__ = ["LossGrad", "MSELoss", "SoftmaxCrossEntropy", "check_labels", "mse_loss", "softmax_cross_entropy"]
 
@@ -26,16 +26,6 @@ class LossGrad(NamedTuple):
 
     loss: Any
     grad: Any
-
-
-def _wide(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
-    return np.dtype(np.float32) if dt == np.float16 else dt
-
-
-def _check_float(name: str, a: Any) -> None:
-    if np.dtype(a.dtype) not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be a floating array (float16/32/64); got dtype {a.dtype}")
 
 
 def check_labels(labels: Any, batch: int, n_classes: int) -> None:
@@ -90,7 +80,7 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, check: bool = True) -> Lo
     """
     backend = backend_of(logits, labels)
     xp = backend.xp
-    _check_float("logits", logits)
+    check_float_array("logits", logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (batch, n_classes); got shape {tuple(logits.shape)}")
     batch, n_classes = logits.shape
@@ -100,7 +90,7 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, check: bool = True) -> Lo
         raise ValueError("logits must have at least one class column")
     if check:
         check_labels(labels, batch, n_classes)
-    wide = _wide(logits.dtype)
+    wide = wide_dtype(logits.dtype)
     z = logits.astype(wide, copy=True)           # the one working array, (batch, n_classes)
     z -= z.max(axis=1, keepdims=True)            # shift: exp of at most 0
     rows = xp.arange(batch)
@@ -138,15 +128,15 @@ def mse_loss(y: Any, target: Any) -> LossGrad:
         (2.5, [1.0, 2.0])
     """
     backend_of(y, target)
-    _check_float("y", y)
-    _check_float("target", target)
+    check_float_array("y", y)
+    check_float_array("target", target)
     if tuple(y.shape) != tuple(target.shape):
         raise ValueError(f"target must have y's shape {tuple(y.shape)}; got {tuple(target.shape)}")
     if y.dtype != target.dtype:
         raise TypeError(f"target must have y's dtype {y.dtype} (no silent cast); got {target.dtype}")
     if y.size == 0:
         raise ValueError("mse_loss needs at least one element (the mean of nothing is undefined)")
-    wide = _wide(y.dtype)
+    wide = wide_dtype(y.dtype)
     diff = y.astype(wide, copy=True)
     diff -= target
     loss = (diff * diff).mean()

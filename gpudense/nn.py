@@ -22,9 +22,9 @@ from typing import Any, Iterable, Iterator, Sequence as SequenceType
 
 import numpy as np
 
+from gpudense._checks import as_generator, check_bool, check_float_array, float_dtype, positive_int
 from gpudense.backends import Backend, backend_of, get_backend
-from gpudense.functional import SUPPORTED_DTYPES
-from gpudense.layer import Dense, ParamGrad, as_generator, check_dtype
+from gpudense.layer import Dense, ParamGrad
 
 __all__ = ["ACTIVATIONS", "GELU", "MLP", "ReLU", "Sequential", "Tanh", "get_activation"]
 
@@ -32,8 +32,7 @@ __all__ = ["ACTIVATIONS", "GELU", "MLP", "ReLU", "Sequential", "Tanh", "get_acti
 def _check_float(name: str, a: Any) -> Any:
     """The array module of ``a``, after checking ``a`` is a floating NumPy/CuPy array."""
     xp = backend_of(a).xp  # raises TypeError for non-arrays
-    if np.dtype(a.dtype) not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be a floating array (float16/32/64); got dtype {a.dtype}")
+    check_float_array(name, a)
     return xp
 
 
@@ -377,10 +376,10 @@ def _check_sizes(sizes: Any) -> list[int]:
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output size; got {sizes}")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
-            raise ValueError(f"every size must be a positive int; got {sizes}")
-    return [int(s) for s in sizes]
+    try:
+        return [positive_int("every size", s) for s in sizes]
+    except ValueError:
+        raise ValueError(f"every size must be a positive int; got {sizes}") from None
 
 
 class MLP(Sequential):
@@ -417,7 +416,8 @@ class MLP(Sequential):
         self.sizes = _check_sizes(sizes)
         act = get_activation(activation)  # validates the name
         self.activation = act.name
-        dt = check_dtype(dtype)
+        check_bool("bias", bias)
+        dt = float_dtype(dtype)
         be = get_backend(backend)
         gen = as_generator(rng)
         blocks: list[Any] = []

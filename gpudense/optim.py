@@ -34,23 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from gpudense._checks import check_number, is_count, wide_dtype
 from gpudense.backends import backend_of
 
 __all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "make_optimizer"]
-
-
-def _check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
-                  low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {value!r}")
-    v = float(value)
-    ok_low = v > low if low_open else v >= low
-    ok_high = v < high if high_open else v <= high
-    if not (math.isfinite(v) and ok_low and ok_high):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}; got {value!r}")
-    return v
 
 
 class Optimizer:
@@ -105,7 +92,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self.hyperparams["lr"] = _check_number("lr", value, low_open=True)
+        self.hyperparams["lr"] = check_number("lr", value, low_open=True)
 
     def zero_grad(self) -> None:
         """Forget the model's gradients (``model.zero_grad()``)."""
@@ -125,10 +112,10 @@ class Optimizer:
             xp = backend_of(p, g).xp
             t = self.param_steps.get(name, 0) + 1
             self.param_steps[name] = t
-            if _state_dtype(p.dtype) != p.dtype:  # float16: update the float32 master
+            if wide_dtype(p.dtype) != p.dtype:  # float16: update the float32 master
                 w = self.state[self.MASTER].get(name)
                 if w is None:
-                    w = self.state[self.MASTER][name] = p.astype(_state_dtype(p.dtype))
+                    w = self.state[self.MASTER][name] = p.astype(wide_dtype(p.dtype))
                 self._update(xp, name, w, g.astype(w.dtype), t)
                 p[...] = w  # rounded once
             else:
@@ -206,7 +193,7 @@ class Optimizer:
             )
         checked = self._check_hyperparams(hyper)
         step = state["step"]
-        if not _is_count(step):
+        if not is_count(step):
             raise ValueError(f"optimizer step must be a non-negative int; got {step!r}")
         params = {pg.name: pg.param for pg in self.model.param_grads()}
         param_steps = state["param_steps"]
@@ -215,7 +202,7 @@ class Optimizer:
         for name, t in param_steps.items():
             if name not in params:
                 raise ValueError(f"optimizer param_steps: the model has no parameter {name!r}")
-            if not _is_count(t) or not 1 <= t <= step:
+            if not is_count(t) or not 1 <= t <= step:
                 raise ValueError(f"optimizer param_steps[{name!r}] must be an int in [1, step={step}]; got {t!r}")
         slots = state["slots"]
         if not isinstance(slots, dict) or set(slots) != set(self.slot_names):
@@ -229,7 +216,7 @@ class Optimizer:
                 if name not in params:
                     raise ValueError(f"optimizer state {slot}/{name}: the model has no parameter {name!r}")
             if slot == self.MASTER:
-                want_names = {n for n in stepped if _state_dtype(params[n].dtype) != params[n].dtype}
+                want_names = {n for n in stepped if wide_dtype(params[n].dtype) != params[n].dtype}
             else:
                 want_names = stepped
             missing = sorted(want_names - set(arrays))
@@ -245,7 +232,7 @@ class Optimizer:
                     raise ValueError(
                         f"optimizer state {slot}/{name}: expected shape {tuple(p.shape)}, got {tuple(a.shape)}"
                     )
-                want = _state_dtype(p.dtype)
+                want = wide_dtype(p.dtype)
                 if np.dtype(a.dtype) != want:
                     raise TypeError(f"optimizer state {slot}/{name}: expected dtype {want}, got {a.dtype}")
         be = _model_backend(self.model)
@@ -261,15 +248,6 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
         return f"{type(self).__name__}({args})"
-
-
-def _is_count(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
-
-
-def _state_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
-    return np.dtype(np.float32) if dt == np.float16 else dt
 
 
 def _model_backend(model: Any) -> Any:
@@ -299,15 +277,15 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
-        self.SLOTS = ("momentum",) if _check_number("momentum", momentum, high=1.0, high_open=True) else ()
+        self.SLOTS = ("momentum",) if check_number("momentum", momentum, high=1.0, high_open=True) else ()
         super().__init__(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=float(nesterov))
 
     def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
         h = {
-            "lr": _check_number("lr", hyper["lr"], low_open=True),
-            "momentum": _check_number("momentum", hyper["momentum"], high=1.0, high_open=True),
-            "weight_decay": _check_number("weight_decay", hyper["weight_decay"]),
-            "nesterov": _check_number("nesterov", hyper["nesterov"], high=1.0),
+            "lr": check_number("lr", hyper["lr"], low_open=True),
+            "momentum": check_number("momentum", hyper["momentum"], high=1.0, high_open=True),
+            "weight_decay": check_number("weight_decay", hyper["weight_decay"]),
+            "nesterov": check_number("nesterov", hyper["nesterov"], high=1.0),
         }
         if h["nesterov"] not in (0.0, 1.0):
             raise ValueError(f"nesterov must be 0 or 1; got {hyper['nesterov']!r}")
@@ -376,11 +354,11 @@ class Adam(Optimizer):
 
     def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
         return {
-            "lr": _check_number("lr", hyper["lr"], low_open=True),
-            "beta1": _check_number("betas[0]", hyper["beta1"], high=1.0, high_open=True),
-            "beta2": _check_number("betas[1]", hyper["beta2"], high=1.0, high_open=True),
-            "eps": _check_number("eps", hyper["eps"], low_open=True),
-            "weight_decay": _check_number("weight_decay", hyper["weight_decay"]),
+            "lr": check_number("lr", hyper["lr"], low_open=True),
+            "beta1": check_number("betas[0]", hyper["beta1"], high=1.0, high_open=True),
+            "beta2": check_number("betas[1]", hyper["beta2"], high=1.0, high_open=True),
+            "eps": check_number("eps", hyper["eps"], low_open=True),
+            "weight_decay": check_number("weight_decay", hyper["weight_decay"]),
         }
 
     def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:

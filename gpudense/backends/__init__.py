@@ -16,6 +16,7 @@ import threading
 import warnings
 from typing import Any
 
+from gpudense._checks import array_kind
 from gpudense.backends.base import Backend
 
 __all__ = [
@@ -34,7 +35,7 @@ BACKEND_NAMES = ("auto", "numpy", "cupy")
 
 _MODULES = {
     "numpy": ("gpudense.backends.numpy_backend", "NumpyBackend"),
-    "cupy": ("gpudense.backends.cupy_backend", "CupyBackend"),
+    "cupy": ("gpudense.backends.cuda", "CupyBackend"),
 }
 
 ENV_VAR = "GPUDENSE_BACKEND"
@@ -168,7 +169,7 @@ def backend_name_of(*arrays: Any) -> str:
     for a in arrays:
         if a is None:
             continue
-        kind = _array_kind(a)
+        kind = array_kind(a)
         kinds.setdefault(kind, type(a).__module__ + "." + type(a).__name__)
     if len(kinds) > 1:
         got = ", ".join(sorted(kinds.values()))
@@ -177,19 +178,6 @@ def backend_name_of(*arrays: Any) -> str:
             f"got a mix of {got}. Move them with Dense.to(...), cupy.asarray or cupy.asnumpy."
         )
     return next(iter(kinds), "numpy")
-
-
-def _array_kind(a: Any) -> str:
-    import numpy as np
-
-    if isinstance(a, np.ndarray):
-        return "numpy"
-    module = type(a).__module__ or ""
-    if module == "cupy" or module.startswith("cupy."):
-        return "cupy"
-    raise TypeError(
-        f"expected a numpy.ndarray or cupy.ndarray, got {type(a).__module__}.{type(a).__name__}"
-    )
 
 
 def _reset_for_tests() -> None:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager
 
 
 class Backend:
     """One array library (NumPy, CuPy) seen through what gpudense needs of it.
 
-    The math in :mod:`gpudense.functional` is written once against ``xp``;
-    only the operations below differ by backend.
+    The math in :mod:`gpudense.functional` is written once against ``xp``.
+    Only two operations differ by backend, and they are the hooks here:
+
+    * :meth:`bias_grad`, the column sums ``db = dy.sum(0)`` (a BLAS
+      matrix-vector product on NumPy, a deterministic RawKernel on CuPy);
+    * :meth:`matmul_acc`, ``out += a @ b`` (one cuBLAS GEMM with ``beta = 1``
+      on CuPy), which accumulates a weight gradient without a temporary.
+
+    The rest (:meth:`nvtx_range`, :meth:`asarray`, :meth:`to_numpy`,
+    :meth:`synchronize`, :meth:`describe`) moves arrays and reports facts.
     """
 
     #: Short name, as accepted by :func:`gpudense.get_backend`.
@@ -18,30 +26,15 @@ class Backend:
     #: The array module (``numpy`` or ``cupy``).
     xp: Any = None
 
-    def matmul(self, a: Any, b: Any, out: Any = None, *, accumulate: bool = False) -> Any:
-        """``a @ b`` for 2-D ``a``, ``b``; with ``accumulate``, ``out += a @ b``.
+    def matmul_acc(self, a: Any, b: Any, out: Any) -> Any:
+        """``out += a @ b`` for 2-D ``a``, ``b``; returns ``out``.
 
-        ``out`` must be C-contiguous with the result's shape and dtype, and is
-        returned. Without ``accumulate`` and without ``out``, a new array.
+        ``out`` has the product's shape and dtype. The default adds a
+        temporary product; backends with a GEMM that accumulates (``beta =
+        1``) use it instead.
         """
-        xp = self.xp
-        if out is None:
-            return xp.matmul(a, b)
-        if accumulate:
-            out += xp.matmul(a, b)
-            return out
-        return xp.matmul(a, b, out=out)
-
-    def linear(self, x: Any, w: Any, b: Any = None) -> Any:
-        """``x @ w + b`` for 2-D ``x`` (batch, n_in), ``w`` (n_in, n_out), ``b`` (n_out,) or None.
-
-        Returns a new C-contiguous array. The default spends one matrix
-        product and one in-place pass for the bias; backends may fuse them.
-        """
-        y = self.matmul(x, w)
-        if b is not None:
-            y += b
-        return y
+        out += self.xp.matmul(a, b)
+        return out
 
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
         """Column sums of the 2-D ``dy`` (batch, m): ``db[j] = sum_k dy[k, j]``.
@@ -53,8 +46,8 @@ class Backend:
         raise NotImplementedError
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
-        """A profiler range around a stage (no-op where there is no profiler)."""
-        return _null_range()
+        """A profiler range around a stage (a shared no-op where there is no profiler)."""
+        return _NULL
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """``a`` as an array of this backend (copied across devices if needed)."""
@@ -68,13 +61,11 @@ class Backend:
         """Wait for queued device work (no-op on the CPU)."""
 
     def describe(self) -> dict[str, str]:
-        """Versions and device facts for ``gpudense info``."""
+        """Versions and device facts for ``gpudense info`` and the benchmark's JSON."""
         return {}
 
     def __repr__(self) -> str:
         return f"<gpudense backend {self.name!r}>"
 
 
-@contextlib.contextmanager
-def _null_range() -> Iterator[None]:
-    yield
+_NULL: ContextManager[None] = contextlib.nullcontext()  # reusable and re-entrant

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gpudense._checks import wide_dtype
 from gpudense.backends.base import Backend
 
 
@@ -49,12 +50,11 @@ class NumpyBackend(Backend):
         return ones[:n]
 
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
-        if dy.dtype == np.float16:
+        acc = wide_dtype(dy.dtype)
+        if acc != dy.dtype:
             # float16 is summed in float32, as the CUDA kernel does, then rounded once.
-            acc = np.float32
             db = dy.sum(axis=0, dtype=acc)
         else:
-            acc = dy.dtype
             # BLAS gemv: multi-threaded, and cheaper per call than a NumPy reduction.
             db = np.matmul(self._ones_of(dy.shape[0], dy.dtype), dy)
         if out is None:

@@ -1,0 +1,178 @@
+"""The argument rules of gpudense, each written once.
+
+Every public function and class checks its arguments through these helpers,
+so a rule (which dtypes are supported, what a size or a seed may be, which
+arrays belong together, which dtype a reduction widens to) is stated in one
+place and every message reads alike: what was expected, then what came.
+
+Nothing here imports CuPy: a CuPy array is recognised by its type's module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "FLOAT_NAMES",
+    "array_kind",
+    "as_generator",
+    "check_bool",
+    "check_float_array",
+    "check_number",
+    "describe_array",
+    "float_dtype",
+    "int_at_least",
+    "is_count",
+    "positive_int",
+    "wide_dtype",
+]
+
+#: Floating dtypes gpudense computes in.
+FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: Their names, as a message lists them.
+FLOAT_NAMES = "float16, float32 or float64"
+
+
+# -- dtypes ----------------------------------------------------------------
+
+
+def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """``dtype`` (a name, type or ``numpy.dtype``) as a supported ``numpy.dtype``.
+
+    Raises:
+        TypeError: not a dtype, or not one of :data:`FLOAT_DTYPES`.
+
+    Example:
+        >>> float_dtype("float32")
+        dtype('float32')
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be {FLOAT_NAMES}; got {dtype!r}") from exc
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be {FLOAT_NAMES}; got {dt}")
+    return dt
+
+
+def check_float_array(name: str, a: Any) -> None:
+    """Raise TypeError unless the array ``a`` has a supported floating dtype."""
+    if np.dtype(a.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating array ({FLOAT_NAMES}); got dtype {a.dtype}")
+
+
+def wide_dtype(dtype: Any) -> np.dtype:
+    """The dtype that sums, losses and optimizer state of ``dtype`` are kept in.
+
+    float16 widens to float32 (its range and precision are too small to add
+    many terms, or to hold Adam's second moment); float32 and float64 stay.
+
+    Example:
+        >>> wide_dtype(np.float16), wide_dtype(np.float64)
+        (dtype('float32'), dtype('float64'))
+    """
+    dt = np.dtype(dtype)
+    return _WIDE.get(dt, dt)
+
+
+_WIDE = {np.dtype(np.float16): np.dtype(np.float32)}
+
+
+# -- numbers ----------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is an int (not a bool) >= 0."""
+    return _is_int(value) and value >= 0
+
+
+def int_at_least(name: str, value: Any, low: int) -> int:
+    """``value`` as an int, if it is an int (not a bool) >= ``low``; else ValueError."""
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, if it is an int (not a bool) >= 1; else ValueError."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is ``True`` or ``False``; else TypeError (1, "no" and None are not bools)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float, if it is a finite real number in the interval; else a clear error.
+
+    Raises:
+        TypeError: not a real number (bools are not numbers here).
+        ValueError: outside ``[low, high]`` (``(`` / ``)`` where open), or not finite.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    v = float(value)
+    ok_low = v > low if low_open else v >= low
+    ok_high = v < high if high_open else v <= high
+    if not (math.isfinite(v) and ok_low and ok_high):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}; got {value!r}")
+    return v
+
+
+# -- random generators ---------------------------------------------------------
+
+
+def as_generator(rng: Any, name: str = "rng") -> np.random.Generator:
+    """``rng`` as a ``numpy.random.Generator``: a Generator, an int seed >= 0, or None (fresh entropy).
+
+    Raises:
+        TypeError: any other type.
+        ValueError: a negative seed.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if _is_int(rng):
+        if rng < 0:
+            raise ValueError(f"{name} must be a seed >= 0 (or a numpy.random.Generator); got {rng}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"{name} must be a numpy.random.Generator, an int seed or None; got {type(rng).__name__}")
+
+
+# -- arrays -------------------------------------------------------------------
+
+
+def array_kind(a: Any) -> str:
+    """``"numpy"`` or ``"cupy"``: whose array ``a`` is (CuPy is recognised without importing it).
+
+    Raises:
+        TypeError: ``a`` is neither a ``numpy.ndarray`` nor a ``cupy.ndarray``.
+    """
+    if isinstance(a, np.ndarray):
+        return "numpy"
+    module = type(a).__module__ or ""
+    if module == "cupy" or module.startswith("cupy."):
+        return "cupy"
+    raise TypeError(f"expected a numpy.ndarray or cupy.ndarray, got {type(a).__module__}.{type(a).__name__}")
+
+
+def describe_array(a: Any) -> str:
+    """``"numpy.ndarray of shape (2, 3) and dtype float32"``, for messages."""
+    return f"{type(a).__module__}.{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
