@@ -1,11 +1,59 @@
-"""Shared fixtures. CuPy is never imported here: GPU tests import it themselves."""
+"""Shared fixtures and the one rule that decides whether GPU tests run.
+
+CuPy is never imported at module level here. A test that needs a CUDA device
+carries the ``gpu`` marker (directly, or through the ``cupy`` parameter of the
+``xp`` / ``backend`` fixtures); it is skipped, with the reason the CuPy
+backend gives, where that backend cannot be used. A test that needs *no*
+usable device (the CPU-fallback checks) carries ``no_gpu``.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pytest
 
-from gpudense.backends import _reset_for_tests
+from gpudense.backends import BackendUnavailableError, _reset_for_tests, get_backend
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_unavailable_reason() -> str | None:
+    """Why the CuPy backend cannot run here (None when it can); asked once per session."""
+    try:
+        get_backend("cupy")
+    except BackendUnavailableError as exc:
+        return f"needs a usable CUDA device and CuPy: {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    needs_gpu = [item for item in items if item.get_closest_marker("gpu")]
+    needs_none = [item for item in items if item.get_closest_marker("no_gpu")]
+    if not needs_gpu and not needs_none:
+        return
+    reason = gpu_unavailable_reason()
+    for item in needs_gpu:
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+    for item in needs_none:
+        if reason is None:
+            item.add_marker(pytest.mark.skip(reason="a CUDA device is usable here; this test needs none"))
+
+
+BACKEND_PARAMS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """Each backend in turn: NumPy always, CuPy where a device is usable (else skipped)."""
+    return get_backend(request.param)
+
+
+@pytest.fixture
+def xp(backend):
+    """The array module of each backend in turn (``numpy``, then ``cupy``)."""
+    return backend.xp
 
 
 @pytest.fixture

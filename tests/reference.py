@@ -101,3 +101,49 @@ def random_inputs(rng, shape_x, n_out, dtype):
     b = rng.standard_normal(n_out).astype(dtype)
     dy = rng.standard_normal(tuple(shape_x[:-1]) + (n_out,)).astype(dtype)
     return x, w, b, dy
+
+
+def host(a):
+    """``a`` as a NumPy array (a host copy of a CuPy array); None stays None."""
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    get = getattr(a, "get", None)  # cupy.ndarray
+    return get() if callable(get) else np.asarray(a)
+
+
+def check_layer(x, w, b, dy, *, input_grad=True):
+    """Run dense_forward / dense_backward on ``x, w, b, dy`` (NumPy or CuPy) and compare with the loops.
+
+    The result must be on the inputs' backend, in their dtype, and within
+    :func:`assert_close`'s bound of the float64 loop reference for y, dx, dw
+    and db; ``dx`` is None when ``input_grad`` is False, ``db`` when ``b`` is.
+    Returns the ``DenseGrads`` for further checks.
+    """
+    from gpudense import DenseGrads, dense_backward, dense_forward
+
+    xh, wh, bh, dyh = (host(a) for a in (x, w, b, dy))
+    dtype = xh.dtype
+    n_in, n_out = wh.shape
+    batch = int(np.prod(xh.shape[:-1]))
+
+    y = dense_forward(x, w, b)
+    assert type(y) is type(x) and y.dtype == dtype and y.shape == dyh.shape
+    assert_close(host(y), forward(xh, wh, bh), abs_forward(xh, wh, bh), n_in, dtype, "y")
+
+    g = dense_backward(dy, x, w, bias=b is not None, input_grad=input_grad)
+    assert isinstance(g, DenseGrads)
+    rdx, rdw, rdb = backward(dyh, xh, wh)
+    sdx, sdw, sdb = abs_backward(dyh, xh, wh)
+    if input_grad:
+        assert type(g.dx) is type(x) and g.dx.dtype == dtype
+        assert_close(host(g.dx), rdx, sdx, n_out, dtype, "dx")
+    else:
+        assert g.dx is None
+    assert type(g.dw) is type(x) and g.dw.dtype == dtype
+    assert_close(host(g.dw), rdw, sdw, batch, dtype, "dw")
+    if b is None:
+        assert g.db is None
+    else:
+        assert type(g.db) is type(x) and g.db.dtype == dtype
+        assert_close(host(g.db), rdb, sdb, batch, dtype, "db")
+    return g

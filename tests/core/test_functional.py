@@ -10,30 +10,7 @@ from gpudense import DenseGrads, dense_backward, dense_forward
 
 
 def check_against_reference(x, w, b, dy, *, input_grad=True):
-    dtype = x.dtype
-    n_in, n_out = w.shape
-    batch = int(np.prod(x.shape[:-1]))
-
-    y = dense_forward(x, w, b)
-    assert y.dtype == dtype
-    ref.assert_close(y, ref.forward(x, w, b), ref.abs_forward(x, w, b), n_in, dtype, "y")
-
-    g = dense_backward(dy, x, w, bias=b is not None, input_grad=input_grad)
-    assert isinstance(g, DenseGrads)
-    rdx, rdw, rdb = ref.backward(dy, x, w)
-    sdx, sdw, sdb = ref.abs_backward(dy, x, w)
-    if input_grad:
-        assert g.dx.dtype == dtype
-        ref.assert_close(g.dx, rdx, sdx, n_out, dtype, "dx")
-    else:
-        assert g.dx is None
-    assert g.dw.dtype == dtype
-    ref.assert_close(g.dw, rdw, sdw, batch, dtype, "dw")
-    if b is None:
-        assert g.db is None
-    else:
-        assert g.db.dtype == dtype
-        ref.assert_close(g.db, rdb, sdb, batch, dtype, "db")
+    ref.check_layer(x, w, b, dy, input_grad=input_grad)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -41,12 +18,15 @@ def check_against_reference(x, w, b, dy, *, input_grad=True):
     "shape_x, n_out",
     [((7, 5), 3), ((1, 4), 6), ((3, 1), 1), ((2, 3, 4), 5), ((6,), 2), ((33, 17), 35)],
 )
-def test_matches_reference(rng, dtype, shape_x, n_out):
-    check_against_reference(*ref.random_inputs(rng, shape_x, n_out, dtype))
+def test_matches_reference(xp, rng, dtype, shape_x, n_out):
+    """On NumPy, and on CuPy where a device is usable: the same inputs, the same reference."""
+    x, w, b, dy = (xp.asarray(a) for a in ref.random_inputs(rng, shape_x, n_out, dtype))
+    check_against_reference(x, w, b, dy)
 
 
-def test_float16_matches_reference(rng):
-    check_against_reference(*ref.random_inputs(rng, (9, 7), 5, np.float16))
+def test_float16_matches_reference(xp, rng):
+    x, w, b, dy = (xp.asarray(a) for a in ref.random_inputs(rng, (9, 7), 5, np.float16))
+    check_against_reference(x, w, b, dy)
 
 
 def test_no_bias_and_no_input_grad(rng):

@@ -29,7 +29,7 @@ from gpudense.backends import (
     auto_backend_reason,
     get_backend,
 )
-from gpudense.backends.cupy_backend import (
+from gpudense.backends.cuda.backend import (
     BLOCK,
     ENTRY_POINTS,
     MAX_GRID_Y,
@@ -41,7 +41,7 @@ from gpudense.backends.cupy_backend import (
     kernel_source,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ACC = {2: np.float32, 4: np.float32, 8: np.float64}
 DTYPE = {2: np.float16, 4: np.float32, 8: np.float64}
 
@@ -349,7 +349,7 @@ def test_kernel_source_is_found_and_names_every_entry_point():
 
 
 def test_kernel_source_missing_file_names_where_it_looked():
-    from gpudense.backends.cupy_backend import KernelBuildError
+    from gpudense.backends.cuda.backend import KernelBuildError
 
     with pytest.raises(KernelBuildError, match="no_such_kernel.cu"):
         kernel_source("no_such_kernel.cu")
@@ -383,7 +383,7 @@ def test_wheel_ships_the_kernels_and_an_installed_gpudense_finds_them(tmp_path):
     )
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import gpudense; from gpudense.backends.cupy_backend import kernel_source;"
+        "import gpudense; from gpudense.backends.cuda.backend import kernel_source;"
         "src, path = kernel_source('bias_grad.cu');"
         "print(gpudense.__file__); print(path); print('bias_grad_pass2_f16' in src)"
     )

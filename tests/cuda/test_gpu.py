@@ -61,7 +61,7 @@ def _poison_pool(nbytes):
 
 def _plan_for(backend, dy):
     """The plan the backend launches for the device array ``dy`` (rows unit-stride)."""
-    from gpudense.backends.cupy_backend import bias_grad_plan
+    from gpudense.backends.cuda.backend import bias_grad_plan
 
     k = backend.kernels()
     suffix = {8: "f64", 4: "f32", 2: "f16"}[dy.itemsize]
@@ -173,7 +173,7 @@ def _layouts(dy_host):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch, m", [(1, 1), (5, 3), (100, 1), (257, 37), (1000, 130), (4099, 67), (3, 2051)])
 def test_bias_grad_layouts_are_bitwise_equal_to_the_emulation(rng, backend, dtype, batch, m):
-    from gpudense.backends.cupy_backend import emulate_bias_grad
+    from gpudense.backends.cuda.backend import emulate_bias_grad
 
     dy = rng.standard_normal((batch, m)).astype(dtype)
     want = None
@@ -193,7 +193,7 @@ def test_bias_grad_layouts_are_bitwise_equal_to_the_emulation(rng, backend, dtyp
 
 def test_float32_subnormals_are_summed_not_flushed(backend):
     """CuPy compiles with -ftz=true; the kernel's float32 sums must still keep subnormals."""
-    from gpudense.backends.cupy_backend import emulate_bias_grad
+    from gpudense.backends.cuda.backend import emulate_bias_grad
 
     tiny = np.finfo(np.float32).smallest_subnormal
     dy = np.full((3000, 5), tiny, np.float32)
@@ -221,7 +221,7 @@ def test_bias_grad_is_bitwise_repeatable_across_runs_and_streams(rng, backend, d
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch, m", [(0, 7), (1, 5), (300, 33), (20000, 40)])
 def test_bias_grad_accumulate(rng, backend, dtype, batch, m):
-    from gpudense.backends.cupy_backend import emulate_bias_grad
+    from gpudense.backends.cuda.backend import emulate_bias_grad
 
     dy = rng.standard_normal((batch, m)).astype(dtype)
     old = rng.standard_normal(m).astype(dtype)
@@ -262,7 +262,7 @@ def test_batch_2_pow_20_against_float64_on_the_host(rng, dtype):
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
     ref.assert_close(g.dw.get(), x64.T @ dy64, np.abs(x64).T @ np.abs(dy64), batch, dtype, "dw")
     assert_db_close(g.db.get(), dy, dtype)
-    from gpudense.backends.cupy_backend import emulate_bias_grad
+    from gpudense.backends.cuda.backend import emulate_bias_grad
 
     backend = get_backend("cupy")
     want = emulate_bias_grad(dy, _plan_for(backend, cp.asarray(dy)))
@@ -391,7 +391,7 @@ def test_dense_layer_accumulates_like_the_reference(rng, dtype):
 
 def test_kernel_build_error_carries_the_compiler_log(monkeypatch):
     from gpudense.backends import cupy_backend
-    from gpudense.backends.cupy_backend import KernelBuildError, _DeviceKernels
+    from gpudense.backends.cuda.backend import KernelBuildError, _DeviceKernels
 
     monkeypatch.setattr(cupy_backend, "kernel_source",
                         lambda name: ("extern \"C\" __global__ void bias_grad_pass1_f64( { oops", "/x/broken.cu"))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gpudense.backends.cupy_backend import ENTRY_POINTS
+from gpudense.backends.cuda.backend import ENTRY_POINTS
 
-KERNELS = sorted((Path(__file__).resolve().parent.parent / "kernels").glob("*.cu"))
+KERNELS = sorted((Path(__file__).resolve().parents[2] / "kernels").glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]
 NVCC = shutil.which("nvcc") or next(
     (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if Path(p).is_file()), None
@@ -232,7 +232,7 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
 
     import numpy as np
 
-    from gpudense.backends.cupy_backend import bias_grad_plan, emulate_bias_grad
+    from gpudense.backends.cuda.backend import bias_grad_plan, emulate_bias_grad
 
     rng = np.random.default_rng(batch * 1000 + m)
     t = np.dtype(dtype)
@@ -416,7 +416,7 @@ GLUE_CASES = [
 def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dtype, offset, ld, cs, accumulate):
     import numpy as np
 
-    from gpudense.backends.cupy_backend import CupyBackend, emulate_bias_grad
+    from gpudense.backends.cuda.backend import CupyBackend, emulate_bias_grad
 
     rng = np.random.default_rng(7 + batch + m)
     t = np.dtype(dtype)
@@ -446,7 +446,7 @@ def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dty
     assert (counts == owned).all(), "each element of dy read once, nothing else"
     assert [n for n, _, _ in launches] == [name] + (["bias_grad_pass2_" + name[-3:]] if len(launches) > 1 else [])
     k = backend.kernels(0)
-    from gpudense.backends.cupy_backend import bias_grad_plan
+    from gpudense.backends.cuda.backend import bias_grad_plan
 
     plan = bias_grad_plan(batch, m, itemsize=t.itemsize, ld=m, ptr=0, n_sm=k.n_sm,
                           blocks_per_sm=k.blocks_per_sm[name])
