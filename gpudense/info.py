@@ -1,17 +1,11 @@
-"""``gpudense info``: which backend "auto" picks, why, and the versions in play."""
+"""The facts ``gpudense info`` prints: which backend "auto" picks, why, and the versions in play."""
 
 from __future__ import annotations
 
-import argparse
 import platform
-import sys
 import warnings
 
 import numpy as np
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``gpudense info`` takes no options."""
 
 
 def collect() -> dict[str, str]:
@@ -51,12 +45,3 @@ def collect() -> dict[str, str]:
 def _cuda_version(v: int) -> str:
     """CUDA's integer version 13020 as "13.2"."""
     return f"{v // 1000}.{v % 1000 // 10}"
-
-
-def run(args: argparse.Namespace) -> int:
-    facts = collect()
-    width = max(map(len, facts))
-    for key, value in facts.items():
-        print(f"{key:<{width}}  {value}")
-    sys.stdout.flush()
-    return 0

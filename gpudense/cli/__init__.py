@@ -16,9 +16,9 @@ from typing import Sequence
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "info": ("gpudense.info", "print the chosen backend, why, and library/device versions"),
-    "train": ("gpudense.train", "train an MLP (default: scikit-learn's bundled digits)"),
-    "bench": ("gpudense.benchmark", "time each stage against the hardware's ceilings and torch"),
+    "info": ("gpudense.cli.info", "print the chosen backend, why, and library/device versions"),
+    "train": ("gpudense.cli.train", "train an MLP (default: scikit-learn's bundled digits)"),
+    "bench": ("gpudense.cli.bench", "time each stage against the hardware's ceilings and torch"),
 }
 
 

@@ -1,0 +1,3 @@
+"""``gpudense bench``: the command line over :mod:`gpudense.benchmark`."""
+
+from gpudense.benchmark import add_arguments, run  # noqa: F401
