@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from gpudense import DenseGrads, dense_backward, dense_forward
+from gpudense import dense_backward, dense_forward
 
 
 def check_against_reference(x, w, b, dy, *, input_grad=True):

@@ -10,12 +10,10 @@ order.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +21,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpudense.backends import (
-    BackendUnavailableError,
-    GpudenseFallbackWarning,
-    auto_backend_reason,
-    get_backend,
-)
 from gpudense.backends.cuda.backend import (
     BLOCK,
     ENTRY_POINTS,
@@ -395,144 +387,3 @@ def test_wheel_ships_the_kernels_and_an_installed_gpudense_finds_them(tmp_path):
     assert Path(module_file).resolve().is_relative_to(target.resolve()), module_file
     assert Path(path).resolve() == (target / "gpudense" / "kernels" / "bias_grad.cu").resolve()
     assert found == "True"
-
-
-# --------------------------------------------------------------------------
-# Backend selection with no usable GPU
-# --------------------------------------------------------------------------
-
-
-def _cupy_state():
-    """(cupy importable, a CUDA device usable) on this machine."""
-    try:
-        import cupy
-    except ImportError:
-        return False, False
-    try:
-        return True, cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return True, False
-
-
-no_gpu = pytest.mark.skipif(_cupy_state()[1], reason="a CUDA device is usable here; fallback tests need none")
-
-
-@no_gpu
-def test_auto_falls_back_to_numpy_and_says_why_once(fresh_backends):
-    installed, _ = _cupy_state()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        backend = get_backend("auto")
-        again = get_backend("auto")
-    assert backend.name == "numpy" and again is backend
-    name, reason = auto_backend_reason()
-    assert name == "numpy"
-    fallback = [w for w in caught if issubclass(w.category, GpudenseFallbackWarning)]
-    if installed:
-        assert "no CUDA device is usable" in reason or "reports no device" in reason, reason
-        assert len(fallback) == 1, [str(w.message) for w in caught]
-        assert "falls back to NumPy" in str(fallback[0].message)
-    else:
-        assert "CuPy is not installed" in reason
-        assert fallback == []
-
-
-@no_gpu
-def test_cupy_by_name_raises_naming_the_cause(fresh_backends):
-    installed, _ = _cupy_state()
-    with pytest.raises(BackendUnavailableError) as info:
-        get_backend("cupy")
-    message = str(info.value)
-    if installed:
-        import cupy
-
-        assert f"CuPy {cupy.__version__} is installed but" in message
-    else:
-        assert "CuPy is not installed" in message
-
-
-@no_gpu
-def test_env_var_cupy_raises_too(fresh_backends, monkeypatch):
-    monkeypatch.setenv("GPUDENSE_BACKEND", "cupy")
-    with pytest.raises(BackendUnavailableError):
-        get_backend("auto")
-
-
-# --------------------------------------------------------------------------
-# NVTX
-# --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fresh_nvtx():
-    from gpudense import _nvtx
-
-    _nvtx._reset_for_tests()
-    yield _nvtx
-    _nvtx._reset_for_tests()
-
-
-def test_nvtx_uses_the_nvtx_package_when_present(fresh_nvtx, monkeypatch):
-    calls = []
-    fake = type(sys)("nvtx")
-    fake.push_range = lambda message: calls.append(("push", message))
-    fake.pop_range = lambda: calls.append(("pop",))
-    fake.__version__ = "9.9"
-    monkeypatch.setitem(sys.modules, "nvtx", fake)
-    with fresh_nvtx.nvtx_range("gpudense.backward.db"):
-        calls.append(("body",))
-    assert calls == [("push", "gpudense.backward.db"), ("body",), ("pop",)]
-    assert fresh_nvtx.nvtx_provider() == "nvtx package 9.9"
-
-
-def test_nvtx_is_a_shared_no_op_when_nothing_is_there(fresh_nvtx, monkeypatch):
-    monkeypatch.setitem(sys.modules, "nvtx", None)  # import nvtx -> ImportError
-    monkeypatch.setitem(sys.modules, "cupy", None)
-    monkeypatch.setitem(sys.modules, "cupy.cuda", None)
-    first = fresh_nvtx.nvtx_range("a")
-    assert first is fresh_nvtx.nvtx_range("b")
-    with first:
-        pass
-    assert fresh_nvtx.nvtx_provider() == "none"
-
-
-def test_nvtx_is_chosen_once(fresh_nvtx, monkeypatch):
-    monkeypatch.setitem(sys.modules, "nvtx", None)
-    monkeypatch.setitem(sys.modules, "cupy", None)
-    monkeypatch.setitem(sys.modules, "cupy.cuda", None)
-    assert fresh_nvtx.nvtx_provider() == "none"
-    fake = type(sys)("nvtx")
-    fake.push_range = fake.pop_range = lambda *a: None
-    monkeypatch.setitem(sys.modules, "nvtx", fake)
-    assert fresh_nvtx.nvtx_provider() == "none"  # not re-probed
-
-
-def test_numpy_backend_range_is_a_no_op():
-    with get_backend("numpy").nvtx_range("gpudense.forward"):
-        pass
-
-
-# --------------------------------------------------------------------------
-# bench/device_check.py imports and formats without a GPU
-# --------------------------------------------------------------------------
-
-
-def test_device_check_formats_synthetic_results(tmp_path):
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        dc = importlib.import_module("device_check")
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    rows = [
-        dc.result_row("kernel", (65536, 4096), "float32", times_ms=[1.0, 2.0, 3.0], bytes_moved=2_000_000_000,
-                      copy_gbps=4000.0),
-        dc.result_row("dy.sum(axis=0)", (32, 1024), "float16", times_ms=[0.5], bytes_moved=65536, copy_gbps=4000.0),
-    ]
-    assert rows[0]["median_ms"] == 2.0 and rows[0]["gbps"] == pytest.approx(1000.0)
-    assert rows[0]["fraction_of_copy"] == pytest.approx(0.25)
-    table = dc.format_table(rows)
-    assert "65536x4096" in table and "float16" in table and "dy.sum(axis=0)" in table
-    path = dc.write_json({"facts": {"device": "synthetic"}, "results": rows}, tmp_path)
-    import json
-
-    assert json.loads(Path(path).read_text())["results"][1]["shape"] == [32, 1024]
