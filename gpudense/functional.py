@@ -21,7 +21,7 @@ import math
 from typing import Any, NamedTuple
 
 from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, describe_array
-from gpudense.backends import Backend, backend_of
+from gpudense.backends import backend_of
 
 __all__ = ["DenseGrads", "SUPPORTED_DTYPES", "dense_backward", "dense_forward"]
 
