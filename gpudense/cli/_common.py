@@ -1,4 +1,4 @@
-"""Helpers shared by the ``train`` and ``bench`` commands: option types, output paths, threads, progress, pyplot.
+"""Helpers shared by the ``train`` and ``bench`` commands: option types, output paths, threads, progress bars.
 
 argparse turns the ``ArgumentTypeError`` of a type function into a one-line
 usage error; every other check here raises ``ValueError``/``OSError``/
@@ -19,7 +19,6 @@ __all__ = [
     "blas_threads",
     "check_output_path",
     "finite_float",
-    "import_pyplot",
     "int_at_least",
     "progress_bar",
 ]
@@ -129,15 +128,3 @@ def progress_bar(total: int, *, enabled: bool, file: Any = None, **kwargs: Any) 
     except ImportError:
         return _NoBar()
     return tqdm(total=total, file=sys.stderr if file is None else file, leave=False, **kwargs)
-
-
-def import_pyplot(option: str = "--plot", extra: str = "train") -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, or a one-line error naming ``option`` and the extra."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise RuntimeError(f"{option} needs matplotlib ({exc}); install it with pip install 'gpudense[{extra}]'") from exc
-    return plt
