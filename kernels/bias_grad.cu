@@ -31,7 +31,7 @@
 //
 // float64 accumulates in float64, float32 in float32, float16 in float32 (the
 // float16 values are raw 16-bit patterns converted with cvt, so no header is
-// needed and the file compiles on its own with nvcc or NVRTC).
+// needed: nvcc or NVRTC compile the file as it is, given the -D options below).
 //
 // Entry points (extern "C"): bias_grad_pass1_{f64,f32,f16}, bias_grad_pass2_{f64,f32,f16}.
 //
