@@ -9,11 +9,25 @@ import numpy as np
 
 
 def collect() -> dict[str, str]:
-    """The facts ``gpudense info`` prints, as a dict (also used by the benchmarks)."""
-    from gpudense import __version__
-    from gpudense.backends import auto_backend_reason, get_backend
+    """The facts ``gpudense info`` prints, as a dict (also used by the benchmarks).
 
-    from gpudense.backends import GpudenseFallbackWarning
+    Versions of gpudense, Python, NumPy and the platform; which backend
+    ``"auto"`` picks and why; CuPy's and CUDA's versions (from
+    :func:`gpudense.backends.cuda.library_facts`, which needs no device);
+    then the chosen backend's own facts (:meth:`~gpudense.backends.Backend.describe`:
+    the CPU, or the CUDA device).
+
+    Returns:
+        An ordered ``{name: value}`` dict of strings.
+
+    Example:
+        >>> facts = collect()
+        >>> facts["backend"] in ("numpy", "cupy")
+        True
+    """
+    from gpudense import __version__
+    from gpudense.backends import GpudenseFallbackWarning, auto_backend_reason, get_backend
+    from gpudense.backends.cuda import library_facts
 
     with warnings.catch_warnings():  # the reason is printed below; no need to warn too
         warnings.simplefilter("ignore", GpudenseFallbackWarning)
@@ -26,22 +40,6 @@ def collect() -> dict[str, str]:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
-    try:
-        import cupy  # only to report its version; "auto" made its own decision above
-    except ImportError:
-        facts["cupy"] = "not installed"
-    else:
-        facts["cupy"] = cupy.__version__
-        try:
-            facts["cuda_runtime"] = _cuda_version(cupy.cuda.runtime.runtimeGetVersion())
-            driver = cupy.cuda.runtime.driverGetVersion()
-            facts["cuda_driver"] = _cuda_version(driver) if driver else "none (no NVIDIA driver)"
-        except Exception as exc:  # a broken CUDA install: report it, don't fail
-            facts["cuda_runtime"] = f"unknown ({exc})"
+    facts.update(library_facts())  # reported whichever backend was chosen
     facts.update(get_backend(name).describe())
     return facts
-
-
-def _cuda_version(v: int) -> str:
-    """CUDA's integer version 13020 as "13.2"."""
-    return f"{v // 1000}.{v % 1000 // 10}"

@@ -1,1 +1,1 @@
-"""CUDA source of gpudense's kernels, shipped with the package (see gpudense.backends.cupy_backend)."""
+"""CUDA source of gpudense's kernels, shipped with the package (loaded by gpudense.backends.cuda.loader)."""

@@ -4,7 +4,7 @@
 //
 // Two passes, no floating-point atomics; the summation order of every column
 // depends only on (batch, m, dtype, number of SMs), through the launch plan that
-// gpudense.backends.cupy_backend.bias_grad_plan computes on the host:
+// gpudense.backends.cuda.plan.bias_grad_plan computes on the host:
 //
 //   pass 1: grid (column tiles, batch chunks), block (TX, TY) = 256 threads.
 //           Thread (tx, ty) of chunk c sums, for its columns, the rows
@@ -18,7 +18,7 @@
 //           order, then a fixed tree over ty as in pass 1, and writes
 //           db[j] = s (or db[j] = db[j] + s with accumulate = 1), rounded once.
 //
-// Each thread owns VEC = 16 / sizeof(T) columns of a tile TX * VEC wide.
+// Each thread owns VEC = GPUDENSE_VECTOR_BYTES / sizeof(T) columns of a tile TX * VEC wide.
 // Vector path (vec_path = 1: row pitch a multiple of 16 bytes): the tile's
 // columns start `head` elements before the tile edge, so that every row's
 // VEC-column group begins on a 16-byte boundary, and a thread whose VEC
@@ -26,17 +26,33 @@
 // group straddles column 0 or m (head, tail) loads its in-range columns one by
 // one. Scalar path (vec_path = 0, any pitch): thread tx owns columns
 // tile + tx, + TX, + 2 TX, ..., so each warp-wide load is still coalesced.
-// Four rows' loads are issued before the first add (several loads in flight).
+// GPUDENSE_UNROLL rows' loads are issued before the first add (several loads in flight).
 // All indexing is 64-bit: batch * m may exceed 2^31.
 //
 // float64 accumulates in float64, float32 in float32, float16 in float32 (the
 // float16 values are raw 16-bit patterns converted with cvt, so no header is
-// needed and the file compiles on its own with nvcc or NVRTC).
+// needed: nvcc or NVRTC compile the file as it is, given the -D options below).
 //
 // Entry points (extern "C"): bias_grad_pass1_{f64,f32,f16}, bias_grad_pass2_{f64,f32,f16}.
+//
+// The constants shared with the launch plan come from the compiler's command
+// line, as gpudense.backends.cuda.loader.kernel_defines() gives them (e.g.
+// -DGPUDENSE_BLOCK=256 -DGPUDENSE_UNROLL=4 -DGPUDENSE_VECTOR_BYTES=16); they
+// are defined in gpudense/backends/cuda/plan.py and nowhere else:
+//
+//   GPUDENSE_BLOCK         threads per block, both passes
+//   GPUDENSE_UNROLL        rows loaded before the first add, per thread
+//   GPUDENSE_VECTOR_BYTES  bytes per vector load (the size of V below: 16)
 
-#define GPUDENSE_BLOCK 256   // threads per block, both passes (the launch plan uses this)
-#define GPUDENSE_UNROLL 4    // rows loaded before the first add, per thread
+#ifndef GPUDENSE_BLOCK
+#error "GPUDENSE_BLOCK is not defined: compile with the options of gpudense.backends.cuda.loader.kernel_defines()"
+#endif
+#ifndef GPUDENSE_UNROLL
+#error "GPUDENSE_UNROLL is not defined: compile with the options of gpudense.backends.cuda.loader.kernel_defines()"
+#endif
+#ifndef GPUDENSE_VECTOR_BYTES
+#error "GPUDENSE_VECTOR_BYTES is not defined: compile with the options of gpudense.backends.cuda.loader.kernel_defines()"
+#endif
 
 typedef long long i64;
 
@@ -67,7 +83,7 @@ __device__ __forceinline__ float gpudense_add(float a, float b)
 }
 #else
 inline float gpudense_add(float a, float b) { return a + b; }
-#endif  // the host emulation (tests/test_kernels_compile.py) supplies gpudense_h2f/f2h
+#endif  // the host emulation (tests/cuda/test_kernels_compile.py) supplies gpudense_h2f/f2h
 
 __device__ __forceinline__ double gpudense_add(double a, double b) { return a + b; }
 
@@ -77,7 +93,8 @@ struct TraitsF64 {
     typedef double T;
     typedef double Acc;
     typedef double2 V;
-    enum { VEC = 2 };
+    enum { VEC = GPUDENSE_VECTOR_BYTES / sizeof(T) };
+    static_assert(sizeof(V) == GPUDENSE_VECTOR_BYTES, "GPUDENSE_VECTOR_BYTES must be the size of double2");
     static __device__ __forceinline__ Acc to_acc(T v) { return v; }
     static __device__ __forceinline__ T from_acc(Acc v) { return v; }
     static __device__ __forceinline__ void unpack(const V& v, Acc (&a)[VEC])
@@ -91,7 +108,8 @@ struct TraitsF32 {
     typedef float T;
     typedef float Acc;
     typedef float4 V;
-    enum { VEC = 4 };
+    enum { VEC = GPUDENSE_VECTOR_BYTES / sizeof(T) };
+    static_assert(sizeof(V) == GPUDENSE_VECTOR_BYTES, "GPUDENSE_VECTOR_BYTES must be the size of float4");
     static __device__ __forceinline__ Acc to_acc(T v) { return v; }
     static __device__ __forceinline__ T from_acc(Acc v) { return v; }
     static __device__ __forceinline__ void unpack(const V& v, Acc (&a)[VEC])
@@ -107,7 +125,8 @@ struct TraitsF16 {
     typedef unsigned short T;  // IEEE binary16 bit pattern
     typedef float Acc;
     typedef uint4 V;
-    enum { VEC = 8 };
+    enum { VEC = GPUDENSE_VECTOR_BYTES / sizeof(T) };
+    static_assert(sizeof(V) == GPUDENSE_VECTOR_BYTES, "GPUDENSE_VECTOR_BYTES must be the size of uint4");
     static __device__ __forceinline__ Acc to_acc(T v) { return gpudense_h2f(v); }
     static __device__ __forceinline__ T from_acc(Acc v) { return gpudense_f2h(v); }
     static __device__ __forceinline__ void unpack(const V& v, Acc (&a)[VEC])

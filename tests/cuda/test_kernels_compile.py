@@ -1,8 +1,11 @@
-"""Every kernels/*.cu compiles on its own with nvcc for sm_80 and sm_90, with no register spill.
+"""Every kernels/*.cu compiles with nvcc for sm_80 and sm_90, with no register spill.
 
 Runs in CI, where there is no GPU but nvcc is installed; skipped (with the
-reason) only where nvcc is absent. ``-Xptxas -v`` reports, per entry point,
-registers, stack frame and spill bytes; any spill or stack frame fails.
+reason) only where nvcc is absent. Every build passes the launch plan's
+constants as the ``-D`` options of ``kernel_defines()``, as NVRTC gets them;
+without one, the file stops with ``#error``. ``-Xptxas -v`` reports, per
+entry point, registers, stack frame and spill bytes; any spill or stack frame
+fails.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gpudense.backends.cuda.backend import ENTRY_POINTS
+from gpudense.backends.cuda.loader import ENTRY_POINTS, NVRTC_OPTIONS, KernelCache, kernel_defines
 
 KERNELS = sorted((Path(__file__).resolve().parents[2] / "kernels").glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]
@@ -50,7 +53,8 @@ def test_there_are_kernels():
 @pytest.mark.parametrize("path", KERNELS, ids=[p.name for p in KERNELS])
 def test_kernel_compiles_without_spills(tmp_path, path, arch):
     res = subprocess.run(
-        [NVCC, "-cubin", f"-arch={arch}", "-Xptxas", "-v", "-o", str(tmp_path / "k.cubin"), str(path)],
+        [NVCC, "-cubin", f"-arch={arch}", "-Xptxas", "-v", *kernel_defines(), "-o", str(tmp_path / "k.cubin"),
+         str(path)],
         capture_output=True, text=True, timeout=300,
     )
     log = res.stdout + res.stderr
@@ -67,7 +71,7 @@ def test_float32_sums_keep_subnormals_under_cupys_ftz_flag(tmp_path):
     """CuPy builds RawModules with -ftz=true; the kernel's float32 additions must not flush."""
     path = next(p for p in KERNELS if p.name == "bias_grad.cu")
     ptx = tmp_path / "k.ptx"
-    res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-ftz=true", "-o", str(ptx), str(path)],
+    res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-ftz=true", *kernel_defines(), "-o", str(ptx), str(path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     text = ptx.read_text()
@@ -85,14 +89,37 @@ def test_parse_ptxas_reads_spills():
     assert parse_ptxas(log) == {"k": {"registers": 255, "stack": 8, "spill_stores": 4, "spill_loads": 4}}
 
 
+@pytest.mark.parametrize("missing", range(len(kernel_defines())), ids=lambda i: kernel_defines()[i].split("=")[0])
+def test_a_missing_define_stops_the_build_naming_it(tmp_path, missing):
+    """The kernel mirrors none of the plan's constants: leave one out and nvcc says which."""
+    path = next(p for p in KERNELS if p.name == "bias_grad.cu")
+    defines = list(kernel_defines())
+    name = defines.pop(missing)[2:].split("=")[0]
+    res = subprocess.run([NVCC, "-E", *defines, "-o", str(tmp_path / "k.ii"), str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert f"#error \"{name} is not defined" in res.stdout + res.stderr
+
+
+def test_a_vector_width_other_than_the_vector_types_is_refused(tmp_path):
+    path = next(p for p in KERNELS if p.name == "bias_grad.cu")
+    defines = [d if not d.startswith("-DGPUDENSE_VECTOR_BYTES=") else "-DGPUDENSE_VECTOR_BYTES=8"
+               for d in kernel_defines()]
+    res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", *defines, "-o", str(tmp_path / "k.ptx"), str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "GPUDENSE_VECTOR_BYTES must be the size of" in res.stdout + res.stderr
+
+
 # --------------------------------------------------------------------------
 # Host emulation: the .cu file itself, compiled with g++ and run thread by thread
 # --------------------------------------------------------------------------
 #
 # A prelude defines the CUDA built-ins the kernel uses (threadIdx, blockIdx,
 # blockDim, __syncthreads, __ldcs, vector types, __shared__ as a static shared
-# by a block's threads) and the file is #included unchanged. Each block runs
-# as 256 std::threads meeting at a std::barrier, blocks one after another.
+# by a block's threads) and the file is #included unchanged, built with the
+# -D options of kernel_defines(). Each block runs as one std::thread per
+# thread of the block, meeting at a std::barrier, blocks one after another.
 # __ldcs checks every dY read: inside the buffer, 16-byte aligned for 16-byte
 # loads, and counted per element: each dY element must be read exactly once and
 # nothing else at all (padding, bytes past a row's end). The result must equal
@@ -196,7 +223,7 @@ def emulated(tmp_path_factory):
     lib = work / "libemu.so"
     res = subprocess.run(
         [GXX, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-Wno-unknown-pragmas",
-         f'-DKERNEL_PATH="{kernel}"', "-o", str(lib), str(work / "harness.cpp")],
+         *kernel_defines(), f'-DKERNEL_PATH="{kernel}"', "-o", str(lib), str(work / "harness.cpp")],
         capture_output=True, text=True, timeout=300,
     )
     if res.returncode != 0 and ("barrier" in res.stderr or "_Float16" in res.stderr):
@@ -232,7 +259,7 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
 
     import numpy as np
 
-    from gpudense.backends.cuda.backend import bias_grad_plan, emulate_bias_grad
+    from gpudense.backends.cuda import bias_grad_plan, emulate_bias_grad
 
     rng = np.random.default_rng(batch * 1000 + m)
     t = np.dtype(dtype)
@@ -372,6 +399,7 @@ def _fake_cupy(lib, launches):
     class Module:
         def __init__(self, code, options=()):
             assert code.startswith('#line 1 "') and "bias_grad_pass1_f32" in code
+            assert tuple(options) == NVRTC_OPTIONS and set(kernel_defines()) <= set(options), options
             self.options = options
 
         def get_function(self, name):
@@ -416,7 +444,7 @@ GLUE_CASES = [
 def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dtype, offset, ld, cs, accumulate):
     import numpy as np
 
-    from gpudense.backends.cuda.backend import CupyBackend, emulate_bias_grad
+    from gpudense.backends.cuda import CupyBackend, emulate_bias_grad
 
     rng = np.random.default_rng(7 + batch + m)
     t = np.dtype(dtype)
@@ -431,7 +459,7 @@ def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dty
     launches = []
     backend = CupyBackend.__new__(CupyBackend)  # no CuPy, no GPU: the stand-in instead
     backend.xp = _fake_cupy(emulated, launches)
-    backend._kernels, backend._lock = {}, __import__("threading").Lock()
+    backend._kernels = KernelCache()
     old = rng.standard_normal(m).astype(t)
     out = _FakeArray(old.copy()) if accumulate else None
     got = backend.bias_grad(_FakeArray(view, mem), out, accumulate=accumulate)
@@ -446,7 +474,7 @@ def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dty
     assert (counts == owned).all(), "each element of dy read once, nothing else"
     assert [n for n, _, _ in launches] == [name] + (["bias_grad_pass2_" + name[-3:]] if len(launches) > 1 else [])
     k = backend.kernels(0)
-    from gpudense.backends.cuda.backend import bias_grad_plan
+    from gpudense.backends.cuda import bias_grad_plan
 
     plan = bias_grad_plan(batch, m, itemsize=t.itemsize, ld=m, ptr=0, n_sm=k.n_sm,
                           blocks_per_sm=k.blocks_per_sm[name])

@@ -1,12 +1,13 @@
 """Training on the CuPy backend agrees with NumPy; checkpoints cross between GPU and CPU.
 
-Skipped, with the reason, where CuPy or a usable CUDA device is missing.
+Every test carries the ``gpu`` marker: conftest.py skips it, with the reason,
+where CuPy or a usable CUDA device is missing.
 
 Tolerances: in float32 the two backends sum in different orders (cuBLAS vs
 OpenBLAS), a relative difference of ~1e-7 per operation. Training amplifies
 it only slowly on these problems: on the CPU, perturbing every initial
 weight by a random relative 6e-8 (one float32 rounding) changed the six
-epoch losses by at most 5e-8 relative (digits) and 4e-8 (the synthetic run). The issue asks for
+epoch losses by at most 5e-8 relative (digits) and 4e-8 (the synthetic run). The test allows
 1e-3, far above that. A rounding difference may move one borderline test sample, so
 accuracies must agree within one test sample. The synthetic run needs only
 NumPy and CuPy; the digits run (the default job) also needs scikit-learn.
@@ -19,17 +20,15 @@ import io
 import numpy as np
 import pytest
 
-from gpudense.backends import BackendUnavailableError, get_backend
+from gpudense.backends import get_backend
 
 pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(scope="module")
 def cupy_backend():
-    try:
-        return get_backend("cupy")
-    except BackendUnavailableError as exc:
-        pytest.skip(f"needs a usable CUDA device and CuPy: {exc}")
+    """The CuPy backend (the gpu marker has skipped the test where it is unusable)."""
+    return get_backend("cupy")
 
 
 def test_pieces_agree_with_numpy(cupy_backend):

@@ -1,9 +1,63 @@
 """The CUDA backend: CuPy arrays, cuBLAS products and the bias-gradient RawKernel.
 
-Imported only when asked for (``get_backend("cupy")`` or ``"auto"``). Importing
-this package imports no CuPy, so the launch plan, its NumPy emulation and the
-kernel-source loader can be used and tested on a machine without a GPU.
+One module per idea:
+
+* :mod:`~gpudense.backends.cuda.plan`: the kernel's launch plan (grid,
+  block, chunks, workspace) and the constants it shares with the kernel;
+  pure Python.
+* :mod:`~gpudense.backends.cuda.emulate`: :func:`emulate_bias_grad`, a NumPy
+  model of the kernel's exact order of additions (the GPU tests' bitwise
+  reference).
+* :mod:`~gpudense.backends.cuda.loader`: the kernel source, its compiler
+  options (:func:`kernel_defines`) and the NVRTC module, built once per
+  process and device.
+* :mod:`~gpudense.backends.cuda.backend`: :class:`CupyBackend` (the launch
+  glue), the CuPy availability check and :func:`library_facts`.
+
+The registry imports this package only when asked for (``get_backend("cupy")``
+or ``"auto"``). Importing it imports no CuPy, so the plan, the emulation and
+the loader can be used and tested on a machine without CuPy or a GPU.
 """
 
-from gpudense.backends.cuda.backend import *  # noqa: F401,F403
-from gpudense.backends.cuda.backend import __all__  # noqa: F401
+from gpudense.backends.cuda.backend import CupyBackend, library_facts
+from gpudense.backends.cuda.emulate import emulate_bias_grad
+from gpudense.backends.cuda.loader import (
+    ENTRY_POINTS,
+    KERNEL_FILE,
+    NVRTC_OPTIONS,
+    KernelBuildError,
+    kernel_defines,
+    kernel_source,
+)
+from gpudense.backends.cuda.plan import (
+    BLOCK,
+    MAX_GRID_Y,
+    MIN_ROWS_PER_THREAD,
+    SINGLE_PASS_ROWS_PER_THREAD,
+    UNROLL,
+    VECTOR_BYTES,
+    BiasGradPlan,
+    bias_grad_plan,
+    blocks_per_sm,
+)
+
+__all__ = [
+    "BLOCK",
+    "ENTRY_POINTS",
+    "KERNEL_FILE",
+    "MAX_GRID_Y",
+    "MIN_ROWS_PER_THREAD",
+    "NVRTC_OPTIONS",
+    "SINGLE_PASS_ROWS_PER_THREAD",
+    "UNROLL",
+    "VECTOR_BYTES",
+    "BiasGradPlan",
+    "CupyBackend",
+    "KernelBuildError",
+    "bias_grad_plan",
+    "blocks_per_sm",
+    "emulate_bias_grad",
+    "kernel_defines",
+    "kernel_source",
+    "library_facts",
+]

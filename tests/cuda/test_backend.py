@@ -1,0 +1,120 @@
+"""The CUDA backend module's CPU-side parts: library facts, device description, the package face.
+
+No GPU needed: CuPy is hidden or replaced by a stand-in where a test needs
+it to behave in a particular way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+import gpudense.backends.cuda as cuda
+from gpudense.backends.cuda import CupyBackend, library_facts
+
+
+def _fake_cupy(monkeypatch, *, runtime=13020, driver=13000, version="99.0.0"):
+    """A stand-in ``cupy`` whose runtime reports the given versions (an exception is raised)."""
+    def answer(v):
+        def call():
+            if isinstance(v, Exception):
+                raise v
+            return v
+        return call
+
+    fake = type(sys)("cupy")
+    fake.__version__ = version
+    fake.cuda = SimpleNamespace(runtime=SimpleNamespace(runtimeGetVersion=answer(runtime),
+                                                        driverGetVersion=answer(driver)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    return fake
+
+
+def test_library_facts_without_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    assert library_facts() == {"cupy": "not installed"}
+
+
+def test_library_facts_report_versions_as_major_minor(monkeypatch):
+    _fake_cupy(monkeypatch, runtime=13020, driver=12080)
+    assert library_facts() == {"cupy": "99.0.0", "cuda_runtime": "13.2", "cuda_driver": "12.8"}
+
+
+def test_library_facts_without_a_driver(monkeypatch):
+    _fake_cupy(monkeypatch, runtime=12060, driver=0)
+    assert library_facts() == {"cupy": "99.0.0", "cuda_runtime": "12.6",
+                               "cuda_driver": "none (no NVIDIA driver)"}
+
+
+def test_library_facts_report_a_broken_cuda_instead_of_raising(monkeypatch):
+    _fake_cupy(monkeypatch, runtime=RuntimeError("libcudart.so.13: cannot open shared object file"))
+    facts = library_facts()
+    assert facts == {"cupy": "99.0.0",
+                     "cuda_runtime": "unknown (libcudart.so.13: cannot open shared object file)"}
+
+
+def test_library_facts_of_the_installed_cupy():
+    facts = library_facts()
+    if importlib.util.find_spec("cupy") is None:
+        assert facts == {"cupy": "not installed"}
+    else:
+        import cupy
+
+        assert facts["cupy"] == cupy.__version__
+        assert set(facts) in ({"cupy", "cuda_runtime", "cuda_driver"}, {"cupy", "cuda_runtime"})
+
+
+def test_info_collect_takes_the_library_facts_from_the_backend(monkeypatch, fresh_backends):
+    from gpudense.info import collect
+
+    monkeypatch.setenv("GPUDENSE_BACKEND", "numpy")
+    _fake_cupy(monkeypatch, runtime=13020, driver=13000)
+    facts = collect()
+    assert list(facts)[:9] == ["gpudense", "backend", "reason", "python", "numpy", "platform",
+                               "cupy", "cuda_runtime", "cuda_driver"]
+    assert (facts["cupy"], facts["cuda_runtime"], facts["cuda_driver"]) == ("99.0.0", "13.2", "13.0")
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert collect()["cupy"] == "not installed"
+
+
+def test_describe_names_the_current_device():
+    class Device:
+        id = 1
+
+    props = {"name": b"NVIDIA H200", "major": 9, "minor": 0, "multiProcessorCount": 132}
+    backend = CupyBackend.__new__(CupyBackend)  # no CuPy, no GPU: a stand-in for the calls describe makes
+    backend.xp = SimpleNamespace(cuda=SimpleNamespace(
+        Device=Device, runtime=SimpleNamespace(getDeviceProperties=lambda i: props if i == 1 else None)))
+    facts = backend.describe()
+    assert facts["device"] == "1: NVIDIA H200 (sm_90, 132 SMs)"
+    assert set(facts) == {"device", "nvtx"}
+
+
+def test_the_old_module_path_gives_every_public_name():
+    from gpudense.backends import cupy_backend
+
+    assert sorted(cupy_backend.__all__) == sorted(cuda.__all__)
+    for name in cuda.__all__:
+        assert getattr(cupy_backend, name) is getattr(cuda, name), name
+
+
+@pytest.mark.parametrize("hide_cupy", [False, True])
+def test_the_package_imports_without_cupy(hide_cupy):
+    """Importing gpudense.backends.cuda (and the old path) imports no CuPy; it works where CuPy is absent."""
+    code = (
+        "import sys\n"
+        + ("sys.modules['cupy'] = None\n" if hide_cupy else "")
+        + "import gpudense.backends.cuda as c, gpudense.backends.cupy_backend\n"
+        "print(sys.modules.get('cupy', 'absent'))\n"
+        "plan = c.bias_grad_plan(10, 3, itemsize=4, ld=3, ptr=0, n_sm=2)\n"
+        "import numpy as np\n"
+        "print(c.emulate_bias_grad(np.ones((10, 3), np.float32), plan).tolist())\n"
+        "print(c.kernel_source()[1].endswith('bias_grad.cu'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == ["None" if hide_cupy else "absent", "[10.0, 10.0, 10.0]", "True"]
