@@ -50,15 +50,13 @@ def test_cupy_by_name_without_cupy_raises_naming_the_cause(fresh_backends, monke
         get_backend("cupy")
 
 
-def test_import_is_lazy_and_fast():
-    code = (
-        "import sys, time; t = time.perf_counter(); import gpudense; "
-        "print(time.perf_counter() - t, 'cupy' in sys.modules)"
-    )
+def test_import_is_lazy():
+    """``import gpudense`` loads NumPy and gpudense's own modules only: no CuPy, and none of the
+    optional packages (its time is measured in bench/, not asserted here)."""
+    heavy = ["cupy", "cupyx", "nvtx", "sklearn", "matplotlib", "tqdm", "threadpoolctl", "torch", "mpi4py"]
+    code = f"import sys, gpudense; print(*[m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seconds, cupy_imported = out.stdout.split()
-    assert cupy_imported == "False"
-    assert float(seconds) < 2.0  # a generous bound: NumPy's import dominates (~0.1 s)
+    assert out.stdout.split() == []
 
 
 def test_public_api():
