@@ -420,13 +420,13 @@ def test_write_is_flushed_fsynced_and_renamed(tmp_path, monkeypatch):
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
-    from gpudense.train import fit, parse_args
+    from gpudense.cli.train import parse_args, train
 
     common = ["--backend", "numpy", "--quiet", "--hidden", "32", "--batch-size", "64", "--seed", "3"]
-    full = fit(parse_args([*common, "--epochs", "4"]), out=io.StringIO())
+    full = train(parse_args([*common, "--epochs", "4"]), out=io.StringIO())
     path = str(tmp_path / "run.npz")
-    fit(parse_args([*common, "--epochs", "2", "--save", path]), out=io.StringIO())
-    resumed = fit(parse_args([*common, "--epochs", "4", "--resume", path]), out=io.StringIO())
+    train(parse_args([*common, "--epochs", "2", "--save", path]), out=io.StringIO())
+    resumed = train(parse_args([*common, "--epochs", "4", "--resume", path]), out=io.StringIO())
     assert resumed.history.loss == full.history.loss  # exactly, epoch by epoch
     assert resumed.history.train_acc == full.history.train_acc
     assert resumed.history.test_acc == full.history.test_acc
