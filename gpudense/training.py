@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -38,7 +39,7 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
-from gpudense._checks import as_generator, check_bool, int_at_least, is_count
+from gpudense._checks import as_generator, check_bool, int_at_least
 from gpudense.backends import backend_name_of
 from gpudense.data import Dataset
 from gpudense.losses import check_labels, softmax_cross_entropy
@@ -395,8 +396,7 @@ def fit(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
-    if not is_count(start_epoch):
-        raise ValueError(f"start_epoch must be an int >= 0; got {start_epoch!r}")
+    int_at_least("start_epoch", start_epoch, 0)
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history must be a History or None; got {type(history).__name__}")
     if not isinstance(data, Dataset):
@@ -422,7 +422,7 @@ def fit(
             t0 = time.perf_counter()
             perm = shuffle.permutation(n)
             order = backend.asarray(perm) if resident else perm
-            batch_done = None if on_batch is None else _bind_epoch(on_batch, epoch)
+            batch_done = None if on_batch is None else functools.partial(on_batch, epoch)
             with ranges(EPOCH_RANGE):
                 loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, order,
                                                 batch_size=config.batch_size, ranges=ranges,
@@ -441,9 +441,3 @@ def fit(
                 on_epoch(EpochStats(epoch, config.epochs, loss, train_acc, test_acc, seconds, n), history)
     return history
 
-
-def _bind_epoch(on_batch: Callable[..., None], epoch: int) -> Callable[[int, int, Any, Any], None]:
-    def batch_done(step: int, seen: int, loss_sum: Any, correct: Any) -> None:
-        on_batch(epoch, step, seen, loss_sum, correct)
-
-    return batch_done
