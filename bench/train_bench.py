@@ -4,7 +4,7 @@ Default: 1,000,000 x 784 synthetic samples (10 classes), MLP 784-1024-1024-10
 (ReLU), float32, Adam (lr 1e-3), batch 1024, on the CuPy backend. The set is
 generated on the host in chunks and copied to the device once; a few warm-up
 steps run first (cuBLAS handles, kernel compilation), then one full shuffled
-epoch through :func:`gpudense.train.train_epoch` -- the very loop of
+epoch through :func:`gpudense.training.train_epoch` -- the very loop of
 ``gpudense train`` -- is timed with CUDA events (``perf_counter`` on the CPU
 backend). Reported: epoch time and samples per second.
 
@@ -37,7 +37,7 @@ from gpudense.data import make_synthetic  # noqa: E402
 from gpudense.losses import check_labels  # noqa: E402
 from gpudense.nn import MLP  # noqa: E402
 from gpudense.optim import make_optimizer  # noqa: E402
-from gpudense.train import train_epoch  # noqa: E402
+from gpudense.training import train_epoch  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = -(-args.samples // args.batch_size)
 
     result = {
-        "benchmark": "one training epoch (gpudense.train.train_epoch)",
+        "benchmark": "one training epoch (gpudense.training.train_epoch)",
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "gpudense": gpudense.__version__,
         "git_commit": git_commit(),

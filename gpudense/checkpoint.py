@@ -46,6 +46,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gpudense.backends import backend_of
+
 __all__ = ["CheckpointError", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gpudense-checkpoint"
@@ -202,6 +204,8 @@ class Checkpoint:
         the model, the optimizer or the generator is touched.
         """
         where = f"checkpoint {self.path}"
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")
         config = _model_config(model)
         if self.model_config is not None and config is not None:
             for key in ("sizes", "activation", "bias", "dtype"):
@@ -242,14 +246,14 @@ class Checkpoint:
         prepared = None
         if optimizer is not None:
             try:
-                prepared = optimizer._prepare(self.optimizer_state)  # validates, copies; changes nothing
+                prepared = optimizer.check_state_dict(self.optimizer_state)  # validates, copies; changes nothing
             except (TypeError, ValueError) as exc:
                 raise CheckpointError(f"{where}: {exc}") from exc
-        backend = getattr(model, "backend", None)
-        on_backend = {name: backend.asarray(a) for name, a in self.params.items()} if backend else self.params
+        backend = getattr(model, "backend", None) or backend_of(*params.values())
+        on_backend = {name: backend.asarray(a) for name, a in self.params.items()}
         # Everything is validated and on the device: from here on nothing fails.
         if prepared is not None:
-            optimizer._assign(prepared)
+            optimizer.load_prepared(prepared)
         if hasattr(model, "load_state_dict"):
             model.load_state_dict(on_backend)
         else:
@@ -258,10 +262,10 @@ class Checkpoint:
             rng.bit_generator.state = self.rng_state
 
 
-def _copy_params(model: Any, params: dict[str, np.ndarray]) -> None:
-    backend = model.backend
+def _copy_params(model: Any, params: dict[str, Any]) -> None:
+    """Write ``params`` (already on the model's backend) into a model that has no ``load_state_dict``."""
     for pg in model.param_grads():
-        pg.param[...] = backend.asarray(params[pg.name])
+        pg.param[...] = params[pg.name]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -353,7 +357,7 @@ def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
         if unknown:
             raise CheckpointError(f"{where}: optimizer arrays for undeclared slots {unknown}")
         # A slot holds the parameters that have stepped (none before the first step);
-        # Optimizer.load_state_dict checks that against param_steps.
+        # Optimizer.check_state_dict checks that against param_steps.
         optimizer_state = {
             "type": opt["type"],
             "hyperparams": opt["hyperparams"],

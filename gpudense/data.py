@@ -2,8 +2,8 @@
 
 Both give a :class:`Dataset` of host (NumPy) arrays: features ``x`` of shape
 ``(n, n_features)`` in the requested float dtype and integer labels ``y`` of
-shape ``(n,)``, split into train and test parts. Moving them to a device is
-the training loop's business.
+shape ``(n,)``, split into train and test parts.
+:func:`gpudense.training.to_device` copies them to a device.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["Dataset", "load_digits", "make_synthetic", "stratified_split"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test arrays on the host.
+    """Train and test arrays, on the host (or, after :func:`gpudense.training.to_device`, a device).
 
     Attributes:
         name: ``"digits"`` or ``"synthetic"``.

@@ -105,6 +105,43 @@ def test_checkpoint_before_first_step_restores(tmp_path):
     assert opt2.state == {"momentum": {}, "master": {}}
 
 
+
+class _Weights:
+    """A model with only ``param_grads()`` and ``zero_grad()``: no backend, no load_state_dict."""
+
+    def __init__(self, w, b):
+        from gpudense.layer import ParamGrad
+
+        self._pg = ParamGrad
+        self.params = {"w": w, "b": b}
+
+    def param_grads(self):
+        return [self._pg(k, p, None) for k, p in self.params.items()]
+
+    def zero_grad(self):
+        pass
+
+
+def test_a_model_with_only_param_grads_round_trips(tmp_path):
+    gen = np.random.default_rng(4)
+    saved = _Weights(gen.standard_normal((3, 2)), gen.standard_normal(2))
+    save_checkpoint(tmp_path / "p.npz", saved, SGD(saved, lr=0.1), epoch=2)
+    target = _Weights(np.zeros((3, 2)), np.zeros(2))
+    w_array = target.params["w"]
+    opt = SGD(target, lr=0.5)
+    load_checkpoint(tmp_path / "p.npz").restore(target, opt)
+    assert target.params["w"] is w_array  # written in place
+    np.testing.assert_array_equal(target.params["w"], saved.params["w"])
+    np.testing.assert_array_equal(target.params["b"], saved.params["b"])
+    assert opt.lr == 0.1
+
+
+def test_restore_needs_a_generator(saved):
+    path, model, opt, _ = saved
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator or None; got int"):
+        load_checkpoint(path).restore(MLP([4, 6, 3], backend="numpy", rng=1), Adam(model), 7)
+
+
 # -- every bad file ---------------------------------------------------------------------------
 
 
@@ -383,13 +420,13 @@ def test_write_is_flushed_fsynced_and_renamed(tmp_path, monkeypatch):
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
-    from gpudense.train import fit, parse_args
+    from gpudense.cli.train import parse_args, train
 
     common = ["--backend", "numpy", "--quiet", "--hidden", "32", "--batch-size", "64", "--seed", "3"]
-    full = fit(parse_args([*common, "--epochs", "4"]), out=io.StringIO())
+    full = train(parse_args([*common, "--epochs", "4"]), out=io.StringIO())
     path = str(tmp_path / "run.npz")
-    fit(parse_args([*common, "--epochs", "2", "--save", path]), out=io.StringIO())
-    resumed = fit(parse_args([*common, "--epochs", "4", "--resume", path]), out=io.StringIO())
+    train(parse_args([*common, "--epochs", "2", "--save", path]), out=io.StringIO())
+    resumed = train(parse_args([*common, "--epochs", "4", "--resume", path]), out=io.StringIO())
     assert resumed.history.loss == full.history.loss  # exactly, epoch by epoch
     assert resumed.history.train_acc == full.history.train_acc
     assert resumed.history.test_acc == full.history.test_acc

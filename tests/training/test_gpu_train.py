@@ -97,13 +97,13 @@ SYNTHETIC = ["--dataset", "synthetic", "--samples", "5000", "--features", "64", 
     ids=["synthetic", "digits"],
 )
 def test_training_agrees_epoch_by_epoch(cupy_backend, dataset, n_test, min_acc):
-    from gpudense.train import fit, parse_args
+    from gpudense.cli.train import parse_args, train
 
     if not dataset:
         pytest.importorskip("sklearn", reason="the digits set comes with scikit-learn")
     common = ["--quiet", "--epochs", "6", "--seed", "0", "--dtype", "float32", *dataset]
-    cpu = fit(parse_args(["--backend", "numpy", *common]), out=io.StringIO())
-    gpu = fit(parse_args(["--backend", "cupy", *common]), out=io.StringIO())
+    cpu = train(parse_args(["--backend", "numpy", *common]), out=io.StringIO())
+    gpu = train(parse_args(["--backend", "cupy", *common]), out=io.StringIO())
     assert gpu.model.backend.name == "cupy" and cpu.model.backend.name == "numpy"
     assert len(gpu.history.loss) == 6
     for epoch, (a, b) in enumerate(zip(cpu.history.loss, gpu.history.loss), start=1):
@@ -114,14 +114,14 @@ def test_training_agrees_epoch_by_epoch(cupy_backend, dataset, n_test, min_acc):
 
 def test_checkpoint_saved_on_gpu_loads_on_cpu_and_back(cupy_backend, tmp_path):
     from gpudense.checkpoint import load_checkpoint, save_checkpoint
+    from gpudense.cli.train import parse_args, train
     from gpudense.nn import MLP
     from gpudense.optim import Adam
-    from gpudense.train import fit, parse_args
 
     cp = cupy_backend.xp
     gpu_path = str(tmp_path / "gpu.npz")
-    gpu = fit(parse_args(["--backend", "cupy", "--quiet", "--epochs", "1", *SYNTHETIC, "--save", gpu_path]),
-              out=io.StringIO())
+    gpu = train(parse_args(["--backend", "cupy", "--quiet", "--epochs", "1", *SYNTHETIC, "--save", gpu_path]),
+                out=io.StringIO())
     ckpt = load_checkpoint(gpu_path)
     cpu_model = MLP([64, 64, 10], backend="numpy", rng=1)
     cpu_opt = Adam(cpu_model)
@@ -145,17 +145,18 @@ def test_checkpoint_saved_on_gpu_loads_on_cpu_and_back(cupy_backend, tmp_path):
     assert all(isinstance(a, cp.ndarray) for named in gpu_opt.state.values() for a in named.values())
 
     # and the command line resumes a GPU run on the CPU
-    cont = fit(parse_args(["--backend", "numpy", "--quiet", "--epochs", "2", *SYNTHETIC, "--resume", gpu_path]),
-               out=io.StringIO())
+    cont = train(parse_args(["--backend", "numpy", "--quiet", "--epochs", "2", *SYNTHETIC, "--resume", gpu_path]),
+                 out=io.StringIO())
     assert len(cont.history.loss) == 2 and cont.history.loss[1] < cont.history.loss[0]
 
 
 def test_batch_by_batch_copies_match_a_resident_set(cupy_backend, monkeypatch):
-    import gpudense.train as train
+    from gpudense import training
+    from gpudense.cli.train import parse_args, train
 
     args = ["--backend", "cupy", "--quiet", "--epochs", "2", *SYNTHETIC]
-    resident = train.fit(train.parse_args(args), out=io.StringIO())
-    monkeypatch.setattr(train, "_to_device", lambda backend, a: None)  # as if the set did not fit
-    streamed = train.fit(train.parse_args(args), out=io.StringIO())
+    resident = train(parse_args(args), out=io.StringIO())
+    monkeypatch.setattr(training, "to_device", lambda data, backend: data)  # as if the set did not fit
+    streamed = train(parse_args(args), out=io.StringIO())
     np.testing.assert_allclose(streamed.history.loss, resident.history.loss, rtol=1e-6)
     assert streamed.test_accuracy == resident.test_accuracy

@@ -356,3 +356,92 @@ def test_training_an_mlp_lowers_the_loss(rng):
             opt.zero_grad()
             losses.append(float(loss))
         assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])
+
+
+# -- the public state API: check_state_dict validates and copies, load_prepared installs ----
+
+
+def _stepped_adam(seed, steps=2, lr=1e-3):
+    """An MLP and an Adam that has taken ``steps`` steps (every slot holds every parameter)."""
+    model = MLP([3, 4, 2], backend="numpy", rng=seed)
+    opt = Adam(model, lr=lr)
+    x = np.random.default_rng(seed).standard_normal((5, 3)).astype(np.float32)
+    for _ in range(steps):
+        y = model(x)
+        model.backward(np.ones_like(y))
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def _assert_same_state(a, b):
+    assert {k: a[k] for k in ("type", "hyperparams", "step", "param_steps")} == {
+        k: b[k] for k in ("type", "hyperparams", "step", "param_steps")}
+    assert {slot: sorted(named) for slot, named in a["slots"].items()} == {
+        slot: sorted(named) for slot, named in b["slots"].items()}
+    for slot, named in a["slots"].items():
+        for name, arr in named.items():
+            np.testing.assert_array_equal(arr, b["slots"][slot][name])
+
+
+def test_check_state_dict_changes_nothing_and_load_prepared_installs():
+    _, source = _stepped_adam(seed=1, steps=3, lr=0.05)
+    model, opt = _stepped_adam(seed=2, steps=1)
+    saved, before = source.state_dict(), opt.state_dict()
+    prepared = opt.check_state_dict(saved)
+    _assert_same_state(opt.state_dict(), before)  # checking changed nothing
+    assert prepared.step == 3 and prepared.hyperparams["lr"] == 0.05 and prepared.optimizer is opt
+    for slot, named in saved["slots"].items():  # the prepared arrays are copies, not views of the state
+        for name, a in named.items():
+            assert not np.shares_memory(prepared.slots[slot][name], a)
+    opt.load_prepared(prepared)
+    _assert_same_state(opt.state_dict(), saved)
+    assert opt.lr == 0.05 and opt.step_count == 3
+
+
+def test_a_refused_state_changes_nothing():
+    _, source = _stepped_adam(seed=1, steps=3)
+    model, opt = _stepped_adam(seed=2, steps=1)
+    saved, before = source.state_dict(), opt.state_dict()
+    bad_states = [
+        {**saved, "type": "SGD"},
+        {**saved, "step": 1},  # param_steps of 3 exceed it
+        {**saved, "hyperparams": {**saved["hyperparams"], "lr": -1.0}},
+        {**saved, "slots": {**saved["slots"], "v": {**saved["slots"]["v"], "0.w": np.zeros((4, 3), np.float32)}}},
+        {**saved, "slots": {**saved["slots"], "m": {**saved["slots"]["m"], "0.b": np.zeros(4, np.float64)}}},
+        [saved],
+    ]
+    for bad in bad_states:
+        with pytest.raises((ValueError, TypeError)):
+            opt.check_state_dict(bad)
+        with pytest.raises((ValueError, TypeError)):
+            opt.load_state_dict(bad)
+        _assert_same_state(opt.state_dict(), before)
+
+
+def test_load_prepared_takes_only_this_optimizers_prepared_state():
+    model, opt = _stepped_adam(seed=2, steps=1)
+    other = Adam(model, lr=0.5)
+    before = opt.state_dict()
+    foreign = other.check_state_dict(other.state_dict())
+    with pytest.raises(ValueError, match="checked by another optimizer"):
+        opt.load_prepared(foreign)
+    with pytest.raises(TypeError, match="load_prepared takes what check_state_dict returned; got dict"):
+        opt.load_prepared(other.state_dict())
+    _assert_same_state(opt.state_dict(), before)
+
+
+def test_loaded_state_is_the_optimizers_own():
+    # the optimizer's later steps do not write into the dict it was loaded from, and vice versa
+    _, source = _stepped_adam(seed=1, steps=2)
+    model, opt = _stepped_adam(seed=2, steps=0)
+    saved = source.state_dict()
+    prepared = opt.check_state_dict(saved)
+    opt.load_prepared(prepared)
+    y = model(np.ones((2, 3), np.float32))
+    model.backward(np.ones_like(y))
+    opt.step()
+    assert prepared.step == 2 and prepared.param_steps["0.w"] == 2 and opt.param_steps["0.w"] == 3
+    assert saved["step"] == 2 and opt.step_count == 3
+    opt.lr = 0.25
+    assert prepared.hyperparams["lr"] == saved["hyperparams"]["lr"] == 1e-3

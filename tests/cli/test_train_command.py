@@ -1,7 +1,8 @@
-"""``gpudense train``: the digits run, its options, its one-line errors; and the datasets."""
+"""``gpudense train``: the digits run, its options, its output, its one-line errors and exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -12,8 +13,8 @@ import pytest
 
 from gpudense import cli
 from gpudense.backends.numpy_backend import NumpyBackend
-from gpudense.data import load_digits, make_synthetic, stratified_split
-from gpudense.train import fit, parse_args
+from gpudense.cli import train as train_command
+from gpudense.cli.train import parse_args, train
 
 FAST = ["--backend", "numpy", "--quiet"]
 
@@ -62,15 +63,17 @@ def test_synthetic_dataset_run(capsys):
     assert float(out.splitlines()[-1].split(":")[1]) > 0.5  # well above the 0.25 of chance
 
 
-@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
-@pytest.mark.parametrize("dtype,activation", [("float64", "gelu"), ("float16", "tanh")])
-def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
-    args = parse_args([*FAST, "--epochs", "2", "--hidden", "32", "--optimizer", opt, "--dtype", dtype,
-                       "--activation", activation])
-    result = fit(args, out=io.StringIO())
-    assert result.model.dtype == np.dtype(dtype)
-    assert result.history.loss[1] < result.history.loss[0]
-    assert result.test_accuracy > 0.8
+def test_model_and_optimizer_options_reach_the_run():
+    # every optimizer, dtype and activation trains: tests/training/test_fit.py
+    args = parse_args([*FAST, "--epochs", "1", "--hidden", "16,8", "--optimizer", "adamw", "--dtype", "float16",
+                       "--activation", "tanh", "--weight-decay", "0.05", "--lr", "0.004", "--batch-size", "64"])
+    result = train(args, out=io.StringIO())
+    assert result.model.config() == {"sizes": [64, 16, 8, 10], "activation": "tanh", "bias": True,
+                                     "dtype": "float16"}
+    assert type(result.optimizer).__name__ == "AdamW"
+    assert (result.optimizer.lr, result.optimizer.hyperparams["weight_decay"]) == (0.004, 0.05)
+    assert result.optimizer.step_count == 23  # ceil(1438 / 64) steps
+    assert len(result.history.loss) == 1 and result.test_accuracy == result.history.test_acc[-1]
 
 
 def test_zero_epochs_only_evaluates(capsys):
@@ -92,8 +95,7 @@ def test_diverging_run_stops_with_a_one_line_error(tmp_path, capsys):
 
 
 def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
-    import contextlib
-
+    # the counts per epoch and step: tests/training/test_fit.py
     names = []
 
     def recording_range(self, name):
@@ -101,11 +103,11 @@ def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
         return contextlib.nullcontext()
 
     monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
-    fit(parse_args([*FAST, "--epochs", "2", "--hidden", "8", "--batch-size", "512", "--profile"]), out=io.StringIO())
+    train(parse_args([*FAST, "--epochs", "2", "--hidden", "8", "--batch-size", "512", "--profile"]), out=io.StringIO())
     assert names.count("gpudense.train.epoch") == 2
     assert names.count("gpudense.train.step") == 2 * 3  # ceil(1438 / 512) steps per epoch
     names.clear()
-    fit(parse_args([*FAST, "--epochs", "1", "--hidden", "8", "--batch-size", "512"]), out=io.StringIO())
+    train(parse_args([*FAST, "--epochs", "1", "--hidden", "8", "--batch-size", "512"]), out=io.StringIO())
     assert "gpudense.train.step" not in names  # no ranges without --profile
 
 
@@ -133,17 +135,17 @@ def test_save_then_resume_continues_the_epoch_count(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--epochs", "-1"], "argument --epochs: must be >= 0, got -1"),
+        (["--epochs", "-1"], "argument --epochs: expected an integer >= 0; got -1"),
         (["--epochs", "two"], "argument --epochs: expected an integer"),
-        (["--batch-size", "0"], "argument --batch-size: must be >= 1"),
+        (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1; got 0"),
         (["--hidden", "64,x"], "argument --hidden: expected comma-separated positive layer sizes"),
         (["--hidden", "64,0"], "argument --hidden: expected comma-separated positive layer sizes"),
-        (["--lr", "-0.1"], "argument --lr: must be a positive number"),
-        (["--lr", "nan"], "argument --lr: must be a positive number"),
+        (["--lr", "-0.1"], "argument --lr: expected a positive number; got -0.1"),
+        (["--lr", "nan"], "argument --lr: expected a positive number; got nan"),
         (["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
         (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
         (["--backend", "tpu"], "argument --backend: invalid choice"),
-        (["--samples", "1"], "argument --samples: must be >= 2"),
+        (["--samples", "1"], "argument --samples: expected an integer >= 2; got 1"),
     ],
 )
 def test_bad_options_are_one_line_argparse_errors(argv, message, capsys):
@@ -196,7 +198,7 @@ def test_resume_options_that_conflict_with_the_checkpoint_are_errors(tmp_path, c
         assert err == f"gpudense train: error: {message.format(sgd)}; omit {argv[0]} to continue with " \
                       "the checkpoint's value\n"
     # options left out continue with the checkpoint's values; equal ones are accepted; --lr is applied
-    result = fit(parse_args([*common, "--epochs", "2", "--resume", sgd, "--momentum", "0.5", "--lr", "0.01"]),
+    result = train(parse_args([*common, "--epochs", "2", "--resume", sgd, "--momentum", "0.5", "--lr", "0.01"]),
                  out=io.StringIO())
     h = result.optimizer.hyperparams
     assert (h["momentum"], h["weight_decay"], h["lr"]) == (0.5, 0.001, 0.01)
@@ -211,7 +213,7 @@ def test_resume_with_a_malformed_history_is_a_one_line_error(tmp_path, capsys):
     good = str(tmp_path / "good.npz")
     assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", good], capsys)[0] == 0
     ckpt = load_checkpoint(good)
-    result = fit(parse_args([*FAST, "--epochs", "0", "--hidden", "16"]), out=io.StringIO())
+    result = train(parse_args([*FAST, "--epochs", "0", "--hidden", "16"]), out=io.StringIO())
     bad = str(tmp_path / "bad.npz")
     save_checkpoint(bad, result.model, result.optimizer, epoch=1, rng=np.random.default_rng(0),
                     extra={**ckpt.extra, "history": [0.5]})
@@ -246,56 +248,20 @@ def test_no_traceback_in_a_real_process():
     assert proc.stderr.strip().splitlines()[-1].startswith("gpudense train: error: argument --hidden")
 
 
-# -- datasets -----------------------------------------------------------------------------
-
-
-def test_stratified_split_keeps_class_proportions():
-    y = np.repeat(np.arange(3), [50, 30, 20])
-    train, test = stratified_split(y, test_fraction=0.2, rng=0)
-    assert np.bincount(y[test]).tolist() == [10, 6, 4]
-    assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
-    again = stratified_split(y, test_fraction=0.2, rng=0)
-    assert np.array_equal(again[1], test)
-    assert not np.array_equal(stratified_split(y, test_fraction=0.2, rng=1)[1], test)
-    with pytest.raises(ValueError):
-        stratified_split(y, test_fraction=1.0, rng=0)
-
-
-def test_digits_are_split_and_standardized():
-    ds = load_digits(seed=0)
-    assert ds.x_train.shape == (1438, 64) and ds.x_test.shape == (359, 64)
-    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
-    counts = np.bincount(ds.y_test, minlength=10)
-    assert counts.min() >= 35 and counts.max() <= 37  # about 20% of each class (~180 per class)
-    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
-    raw = load_digits(seed=0, standardize=False)
-    assert raw.x_train.min() == 0 and raw.x_train.max() == 1
-
-
-def test_synthetic_set_is_deterministic_and_chunked():
-    a = make_synthetic(1000, 7, 3, seed=5, chunk_size=128)
-    b = make_synthetic(1000, 7, 3, seed=5, chunk_size=128)
-    np.testing.assert_array_equal(a.x_train, b.x_train)
-    np.testing.assert_array_equal(a.y_test, b.y_test)
-    assert a.x_train.shape == (800, 7) and a.x_test.shape == (200, 7)
-    assert set(np.unique(a.y_train)) == {0, 1, 2}
-    c = make_synthetic(1000, 7, 3, seed=6, chunk_size=128)
-    assert not np.array_equal(a.x_train, c.x_train)
-    half = make_synthetic(1000, 7, 3, seed=5, chunk_size=128, dtype="float16")
-    np.testing.assert_array_equal(half.x_train, a.x_train.astype(np.float16))
-    with pytest.raises(ValueError, match="n_classes"):
-        make_synthetic(100, 3, 1)
-
-
 def test_batch_by_batch_copies_give_the_same_run(monkeypatch):
-    import gpudense.train as train
-
     args = [*FAST, "--epochs", "2", "--hidden", "16"]
-    resident = train.fit(train.parse_args(args), out=io.StringIO())
-    monkeypatch.setattr(train, "_to_device", lambda backend, a: None)  # as if the set did not fit
+    resident = train(parse_args(args), out=io.StringIO())
+    real = NumpyBackend.asarray
+
+    def no_room_for_the_training_set(self, a, dtype=None):
+        if getattr(a, "shape", None) == (1438, 64):  # as if the set did not fit
+            raise MemoryError("out of device memory")
+        return real(self, a, dtype)
+
+    monkeypatch.setattr(NumpyBackend, "asarray", no_room_for_the_training_set)
     out = io.StringIO()
-    streamed = train.fit(train.parse_args(args), out=out)
-    assert "copying it batch by batch" in out.getvalue()
+    streamed = train(parse_args(args), out=out)
+    assert "note: the training set does not fit on the device; copying it batch by batch\n" in out.getvalue()
     assert streamed.history.loss == resident.history.loss
     assert streamed.test_accuracy == resident.test_accuracy
 
@@ -303,14 +269,12 @@ def test_batch_by_batch_copies_give_the_same_run(monkeypatch):
 def test_digits_run_uses_one_blas_thread(monkeypatch):
     import threadpoolctl
 
-    import gpudense.train as train
-
     seen = []
 
     def record(args, out=None):
         seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
 
-    monkeypatch.setattr(train, "_fit", record)
-    train.fit(parse_args(["--quiet"]))
-    train.fit(parse_args(["--quiet", "--dataset", "synthetic", "--threads", "1"]))
+    monkeypatch.setattr(train_command, "_train", record)
+    train(parse_args(["--quiet"]))
+    train(parse_args(["--quiet", "--dataset", "synthetic", "--threads", "1"]))
     assert len(seen) == 2 and seen[0] and all(n == 1 for run in seen for n in run)

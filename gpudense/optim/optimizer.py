@@ -1,35 +1,14 @@
-"""Optimizers: SGD (momentum, weight decay), Adam and AdamW, with PyTorch's update rules.
+"""The optimizer base class: hyper-parameters, per-parameter step counts and state, checkpoint state.
 
-An optimizer takes the model (anything with ``param_grads()``, such as
-:class:`~gpudense.nn.MLP` or :class:`~gpudense.layer.Dense`) and on each
-:meth:`Optimizer.step` walks its ``param_grads()`` afresh, updating every
-parameter **in place** (the arrays the model holds are the arrays that
-change) and skipping those whose gradient is None. Per-parameter state
-(momentum buffers, Adam's moments) is keyed by the parameter's name and
-created on the first step that sees its gradient.
-
-The math is written against the parameters' array module: one temporary the
-size of the parameter per step (float16: also a float32 copy of the
-gradient), no copies of the parameters. Each parameter
-has its own step count, as in PyTorch (a parameter without a gradient on some
-steps gets Adam's bias correction for the steps it took). For float16
-parameters the optimizer keeps a float32 master copy and float32 state; the
-update is applied to the master and the parameter is rewritten from it, so
-small updates and weight decay are not lost to float16 rounding (a float16
-Adam second moment would also underflow).
-
-Example:
-    >>> import numpy as np
-    >>> from gpudense.nn import MLP
-    >>> model = MLP([3, 4, 2], backend="numpy", rng=0)
-    >>> opt = Adam(model, lr=1e-3)
-    >>> y = model(np.ones((5, 3), np.float32)); model.backward(np.ones_like(y))
-    >>> opt.step(); opt.zero_grad()
+Subclasses (:mod:`gpudense.optim.sgd`, :mod:`gpudense.optim.adam`) name
+their state slots and write the update rule; everything else (walking the
+model's parameters, float32 master weights for float16 parameters, the
+state's validation and loading) is here, once.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +16,7 @@ import numpy as np
 from gpudense._checks import check_number, is_count, wide_dtype
 from gpudense.backends import backend_of
 
-__all__ = ["OPTIMIZERS", "SGD", "Adam", "AdamW", "Optimizer", "make_optimizer"]
+__all__ = ["Optimizer", "PreparedState"]
 
 
 class Optimizer:
@@ -160,22 +139,59 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, validated against the model.
 
-        The optimizer type, hyper-parameter names and ranges (as the
-        constructor checks them), step counts, slot names, parameter names,
-        shapes and dtypes must match, and every slot must hold every
-        parameter that has stepped and no other; nothing changes unless all
-        do. As in PyTorch, the state's hyper-parameters (learning rate, ...)
-        replace the current ones and the step counts continue. Arrays are
-        copied onto the model's backend.
+        The same as ``self.load_prepared(self.check_state_dict(state))``: the
+        optimizer changes only if the whole state is valid.
 
         Raises:
             ValueError: a mismatch (the message names it).
             TypeError: ``state`` is not such a dict, or a dtype differs.
-        """
-        self._assign(self._prepare(state))
 
-    def _prepare(self, state: Any) -> tuple[dict[str, float], int, dict[str, int], dict[str, dict[str, Any]]]:
-        """Validate ``state`` and copy its arrays onto the model's backend; changes nothing."""
+        Example:
+            >>> from gpudense.nn import MLP
+            >>> from gpudense.optim import Adam
+            >>> model = MLP([3, 2], backend="numpy", rng=0)
+            >>> Adam(model).load_state_dict(Adam(model, lr=0.5).state_dict())
+        """
+        self.load_prepared(self.check_state_dict(state))
+
+    def check_state_dict(self, state: Any) -> "PreparedState":
+        """Validate ``state`` (as :meth:`state_dict` returns it) and copy it onto the model's backend.
+
+        Nothing about the optimizer changes: call :meth:`load_prepared` with
+        the result to install it, which cannot fail. Together they let a
+        caller check several parts (a checkpoint: the model's weights, this
+        state, a generator) before changing any of them.
+
+        Checked: the optimizer type, the hyper-parameter names and ranges (as
+        the constructor checks them), the step counts (each parameter's in
+        ``[1, step]``), the slot names, the parameter names, shapes and dtypes
+        (float32 for the state of float16 parameters), and that every slot
+        holds exactly the parameters that have stepped (``"master"``: those
+        of them that are float16).
+
+        Args:
+            state: ``{"type", "hyperparams", "step", "param_steps", "slots"}``
+                with host (NumPy) or device arrays.
+
+        Returns:
+            A :class:`PreparedState` for this optimizer, its arrays fresh
+            copies on the model's backend.
+
+        Raises:
+            ValueError: a mismatch (the message names it).
+            TypeError: ``state`` is not such a dict, or a dtype differs.
+
+        Example:
+            >>> from gpudense.nn import MLP
+            >>> from gpudense.optim import Adam
+            >>> model = MLP([3, 2], backend="numpy", rng=0)
+            >>> opt = Adam(model)
+            >>> prepared = opt.check_state_dict(Adam(model, lr=0.5).state_dict())
+            >>> opt.lr, prepared.hyperparams["lr"]
+            (0.001, 0.5)
+            >>> opt.load_prepared(prepared); opt.lr
+            0.5
+        """
         if not isinstance(state, dict):
             raise TypeError(f"optimizer state must be a dict; got {type(state).__name__}")
         for key in ("type", "hyperparams", "step", "param_steps", "slots"):
@@ -239,15 +255,60 @@ class Optimizer:
         arrays_on_backend = {
             slot: {name: be.asarray(a).copy() for name, a in slots[slot].items()} for slot in self.slot_names
         }
-        return checked, int(step), {n: int(t) for n, t in param_steps.items()}, arrays_on_backend
+        return PreparedState(
+            hyperparams=checked,
+            step=int(step),
+            param_steps={n: int(t) for n, t in param_steps.items()},
+            slots=arrays_on_backend,
+            optimizer=self,
+        )
 
-    def _assign(self, prepared: tuple[dict[str, float], int, dict[str, int], dict[str, dict[str, Any]]]) -> None:
-        """Install what :meth:`_prepare` returned (cannot fail)."""
-        self.hyperparams, self.step_count, self.param_steps, self.state = prepared
+    def load_prepared(self, prepared: "PreparedState") -> None:
+        """Install a state that :meth:`check_state_dict` of this optimizer returned; cannot fail.
+
+        As in PyTorch, the state's hyper-parameters (learning rate, ...)
+        replace the current ones and the step counts continue. The prepared
+        arrays become the optimizer's state (they are not copied again):
+        load a prepared state once.
+
+        Raises:
+            TypeError: ``prepared`` is not a :class:`PreparedState`.
+            ValueError: it was checked by another optimizer. (Both are
+                misuse, found before anything changes.)
+        """
+        if not isinstance(prepared, PreparedState):
+            raise TypeError(
+                f"load_prepared takes what check_state_dict returned; got {type(prepared).__name__}"
+            )
+        if prepared.optimizer is not self:
+            raise ValueError("this state was checked by another optimizer; call this one's check_state_dict")
+        self.hyperparams = dict(prepared.hyperparams)
+        self.step_count = prepared.step
+        self.param_steps = dict(prepared.param_steps)
+        self.state = {slot: dict(arrays) for slot, arrays in prepared.slots.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
         return f"{type(self).__name__}({args})"
+
+
+@dataclass(frozen=True)
+class PreparedState:
+    """An optimizer state that :meth:`Optimizer.check_state_dict` validated, ready to load.
+
+    Attributes:
+        hyperparams: ``{name: float}``, checked as the constructor checks them.
+        step: The optimizer's step count.
+        param_steps: ``{parameter name: steps that updated it}``.
+        slots: ``{slot: {parameter name: array}}``, fresh copies on the model's backend.
+        optimizer: The optimizer that checked it, the only one that loads it.
+    """
+
+    hyperparams: dict[str, float]
+    step: int
+    param_steps: dict[str, int]
+    slots: dict[str, dict[str, Any]]
+    optimizer: Optimizer = field(repr=False, compare=False)
 
 
 def _model_backend(model: Any) -> Any:
@@ -256,171 +317,3 @@ def _model_backend(model: Any) -> Any:
         return backend
     params = [pg.param for pg in model.param_grads()]
     return backend_of(*params)
-
-
-class SGD(Optimizer):
-    """Stochastic gradient descent with momentum and weight decay (PyTorch's ``SGD``).
-
-    ``g = grad + weight_decay * p``; with momentum, ``buf = momentum * buf + g``
-    (``buf = g`` on the first step) and ``g = buf`` (Nesterov:
-    ``g = g + momentum * buf``); then ``p -= lr * g``.
-
-    Args:
-        model: Anything with ``param_grads()``.
-        lr: Learning rate, > 0.
-        momentum: In [0, 1); 0 (default) keeps no state.
-        weight_decay: L2 penalty added to the gradient, >= 0.
-        nesterov: Nesterov momentum (needs momentum > 0).
-    """
-
-    def __init__(self, model: Any, *, lr: float = 0.1, momentum: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"nesterov must be True or False; got {nesterov!r}")
-        self.SLOTS = ("momentum",) if check_number("momentum", momentum, high=1.0, high_open=True) else ()
-        super().__init__(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=float(nesterov))
-
-    def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
-        h = {
-            "lr": check_number("lr", hyper["lr"], low_open=True),
-            "momentum": check_number("momentum", hyper["momentum"], high=1.0, high_open=True),
-            "weight_decay": check_number("weight_decay", hyper["weight_decay"]),
-            "nesterov": check_number("nesterov", hyper["nesterov"], high=1.0),
-        }
-        if h["nesterov"] not in (0.0, 1.0):
-            raise ValueError(f"nesterov must be 0 or 1; got {hyper['nesterov']!r}")
-        if h["nesterov"] and h["momentum"] == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        if bool(h["momentum"]) != bool(self.SLOTS):
-            raise ValueError(
-                f"momentum={h['momentum']} does not fit this SGD, made with momentum "
-                f"{'> 0' if self.SLOTS else '= 0'} (make the SGD with the momentum to load)"
-            )
-        return h
-
-    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
-        h = self.hyperparams
-        lr, mu, wd = h["lr"], h["momentum"], h["weight_decay"]
-        wide = p.dtype  # float32 master for float16 parameters
-        own = False  # whether d is a temporary of ours, free to scale in place
-        d = g
-        if wd:
-            d = xp.multiply(p, wd, out=xp.empty(p.shape, dtype=wide))
-            d += g
-            own = True
-        if mu:
-            buf = self.state["momentum"].get(name)
-            if buf is None:
-                buf = self.state["momentum"][name] = d.astype(wide, copy=True)
-            else:
-                buf *= mu
-                buf += d
-            if h["nesterov"]:
-                nd = buf * mu
-                nd += d
-                d, own = nd, True
-            else:
-                d, own = buf, False
-        if own:
-            d *= lr
-            p -= d
-        else:
-            p -= lr * d
-
-
-class Adam(Optimizer):
-    """Adam (Kingma & Ba), PyTorch's ``Adam``; ``weight_decay`` is the L2 form added to the gradient.
-
-    With ``g = grad + weight_decay * p`` and step ``t``:
-    ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g**2``,
-    ``p -= lr * (m / (1-b1**t)) / (sqrt(v / (1-b2**t)) + eps)``.
-
-    Args:
-        model: Anything with ``param_grads()``.
-        lr: Learning rate, > 0.
-        betas: ``(b1, b2)``, each in [0, 1).
-        eps: Added to the denominator, > 0.
-        weight_decay: L2 penalty, >= 0.
-    """
-
-    SLOTS = ("m", "v")
-    decoupled = False
-
-    def __init__(self, model: Any, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (b1, b2); got {betas!r}")
-        super().__init__(model, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
-
-    def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
-        return {
-            "lr": check_number("lr", hyper["lr"], low_open=True),
-            "beta1": check_number("betas[0]", hyper["beta1"], high=1.0, high_open=True),
-            "beta2": check_number("betas[1]", hyper["beta2"], high=1.0, high_open=True),
-            "eps": check_number("eps", hyper["eps"], low_open=True),
-            "weight_decay": check_number("weight_decay", hyper["weight_decay"]),
-        }
-
-    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
-        h = self.hyperparams
-        b1, b2, lr, wd = h["beta1"], h["beta2"], h["lr"], h["weight_decay"]
-        m = self._slot(xp, "m", name, p)
-        v = self._slot(xp, "v", name, p)
-        if self.decoupled and wd:
-            p *= 1 - lr * wd  # AdamW: decay the weights, not the gradient
-        tmp = xp.empty(p.shape, dtype=m.dtype)  # the one temporary
-
-        def grad_into_tmp() -> None:
-            if wd and not self.decoupled:
-                xp.multiply(p, wd, out=tmp)  # Adam's L2 term
-                xp.add(tmp, g, out=tmp)
-            else:
-                tmp[...] = g
-
-        grad_into_tmp()
-        tmp *= 1 - b1
-        m *= b1
-        m += tmp
-        grad_into_tmp()
-        tmp *= tmp
-        tmp *= 1 - b2
-        v *= b2
-        v += tmp
-        bc1 = 1 - b1**t
-        bc2 = 1 - b2**t
-        # denom = sqrt(v / bc2) + eps; step = (lr / bc1) * m / denom
-        xp.sqrt(v, out=tmp)
-        tmp *= 1 / math.sqrt(bc2)
-        tmp += h["eps"]
-        xp.divide(m, tmp, out=tmp)
-        tmp *= lr / bc1
-        p -= tmp
-
-
-class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter), PyTorch's ``AdamW``: Adam with decoupled weight decay.
-
-    Each step first shrinks ``p *= 1 - lr * weight_decay``, then takes Adam's
-    step on the plain gradient. Default ``weight_decay=0.01`` as PyTorch.
-    """
-
-    decoupled = True
-
-    def __init__(self, model: Any, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
-        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-
-
-#: Name (as ``gpudense train --optimizer``) -> class.
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-
-
-def make_optimizer(name: str, model: Any, **kwargs: Any) -> Optimizer:
-    """An optimizer by name (``"sgd"``, ``"adam"``, ``"adamw"``) for ``model``.
-
-    Raises:
-        ValueError: an unknown name.
-    """
-    if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name.lower()](model, **kwargs)
