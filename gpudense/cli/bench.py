@@ -140,8 +140,8 @@ class _Progress:
     def __call__(self, done: int, total: int, what: str) -> None:
         if self.bar is None:
             self.bar = progress_bar(total, enabled=self.enabled, unit="case")
-        self.bar.set_description(what)
         self.bar.update(done - self.bar.n)
+        self.bar.set_description(what)  # refreshes the bar, with the new count
 
     def close(self) -> None:
         if self.bar is not None:
