@@ -4,8 +4,9 @@
 #     bash bench/device_check.sh
 #
 # prints the date, device, driver and library versions, runs the GPU tests
-# (tests/test_gpu*.py), times the bias-gradient kernel against
-# dy.sum(axis=0) and ones @ dy (bench/device_check.py) and times one training
+# (tests/cuda/test_gpu.py, tests/training/test_gpu_train.py), times the
+# bias-gradient kernel against dy.sum(axis=0) and ones @ dy
+# (bench/device_check.py over gpudense.benchmark.device_check) and times one training
 # epoch of a large synthetic set (bench/train_bench.py). Raw results (JSON and
 # the pytest log) go to $OUT when it is set, else bench/results/. Needs
 # python3 with CuPy, NumPy and pytest; finishes in a few minutes.
@@ -37,7 +38,7 @@ PY
 
 echo "== GPU tests"
 # CuPy compiles its elementwise kernels on first use on a fresh machine: allow for it.
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu*.py 2>&1 | tee "$RESULTS/pytest_gpu.log" | tail -n 40
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/cuda/test_gpu.py tests/training/test_gpu_train.py 2>&1 | tee "$RESULTS/pytest_gpu.log" | tail -n 40
 tests_rc=${PIPESTATUS[0]}
 echo "GPU tests exit status: $tests_rc"
 

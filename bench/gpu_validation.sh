@@ -6,7 +6,8 @@
 #     bash bench/gpu_validation.sh check       # step 1 only (about 5 minutes at most)
 #     bash bench/gpu_validation.sh bench       # step 2 only
 #
-# 1. bench/device_check.sh: versions, every GPU test (tests/test_gpu*.py:
+# 1. bench/device_check.sh: versions, the GPU tests (tests/cuda/test_gpu.py,
+#    tests/training/test_gpu_train.py:
 #    CuPy path vs the CPU reference, determinism, edge shapes, the >2^31
 #    element case, NumPy/CuPy training parity), the bias-gradient kernel vs
 #    dy.sum(axis=0) and ones @ dy, one training epoch of 1,000,000 x 784;

@@ -37,7 +37,7 @@ def int_at_least(low: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}")
         return value
 
     parse.__name__ = f"int>={low}"
@@ -54,7 +54,7 @@ def finite_float(*, positive: bool) -> Callable[[str], float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}") from None
         if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text}")
+            raise argparse.ArgumentTypeError(f"expected {wanted}; got {text!r}")
         return value
 
     parse.__name__ = "float>0" if positive else "float>=0"
@@ -77,7 +77,7 @@ def check_output_path(option: str, path: str | None, *, suffix: str | None = Non
     if suffix is not None and not path.lower().endswith(suffix):
         raise ValueError(f"{option}: expected a path ending in {suffix}; got {path!r}")
     if Path(path).is_dir():
-        raise ValueError(f"{option} {path} is a directory; give a file name")
+        raise ValueError(f"{option}: expected a file path; {path} is a directory")
     parent = Path(path).parent
     if not parent.is_dir():
         if not create_parent:

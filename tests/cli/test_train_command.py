@@ -135,17 +135,17 @@ def test_save_then_resume_continues_the_epoch_count(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--epochs", "-1"], "argument --epochs: expected an integer >= 0; got -1"),
+        (["--epochs", "-1"], "argument --epochs: expected an integer >= 0; got '-1'"),
         (["--epochs", "two"], "argument --epochs: expected an integer"),
-        (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1; got 0"),
+        (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1; got '0'"),
         (["--hidden", "64,x"], "argument --hidden: expected comma-separated positive layer sizes"),
         (["--hidden", "64,0"], "argument --hidden: expected comma-separated positive layer sizes"),
-        (["--lr", "-0.1"], "argument --lr: expected a positive number; got -0.1"),
-        (["--lr", "nan"], "argument --lr: expected a positive number; got nan"),
+        (["--lr", "-0.1"], "argument --lr: expected a positive number; got '-0.1'"),
+        (["--lr", "nan"], "argument --lr: expected a positive number; got 'nan'"),
         (["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
         (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
         (["--backend", "tpu"], "argument --backend: invalid choice"),
-        (["--samples", "1"], "argument --samples: expected an integer >= 2; got 1"),
+        (["--samples", "1"], "argument --samples: expected an integer >= 2; got '1'"),
     ],
 )
 def test_bad_options_are_one_line_argparse_errors(argv, message, capsys):

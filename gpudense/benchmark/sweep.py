@@ -1,0 +1,297 @@
+"""The sweep: every stage of a dense layer, per shape and dtype, against the ceilings of the same run.
+
+:func:`sweep` takes a :class:`~gpudense.benchmark.config.BenchConfig` and
+returns the result document (layout :data:`~gpudense.benchmark.report.SCHEMA`).
+On the CuPy backend, dtypes that need another ``CUPY_TF32`` value run in a
+child process (:mod:`gpudense.benchmark._child`) that gets its configuration
+as JSON on stdin and writes its document to a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from gpudense.benchmark.ceilings import add_rates, finish_ceilings, measure_ceilings, random_normal
+from gpudense.benchmark.config import (
+    STAGES,
+    BenchConfig,
+    ceiling_sizes,
+    parse_shapes,
+    shape_table,
+    storage_dtype,
+    tf32_plan,
+)
+from gpudense.benchmark.machine import environment, rotation_sizes, utc_now
+from gpudense.benchmark.report import SCHEMA
+from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
+from gpudense.benchmark.timing import run_rounds, timer_for
+
+__all__ = ["bench_shape", "run_child", "sweep", "torch_importable"]
+
+#: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next.
+Progress = Callable[[int, int, str], None]
+
+
+def torch_importable() -> bool:
+    """Whether ``import torch`` works here (a broken install counts as not)."""
+    try:
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class _Torch:
+    """``torch.nn.Linear`` forward+backward on the benchmark's own data."""
+
+    def __init__(self, device: str, dtype_name: str, threads: int | None) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+        if device == "cpu" and threads:
+            torch.set_num_threads(threads)
+        if device == "cuda":
+            tf32 = dtype_name == "tf32"
+            matmul = torch.backends.cuda.matmul
+            if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; allow_tf32 is deprecated there
+                matmul.fp32_precision = "tf32" if tf32 else "ieee"
+            else:
+                matmul.allow_tf32 = tf32
+
+    def tensor(self, a: Any) -> Any:
+        torch = self.torch
+        if self.device == "cpu":
+            return torch.from_numpy(np.ascontiguousarray(a))
+        return torch.as_tensor(a, device="cuda")  # __cuda_array_interface__, no copy
+
+    def make(self, x: Any, w: Any, b: Any, dy: Any) -> Callable[[], Any]:
+        torch = self.torch
+        n_in, n_out = w.shape
+        lin = torch.nn.Linear(n_in, n_out, device=self.device, dtype=self.tensor(w).dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.tensor(w).T)  # torch keeps (n_out, n_in)
+            lin.bias.copy_(self.tensor(b))
+        tx = self.tensor(x).requires_grad_(True)
+        tdy = self.tensor(dy)
+
+        def step() -> None:
+            lin.weight.grad = None
+            lin.bias.grad = None
+            tx.grad = None
+            lin(tx).backward(tdy)
+
+        return step
+
+
+def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_name: str,
+                repeats: int, warmup: int, cache_bytes: int, budget_bytes: int, torch_ok: bool,
+                threads: int | None, seed: int, max_sets: int = 512) -> list[dict[str, Any]]:
+    """Time all stages and comparisons for one shape and dtype.
+
+    Inputs rotate through enough random sets (:func:`n_rotating_sets`) that
+    what the least-reading stage (``db``, which reads only ``dy``) touches
+    exceeds ``cache_bytes``, within ``budget_bytes`` and ``max_sets``.
+
+    Returns:
+        One row per stage: shape, dims, dtype, stage, impl, samples and their
+        statistics, flops and bytes, paired ratios, ``n_sets`` and ``timer``;
+        no rates yet (:func:`~gpudense.benchmark.ceilings.add_rates`).
+    """
+    from gpudense.functional import dense_backward, dense_forward
+
+    xp = backend.xp
+    batch, n_in, n_out = dims
+    dt = storage_dtype(dtype_name)
+    s = dt.itemsize
+    per_set = min(batch * n_in + n_in * n_out, batch * n_out) * s
+    n_sets = n_rotating_sets(per_set, cache_bytes, budget_bytes=budget_bytes, max_sets=max_sets)
+    gen = xp.random.default_rng(seed)
+    sets = []
+    for _ in range(n_sets):
+        x = random_normal(xp, gen, (batch, n_in), dt)
+        w = random_normal(xp, gen, (n_in, n_out), dt, 1.0 / math.sqrt(n_in))
+        b = random_normal(xp, gen, (n_out,), dt)
+        dy = random_normal(xp, gen, (batch, n_out), dt)
+        sets.append((x, w, b, dy))
+    ones = xp.ones(batch, dtype=dt)
+
+    fns: dict[str, Callable[[int], Any]] = {
+        "forward": lambda k: dense_forward(sets[k][0], sets[k][1], sets[k][2]),
+        "dx": lambda k: xp.matmul(sets[k][3], sets[k][1].T),
+        "dw": lambda k: xp.matmul(sets[k][0].T, sets[k][3]),
+        "db": lambda k: backend.bias_grad(sets[k][3]),
+        "step": lambda k: (dense_forward(sets[k][0], sets[k][1], sets[k][2]),
+                           dense_backward(sets[k][3], sets[k][0], sets[k][1])),
+        "db.sum": lambda k: sets[k][3].sum(axis=0),
+        "db.ones": lambda k: ones @ sets[k][3],
+    }
+    if torch_ok:
+        tb = _Torch("cuda" if backend.name == "cupy" else "cpu", dtype_name, threads)
+        steps = [tb.make(*st) for st in sets]
+        fns["torch.step"] = lambda k: steps[k]()
+
+    timer = timer_for(backend)
+    samples = run_rounds(fns, n_sets=n_sets, repeats=repeats, warmup=warmup, timer=timer,
+                         nvtx=backend.nvtx_range)
+    rows = []
+    for stage, ss in samples.items():
+        flops, nbytes = stage_work(stage, batch, n_in, n_out, s)
+        ratios = {}
+        if stage == "step" and "torch.step" in samples:
+            ratios["torch.step"] = paired_ratio(ss, samples["torch.step"])
+        if stage == "db":
+            ratios["db.sum"] = paired_ratio(ss, samples["db.sum"])
+            ratios["db.ones"] = paired_ratio(ss, samples["db.ones"])
+        rows.append({
+            "shape": shape_name, "batch": batch, "n_in": n_in, "n_out": n_out,
+            "dtype": dtype_name, "stage": stage,
+            "impl": "torch" if stage.startswith("torch") else
+                    ("gpudense" if stage in STAGES else "array-module"),
+            "samples_s": [float(v) for v in ss], "stats": summarize(ss),
+            "flops": int(flops), "bytes": int(nbytes), "ratios": ratios,
+            "n_sets": n_sets, "timer": timer.kind,
+        })
+    del sets, fns
+    return rows
+
+
+def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Sequence[str] = (),
+          copy_gbps: float | None = None) -> dict[str, Any]:
+    """Run the benchmark ``config`` describes; return the result document.
+
+    The ceilings are measured before and after the shapes; each shape and
+    dtype is timed by :func:`bench_shape`; rates and fractions are added at
+    the end. BLAS thread pools are left as they are: to run at
+    ``config.threads``, limit them around the call (``gpudense bench`` does
+    it with threadpoolctl).
+
+    Args:
+        config: The run; its defaults are filled in for the backend it names.
+        progress: Called as ``progress(done, total, what)`` before each step
+            and once at the end (``done == total``).
+        command: The command line recorded in the document.
+        copy_gbps: A copy bandwidth measured elsewhere (a TF32 child process
+            gets its parent's); the copy ceiling is then not measured.
+
+    Returns:
+        ``{"schema", "created_utc", "command", "settings", "notes",
+        "environment", "ceilings", "rows"}`` (see
+        :func:`~gpudense.benchmark.report.check_document`); rates whose
+        ceiling is unknown are NaN.
+
+    Raises:
+        ValueError: a bad shape name, or tf32 alone on the NumPy backend.
+        BackendUnavailableError: the backend cannot be used here.
+        RuntimeError: a TF32 child process failed.
+
+    Example:
+        >>> doc = sweep(BenchConfig(backend="numpy", mode="smoke"))  # doctest: +SKIP
+        >>> print(format_table(doc))  # doctest: +SKIP
+    """
+    from gpudense.backends import get_backend
+
+    be = get_backend(config.backend)
+    on_gpu = be.name == "cupy"
+    config = config.with_defaults(be.name)
+    mode, repeats, warmup, threads = config.mode, config.repeats, config.warmup, config.threads
+    assert repeats is not None and warmup is not None and config.dtypes is not None
+    shapes = parse_shapes(config.shapes, shape_table(on_gpu, mode))
+    dtypes = list(config.dtypes)
+    notes: list[str] = []
+    if not on_gpu and "tf32" in dtypes:
+        dtypes = [d for d in dtypes if d != "tf32"]
+        notes.append("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
+        if not dtypes:
+            raise ValueError("dtypes: tf32 needs the cupy backend (TF32 is a GPU mode); "
+                             "on a CPU use float32 or float16")
+    if not on_gpu and "float16" in dtypes:
+        notes.append("float16 on NumPy has no BLAS path: its matrix products are slow loops")
+    torch_ok = config.torch and torch_importable()
+    if not torch_ok:
+        notes.append("torch.step not measured: " + ("--no-torch given" if not config.torch
+                                                    else "torch is not importable"))
+    plan = tf32_plan(dtypes, os.environ.get("CUPY_TF32")) if on_gpu else {
+        "here": dtypes, "1": [], "0": []}
+    cache, budget = rotation_sizes(be)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created_utc": utc_now(),
+        "command": list(command),
+        "settings": {
+            "backend": be.name, "mode": mode, "repeats": repeats, "warmup": warmup,
+            "threads": threads, "shapes": {n: list(d) for n, d in shapes},
+            "dtypes": dtypes, "cache_bytes": cache, "rotation_budget_bytes": budget,
+            "seed": config.seed,
+        },
+        "notes": notes,
+    }
+    report = progress or (lambda done, total, what: None)
+    doc["environment"] = environment(be, threads)
+    tasks = [(n, d, dt) for dt in plan["here"] for n, d in shapes]
+    total = len(tasks) + 2
+    sizes = ceiling_sizes(on_gpu, mode)
+    report(0, total, "ceilings")
+    before = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
+                              copy=copy_gbps is None, threads=threads)
+    if copy_gbps is not None:
+        before["copy"] = {"gbps": copy_gbps, "how": "measured by the parent process"}
+    rows: list[dict[str, Any]] = []
+    for i, (name, dims, dt) in enumerate(tasks):
+        report(1 + i, total, f"{name} {dt}")
+        rows += bench_shape(be, shape_name=name, dims=dims, dtype_name=dt, repeats=repeats,
+                            warmup=warmup, cache_bytes=cache, budget_bytes=budget,
+                            torch_ok=torch_ok, threads=threads, seed=config.seed + i,
+                            max_sets=2 if mode == "smoke" else 512)
+    report(total - 1, total, "ceilings again")
+    after = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
+                             copy=copy_gbps is None, threads=threads)
+    report(total, total, "done")
+    ceilings = finish_ceilings(before, after)
+    for value, group in (("1", plan["1"]), ("0", plan["0"])):
+        if group:
+            child = run_child(dataclasses.replace(config, dtypes=tuple(group)), value,
+                              ceilings["copy"]["gbps"])
+            ceilings["matmul"].update(child["ceilings"]["matmul"])
+            rows += child["rows"]
+            notes += [f"[CUPY_TF32={value} child] {n}" for n in child["notes"]]
+    add_rates(rows, ceilings)
+    doc["ceilings"] = ceilings
+    doc["rows"] = rows
+    return doc
+
+
+def run_child(config: BenchConfig, tf32: str, copy_gbps: float) -> dict[str, Any]:
+    """Run ``config`` in a child process with ``CUPY_TF32=tf32`` (CuPy reads it once per process).
+
+    The child (``python -m gpudense.benchmark._child OUT``) reads
+    ``{"config": config.to_dict(), "copy_gbps": copy_gbps}`` as JSON on stdin
+    and writes its document to ``OUT`` (NaN kept); its standard output is
+    discarded and its errors go to this process's stderr.
+
+    Returns:
+        The child's result document.
+
+    Raises:
+        RuntimeError: the child exited with a non-zero status.
+    """
+    payload = json.dumps({"config": config.to_dict(), "copy_gbps": copy_gbps})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "child.json")
+        argv = [sys.executable, "-m", "gpudense.benchmark._child", path]
+        proc = subprocess.run(argv, input=payload, text=True, stdout=subprocess.DEVNULL,
+                              env=dict(os.environ, CUPY_TF32=tf32))
+        if proc.returncode != 0:
+            raise RuntimeError(f"the CUPY_TF32={tf32} child run for {list(config.dtypes or ())} "
+                               f"failed (exit {proc.returncode})")
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
