@@ -96,6 +96,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
         ValueError: wrong ranks or mismatched sizes.
 
     Example:
+        >>> import numpy as np
         >>> x = np.ones((2, 3), np.float32); w = np.ones((3, 4), np.float32)
         >>> dense_forward(x, w, np.zeros(4, np.float32)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
@@ -151,6 +152,7 @@ def dense_backward(
             ``input_grad`` is not a bool, or when ``out`` does not fit.
 
     Example:
+        >>> import numpy as np
         >>> x = np.ones((2, 3)); w = np.ones((3, 4)); dy = np.ones((2, 4))
         >>> g = dense_backward(dy, x, w)
         >>> g.dx.shape, g.dw.shape, g.db.tolist()

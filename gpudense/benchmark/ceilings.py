@@ -143,6 +143,7 @@ def copy_ceiling(backend: Any, nbytes: int, *, repeats: int, warmup: int, thread
         CPU. Rates: :func:`~gpudense.benchmark.stats.copy_gbps`.
 
     Example:
+        >>> from gpudense.backends import get_backend
         >>> c = copy_ceiling(get_backend("numpy"), 1 << 20, repeats=3, warmup=1)
         >>> len(c["samples_s"]), c["verified"]
         (3, True)
