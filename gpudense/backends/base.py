@@ -17,7 +17,9 @@ class Backend:
     * :meth:`matmul_acc`, ``out += a @ b`` (one cuBLAS GEMM with ``beta = 1``
       on CuPy), which accumulates a weight gradient without a temporary.
 
-    The rest (:meth:`nvtx_range`, :meth:`asarray`, :meth:`to_numpy`,
+    :meth:`optimizer_update` runs an optimizer step as one fused kernel
+    where the backend has one (CuPy); elsewhere the optimizer's chunked
+    array code runs. The rest (:meth:`nvtx_range`, :meth:`asarray`, :meth:`to_numpy`,
     :meth:`synchronize`, :meth:`describe`) moves arrays and reports facts.
     """
 
@@ -44,6 +46,27 @@ class Backend:
         ``out`` is returned.
         """
         raise NotImplementedError
+
+    def optimizer_update(self, rule: str, *, w: Any, g: Any, state: dict[str, Any], p_low: Any,
+                         scalars: dict[str, Any]) -> bool:
+        """Run one step of optimizer ``rule`` over 1-D arrays as one fused kernel, where the backend has one.
+
+        Args:
+            rule: ``"adam"`` (Adam and AdamW) or ``"sgd"``.
+            w: The array to update in place: the parameters, or their wide
+                master copy.
+            g: The gradients, ``w``'s length, in the parameters' dtype.
+            state: The rule's state arrays by slot name (``m``, ``v``;
+                ``momentum``), ``w``'s length and dtype, updated in place.
+            p_low: The 16-bit parameters to rewrite from ``w``, or None.
+            scalars: The rule's numbers and flags for this step, as
+                :mod:`gpudense.optim` computes them.
+
+        Returns:
+            True when done; False (the default, and NumPy's answer) when the
+            optimizer should run its chunked array code instead.
+        """
+        return False
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
         """A profiler range around a stage (a shared no-op where there is no profiler)."""

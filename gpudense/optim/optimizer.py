@@ -1,13 +1,15 @@
 """The optimizer base class: hyper-parameters, per-parameter step counts and state, checkpoint state.
 
 Subclasses (:mod:`gpudense.optim.sgd`, :mod:`gpudense.optim.adam`) name
-their state slots and write the update rule; everything else (walking the
-model's parameters, float32 master weights for float16 parameters, the
-state's validation and loading) is here, once.
+their state slots, their scalars and the update of one chunk; everything
+else (walking the model's parameters, the flat state buffers of
+:mod:`gpudense.optim.flatstate`, float32 master weights for 16-bit
+parameters, the state's validation and loading) is here, once.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,8 @@ import numpy as np
 
 from gpudense._checks import check_number, is_count, wide_dtype
 from gpudense.backends import backend_of
+from gpudense.flat import CHUNK_BYTES
+from gpudense.optim.flatstate import Scratch, StateGroup, build_groups, run_chunks, signature
 
 __all__ = ["Optimizer", "PreparedState"]
 
@@ -22,24 +26,35 @@ __all__ = ["Optimizer", "PreparedState"]
 class Optimizer:
     """Base class: holds the model, the hyper-parameters, step counts and per-parameter state.
 
-    Subclasses name their state slots in ``SLOTS``, check their
-    hyper-parameters in ``_check_hyperparams`` and implement ``_update``.
+    Subclasses name their state slots in ``SLOTS`` and their update rule in
+    ``RULE``, check their hyper-parameters in ``_check_hyperparams``, give
+    the rule's scalars for a step in ``_scalars`` and write the update of
+    one chunk in ``_chunk``.
 
     As in PyTorch, every parameter has its own step count: the number of
     steps that found a gradient for it (Adam's bias correction uses it).
-    float16 parameters get a float32 master copy (state slot ``"master"``):
-    the update is applied to the master and the model's float16 array is
+    16-bit parameters get a float32 master copy (state slot ``"master"``):
+    the update is applied to the master and the model's 16-bit array is
     rewritten from it after each step, so updates smaller than float16's
     spacing accumulate instead of rounding away. Values written into a
-    float16 parameter from outside the optimizer after its first step are
+    16-bit parameter from outside the optimizer after its first step are
     overwritten by the master at the next step; load weights through a
     checkpoint (which restores both) or make a new optimizer.
+
+    The state lives in flat buffers, one per slot and parameter dtype
+    (:mod:`gpudense.optim.flatstate`): ``state[slot][name]`` is a view of
+    its buffer. A step updates the parameters in place, one elementwise
+    kernel per buffer on a GPU and cache-sized chunks of in-place NumPy
+    operations on a CPU, and keeps subnormal numbers out of the state (see
+    :mod:`gpudense.optim.flatstate`).
     """
 
     #: Names of the per-parameter state arrays, e.g. ("m", "v") for Adam.
     SLOTS: tuple[str, ...] = ()
-    #: The slot holding float32 master copies of float16 parameters.
+    #: The slot holding float32 master copies of 16-bit parameters.
     MASTER = "master"
+    #: The update rule's name, as :meth:`gpudense.backends.Backend.optimizer_update` knows it.
+    RULE = ""
 
     def __init__(self, model: Any, **hyperparams: float) -> None:
         if not callable(getattr(model, "param_grads", None)):
@@ -52,8 +67,11 @@ class Optimizer:
         self.step_count = 0
         #: parameter name -> steps that updated it (absent: never updated)
         self.param_steps: dict[str, int] = {}
-        #: slot name -> {parameter name -> array on the model's backend}
+        #: slot name -> {parameter name -> view of the slot's flat buffer}, for the parameters that have stepped
         self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slot_names}
+        self._groups: list[StateGroup] = []
+        self._signature: tuple[Any, ...] | None = None
+        self._scratch: dict[tuple[str, np.dtype], Scratch] = {}
 
     @property
     def slot_names(self) -> tuple[str, ...]:
@@ -78,39 +96,100 @@ class Optimizer:
         self.model.zero_grad()
 
     def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place.
+
+        Raises:
+            ValueError: a gradient whose shape or dtype differs from its
+                parameter's, or a read-only parameter.
+            TypeError: a gradient on another backend than its parameter.
+        """
         self.step_count += 1
-        for name, p, g in self.model.param_grads():
+        pgs = self.model.param_grads()
+        for group in self._groups_for(pgs):
+            self._step_group(group, pgs)
+
+    # -- flat state -------------------------------------------------------------
+    def _groups_for(self, pgs: list[Any]) -> list[StateGroup]:
+        """The state groups for the parameters ``pgs``; rebuilt (state carried over) when they change."""
+        sig = signature(pgs)
+        if sig != self._signature:
+            names = [pg.name for pg in pgs]
+            if len(set(names)) != len(names):
+                twice = sorted({n for n in names if names.count(n) > 1})
+                raise ValueError(f"the model's parameter names must be unique; {twice} appear more than once")
+            old = self.state
+            self._groups = build_groups(pgs, self.SLOTS, self.MASTER, backend_of)
+            self._signature = sig
+            self.state = {slot: {} for slot in self.slot_names}
+            where = {name: g for g in self._groups for name in g.names}
+            for slot, arrays in old.items():  # carry the state of parameters that are still there
+                for name, a in arrays.items():
+                    group = where.get(name)
+                    if group is None or slot not in group.buffers or tuple(a.shape) != group.view(slot, name).shape:
+                        self.param_steps.pop(name, None)
+                        continue
+                    view = group.view(slot, name)
+                    view[...] = group.backend.asarray(a)
+                    self.state[slot][name] = view
+            for slot in self.state:  # a parameter keeps all of its state or none
+                for name in [n for n in self.state[slot] if n not in self.param_steps]:
+                    del self.state[slot][name]
+        return self._groups
+
+    def _step_group(self, group: StateGroup, pgs: list[Any]) -> None:
+        backend = group.backend
+        for i, k in enumerate(group.positions):
+            name, p, g = pgs[k]
             if g is None:
                 continue
+            if type(g) is not type(p):
+                backend_of(p, g)  # raises on a NumPy/CuPy mix
             if g.shape != p.shape or g.dtype != p.dtype:
                 raise ValueError(
                     f"gradient of {name} has shape {tuple(g.shape)} and dtype {g.dtype}, "
                     f"parameter has {tuple(p.shape)} and {p.dtype}"
                 )
-            xp = backend_of(p, g).xp
+            if not getattr(p.flags, "writeable", True):
+                raise ValueError(f"parameter {name} is read-only; the optimizer updates parameters in place")
             t = self.param_steps.get(name, 0) + 1
             self.param_steps[name] = t
-            if wide_dtype(p.dtype) != p.dtype:  # float16: update the float32 master
-                w = self.state[self.MASTER].get(name)
-                if w is None:
-                    w = self.state[self.MASTER][name] = p.astype(wide_dtype(p.dtype))
-                self._update(xp, name, w, g.astype(w.dtype), t)
-                p[...] = w  # rounded once
+            part = group.slices[i]
+            if t == 1:  # the parameter's first step: its state starts here (zeros, master = p)
+                for slot in part:
+                    self.state[slot][name] = group.view(slot, name)
+                if group.master:
+                    self.state[self.MASTER][name][...] = p
+            work = p if p.flags.c_contiguous else backend.xp.ascontiguousarray(p)
+            flat_p, flat_g = work.reshape(-1), g.reshape(-1)
+            state = [part[slot] for slot in self.SLOTS]
+            if group.master:
+                self._apply(backend, part[self.MASTER], flat_g, state, t, flat_p)
             else:
-                self._update(xp, name, p, g, t)
+                self._apply(backend, flat_p, flat_g, state, t, None)
+            if work is not p:
+                p[...] = work
 
-    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
-        """Update ``p`` (the parameter, or its float32 master) in place; ``t``: its step count, from 1."""
+    def _apply(self, backend: Any, w: Any, g: Any, state: list[Any], t: int, p_low: Any) -> None:
+        """Update 1-D ``w`` (a parameter or its master) and its ``state`` from ``g``; rewrite ``p_low`` from ``w``."""
+        scalars = self._scalars(t, np.dtype(w.dtype))
+        if backend.optimizer_update(self.RULE, w=w, g=g, state=dict(zip(self.SLOTS, state)),
+                                    p_low=p_low, scalars=scalars):
+            return
+        xp = backend.xp
+        key = (xp.__name__, np.dtype(w.dtype))
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            scratch = self._scratch[key] = Scratch(xp, key[1], CHUNK_BYTES // key[1].itemsize)
+        run_chunks(xp, scratch, functools.partial(self._chunk, xp, scalars), w, g, state, p_low)
+
+    def _scalars(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+        """The update's scalars for a parameter at its step ``t``, as ``dtype`` numbers (and int flags)."""
         raise NotImplementedError
 
-    def _slot(self, xp: Any, slot: str, name: str, p: Any) -> Any:
-        """State array ``slot`` of parameter ``name``, zeros of ``p``'s shape and dtype on first use."""
-        arrays = self.state[slot]
-        a = arrays.get(name)
-        if a is None:
-            a = arrays[name] = xp.zeros(p.shape, dtype=p.dtype)
-        return a
+    def _chunk(self, xp: Any, s: dict[str, Any], w: Any, g: Any, state: list[Any],
+               ta: Any, tb: Any, mask: Any) -> None:
+        """The update of one chunk, in place on ``w`` and ``state``; ``ta``, ``tb``, ``mask``: temporaries."""
+        raise NotImplementedError
 
     # -- checkpoints ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -268,8 +347,8 @@ class Optimizer:
 
         As in PyTorch, the state's hyper-parameters (learning rate, ...)
         replace the current ones and the step counts continue. The prepared
-        arrays become the optimizer's state (they are not copied again):
-        load a prepared state once.
+        arrays are copied into the optimizer's flat state buffers; the state
+        of parameters that have not stepped is zero.
 
         Raises:
             TypeError: ``prepared`` is not a :class:`PreparedState`.
@@ -285,7 +364,17 @@ class Optimizer:
         self.hyperparams = dict(prepared.hyperparams)
         self.step_count = prepared.step
         self.param_steps = dict(prepared.param_steps)
-        self.state = {slot: dict(arrays) for slot, arrays in prepared.slots.items()}
+        self.state = {slot: {} for slot in self.slot_names}
+        self._signature = None
+        groups = self._groups_for(self.model.param_grads())
+        where = {name: g for g in groups for name in g.names}
+        for group in groups:
+            group.clear()
+        for slot, arrays in prepared.slots.items():
+            for name, a in arrays.items():
+                view = where[name].view(slot, name)
+                view[...] = a
+                self.state[slot][name] = view
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())

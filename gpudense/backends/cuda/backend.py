@@ -29,6 +29,7 @@ from gpudense._nvtx import nvtx_provider, nvtx_range
 from gpudense.backends import BackendUnavailableError
 from gpudense.backends.base import Backend
 from gpudense.backends.cuda.loader import SUFFIX, DeviceKernels, KernelCache
+from gpudense.backends.cuda.optim_kernels import OptimizerKernels
 from gpudense.backends.cuda.plan import ACCUMULATOR, VECTOR_BYTES, cached_plan
 
 __all__ = ["CupyBackend", "library_facts"]
@@ -114,6 +115,7 @@ class CupyBackend(Backend):
         # CuPy reads CUPY_TF32 once, at import; so do we (see matmul_acc).
         self._tf32 = os.environ.get("CUPY_TF32", "0").strip() not in ("", "0")
         self._kernels = KernelCache()
+        self._optimizer_kernels = OptimizerKernels(self.xp)
 
     # -- kernels -----------------------------------------------------------
 
@@ -223,6 +225,11 @@ class CupyBackend(Backend):
             s0 = dy.strides[0]
         ld = s0 // item if batch > 1 else m
         return dy, ld
+
+    def optimizer_update(self, rule: str, *, w: Any, g: Any, state: dict[str, Any], p_low: Any,
+                         scalars: dict[str, Any]) -> bool:
+        """One optimizer step over flat arrays as one ``ElementwiseKernel`` (see :mod:`.optim_kernels`)."""
+        return self._optimizer_kernels.update(rule, w=w, g=g, state=state, p_low=p_low, scalars=scalars)
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
         """An NVTX range (``nvtx`` package, else ``cupy.cuda.nvtx``, else a no-op)."""
