@@ -30,12 +30,16 @@ from gpudense.benchmark.config import (
     storage_dtype,
     tf32_plan,
 )
+from gpudense.benchmark.isolation import SpinDown
 from gpudense.benchmark.machine import environment, rotation_sizes, utc_now
 from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
 from gpudense.benchmark.timing import run_rounds, timer_for
 
-__all__ = ["bench_shape", "run_child", "sweep", "torch_importable"]
+__all__ = ["MIN_WARMUP_S", "bench_shape", "run_child", "sweep", "torch_importable"]
+
+#: Seconds of warm-up calls before every timed block (outside smoke mode).
+MIN_WARMUP_S = 0.1
 
 #: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next.
 Progress = Callable[[int, int, str], None]
@@ -95,12 +99,16 @@ class _Torch:
 
 def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_name: str,
                 repeats: int, warmup: int, cache_bytes: int, budget_bytes: int, torch_ok: bool,
-                threads: int | None, seed: int, max_sets: int = 512) -> list[dict[str, Any]]:
+                threads: int | None, seed: int, max_sets: int = 512, min_warmup_s: float = 0.0,
+                settle: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
     """Time all stages and comparisons for one shape and dtype.
 
     Inputs rotate through enough random sets (:func:`n_rotating_sets`) that
     what the least-reading stage (``db``, which reads only ``dy``) touches
-    exceeds ``cache_bytes``, within ``budget_bytes`` and ``max_sets``.
+    exceeds ``cache_bytes``, within ``budget_bytes`` and ``max_sets``. The
+    stages run in blocks, in alternating order from round to round, each
+    warmed up for ``min_warmup_s`` and preceded by ``settle`` (see
+    :func:`~gpudense.benchmark.timing.run_rounds`).
 
     Returns:
         One row per stage: shape, dims, dtype, stage, impl, samples and their
@@ -142,7 +150,7 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
     timer = timer_for(backend)
     samples = run_rounds(fns, n_sets=n_sets, repeats=repeats, warmup=warmup, timer=timer,
-                         nvtx=backend.nvtx_range)
+                         nvtx=backend.nvtx_range, min_warmup_s=min_warmup_s, alternate=True, settle=settle)
     rows = []
     for stage, ss in samples.items():
         flops, nbytes = stage_work(stage, batch, n_in, n_out, s)
@@ -237,6 +245,10 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
     }
     report = progress or (lambda done, total, what: None)
     doc["environment"] = environment(be, threads)
+    # Contenders apart: every block warmed up for MIN_WARMUP_S, stages in alternating order, and on
+    # a CPU a wait for the previous block's BLAS/OpenMP worker threads to stop spinning.
+    min_warmup_s = 0.0 if mode == "smoke" else MIN_WARMUP_S
+    settle = SpinDown() if not on_gpu and mode != "smoke" else None
     tasks = [(n, d, dt) for dt in plan["here"] for n, d in shapes]
     total = len(tasks) + 2
     sizes = ceiling_sizes(on_gpu, mode)
@@ -251,7 +263,8 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         rows += bench_shape(be, shape_name=name, dims=dims, dtype_name=dt, repeats=repeats,
                             warmup=warmup, cache_bytes=cache, budget_bytes=budget,
                             torch_ok=torch_ok, threads=threads, seed=config.seed + i,
-                            max_sets=2 if mode == "smoke" else 512)
+                            max_sets=2 if mode == "smoke" else 512, min_warmup_s=min_warmup_s,
+                            settle=settle)
     report(total - 1, total, "ceilings again")
     after = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
                              copy=copy_gbps is None, threads=threads)
@@ -265,6 +278,8 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
             rows += child["rows"]
             notes += [f"[CUPY_TF32={value} child] {n}" for n in child["notes"]]
     add_rates(rows, ceilings)
+    doc["isolation"] = {"min_warmup_s": min_warmup_s, "order": "alternating",
+                        "spin_down": settle.summary() if settle is not None else None}
     doc["ceilings"] = ceilings
     doc["rows"] = rows
     return doc

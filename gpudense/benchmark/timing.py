@@ -82,16 +82,19 @@ def split_repeats(repeats: int, rounds: int) -> list[int]:
 
 
 def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: int, warmup: int,
-               timer: Any, nvtx: Callable[[str], ContextManager[Any]], rounds: int = 4) -> dict[str, list[float]]:
+               timer: Any, nvtx: Callable[[str], ContextManager[Any]], rounds: int = 4,
+               min_warmup_s: float = 0.0, alternate: bool = False,
+               settle: Callable[[], Any] | None = None) -> dict[str, list[float]]:
     """Time every ``fns[name](set_index)``; return its samples in seconds, per name.
 
     The repeats are split into ``rounds``; in each round every stage runs in
-    turn as one block: ``warmup`` untimed calls, then its share of timed
-    calls. Blocks keep one library's idle worker threads (OpenBLAS, OpenMP
-    spin a while after a call) from running into the next stage's timed
-    call, and rounds spread every stage over the whole run, so a slow phase
-    of a shared machine hits all of them alike. Timed call ``i`` uses input
-    set ``i % n_sets``; sample ``i`` of two stages comes from the same round.
+    turn as one block: ``warmup`` untimed calls (and more until they have
+    lasted ``min_warmup_s``), then its share of timed calls. Blocks keep one
+    library's idle worker threads (OpenBLAS, OpenMP spin a while after a
+    call) from running into the next stage's timed call, and rounds spread
+    every stage over the whole run, so a slow phase of a shared machine hits
+    all of them alike. Timed call ``i`` uses input set ``i % n_sets``;
+    sample ``i`` of two stages comes from the same round.
 
     Args:
         fns: stage name -> a call on input set ``k``.
@@ -102,6 +105,13 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
         nvtx: ``nvtx(name)`` is a context manager around each timed block
             (the backend's ``nvtx_range``).
         rounds: How many rounds to split the repeats into.
+        min_warmup_s: The least wall time, in seconds, the warm-up of each
+            block lasts (at least ``warmup`` calls all the same).
+        alternate: Run the stages in reverse order in every other round, so
+            that no stage always follows the same one.
+        settle: Called before every block, e.g. a
+            :class:`~gpudense.benchmark.isolation.SpinDown` that waits for the
+            previous block's worker threads to go idle.
 
     Returns:
         name -> ``repeats`` samples in seconds.
@@ -112,10 +122,16 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
     done = 0
-    for share in split_repeats(repeats, rounds):
-        for name, fn in fns.items():
-            for w in range(warmup):
-                fn((done + w) % n_sets)
+    names = list(fns)
+    for r, share in enumerate(split_repeats(repeats, rounds)):
+        for name in (names[::-1] if alternate and r % 2 else names):
+            fn = fns[name]
+            if settle is not None:
+                settle()
+            warm, until = 0, time.perf_counter() + min_warmup_s
+            while warm < warmup or (min_warmup_s > 0 and time.perf_counter() < until):
+                fn((done + warm) % n_sets)
+                warm += 1
             with nvtx(f"bench.{name}"):
                 for i in range(done, done + share):
                     k = i % n_sets

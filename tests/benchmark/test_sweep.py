@@ -43,6 +43,7 @@ def test_sweep_returns_a_valid_document_with_every_stage(fresh_backends):
         assert set(db["ratios"]) == {"db.sum", "db.ones"}
     assert doc["ceilings"]["copy"]["threads"] == 1 and doc["ceilings"]["copy"]["verified"] is True
     assert "torch.step not measured: --no-torch given" in doc["notes"]
+    assert doc["isolation"] == {"min_warmup_s": 0.0, "order": "alternating", "spin_down": None}  # smoke mode
     # ceilings, two shapes, ceilings again, then done
     assert seen == [(0, 4, "ceilings"), (1, 4, "tiny float32"), (2, 4, "3x5x2 float32"),
                     (3, 4, "ceilings again"), (4, 4, "done")]
