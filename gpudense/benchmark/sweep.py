@@ -36,10 +36,14 @@ from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
 from gpudense.benchmark.timing import run_rounds, timer_for
 
-__all__ = ["MIN_WARMUP_S", "bench_shape", "run_child", "sweep", "torch_importable"]
+__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "run_child", "sweep", "torch_importable"]
 
 #: Seconds of warm-up calls before every timed block (outside smoke mode).
 MIN_WARMUP_S = 0.1
+#: The step's floor, timed with the stages: the array module's three bare products
+#: (x @ w, dy @ w.T, x.T @ dy) and the one pass over dy of the bias gradient. The step row
+#: carries it as the ratio "floor" and as floor_samples_s / floor_stats; it is no row of its own.
+FLOOR = "floor"
 
 #: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next.
 Progress = Callable[[int, int, str], None]
@@ -113,7 +117,8 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
     Returns:
         One row per stage: shape, dims, dtype, stage, impl, samples and their
         statistics, flops and bytes, paired ratios, ``n_sets`` and ``timer``;
-        no rates yet (:func:`~gpudense.benchmark.ceilings.add_rates`).
+        no rates yet (:func:`~gpudense.benchmark.ceilings.add_rates`). The
+        ``step`` row also has the :data:`FLOOR` ratio and samples.
     """
     from gpudense.functional import dense_backward, dense_forward
 
@@ -142,6 +147,9 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
                            dense_backward(sets[k][3], sets[k][0], sets[k][1])),
         "db.sum": lambda k: sets[k][3].sum(axis=0),
         "db.ones": lambda k: ones @ sets[k][3],
+        # the floor of a step on this array module: its three bare products and one pass over dy
+        FLOOR: lambda k: (xp.matmul(sets[k][0], sets[k][1]), xp.matmul(sets[k][3], sets[k][1].T),
+                          xp.matmul(sets[k][0].T, sets[k][3]), backend.bias_grad(sets[k][3])),
     }
     if torch_ok:
         tb = _Torch("cuda" if backend.name == "cupy" else "cpu", dtype_name, threads)
@@ -152,9 +160,14 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
     samples = run_rounds(fns, n_sets=n_sets, repeats=repeats, warmup=warmup, timer=timer,
                          nvtx=backend.nvtx_range, min_warmup_s=min_warmup_s, alternate=True, settle=settle)
     rows = []
+    floor = samples.pop(FLOOR)
     for stage, ss in samples.items():
         flops, nbytes = stage_work(stage, batch, n_in, n_out, s)
         ratios = {}
+        extra: dict[str, Any] = {}
+        if stage == "step":
+            ratios[FLOOR] = paired_ratio(ss, floor)
+            extra = {"floor_samples_s": [float(v) for v in floor], "floor_stats": summarize(floor)}
         if stage == "step" and "torch.step" in samples:
             ratios["torch.step"] = paired_ratio(ss, samples["torch.step"])
         if stage == "db":
@@ -167,7 +180,7 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
                     ("gpudense" if stage in STAGES else "array-module"),
             "samples_s": [float(v) for v in ss], "stats": summarize(ss),
             "flops": int(flops), "bytes": int(nbytes), "ratios": ratios,
-            "n_sets": n_sets, "timer": timer.kind,
+            "n_sets": n_sets, "timer": timer.kind, **extra,
         })
     del sets, fns
     return rows

@@ -140,3 +140,14 @@ def test_sweep_runs_the_other_cupy_tf32_dtypes_in_a_child_and_merges_them(
     merged = next(r for r in doc["rows"] if r["dtype"] == child_dtype)
     assert merged["tflops"] == pytest.approx(1.0) and merged["frac_flops"] == pytest.approx(0.25)
     assert f"[CUPY_TF32={child_value} child] from the child" in doc["notes"]
+
+
+def test_step_rows_carry_the_floor_of_three_products_and_one_pass(fresh_backends):
+    doc = sweep(_small(repeats=3))
+    for row in doc["rows"]:
+        if row["stage"] == "step":
+            assert sweep_module.FLOOR in row["ratios"] and row["ratios"][sweep_module.FLOOR] > 0
+            assert len(row["floor_samples_s"]) == 3 and row["floor_stats"]["n"] == 3
+        else:
+            assert sweep_module.FLOOR not in row["ratios"] and "floor_stats" not in row
+    assert sweep_module.FLOOR not in {r["stage"] for r in doc["rows"]}
