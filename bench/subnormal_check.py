@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="runs per mode, in alternating order")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--table", help="write a Markdown summary (machine, BLAS, per-epoch times) here")
     p.add_argument("--child", help=argparse.SUPPRESS)  # run one mode, write JSON to this path
     args = p.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -153,30 +154,54 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         Path(args.child).write_text(json.dumps(child(args, args.modes[0])))
         return 0
-    runs = []
-    order = []
+    runs: list[dict] = []
+    order: list[str] = []
     for r in range(args.repeats):
         order += args.modes if r % 2 == 0 else args.modes[::-1]
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+    passthrough = list(argv if argv is not None else sys.argv[1:])
     for mode in order:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "run.json")
-            cmd = [sys.executable, __file__, *_without(passthrough, "--modes", "--repeats", "--json"),
+            cmd = [sys.executable, __file__, *_without(passthrough, "--modes", "--repeats", "--json", "--table"),
                    "--modes", mode, "--child", out]
             subprocess.run(cmd, check=True)
             runs.append(json.loads(Path(out).read_text()))
-    print(f"{'mode':8s} " + " ".join(f"{'epoch ' + str(e):>9s}" for e in range(1, args.epochs + 1))
-          + "   test acc   subnormal m (last epoch)")
-    for run in runs:
-        print(f"{run['mode']:8s} " + " ".join(f"{e['seconds']:8.2f}s" for e in run["epochs"])
-              + f"   {run['epochs'][-1]['test_acc']:.4f}     {run['epochs'][-1]['subnormal_m']:.2%}")
     doc = {"benchmark": "subnormal flush: per-epoch time of a synthetic run", "settings": {
         k: getattr(args, k) for k in ("samples", "features", "hidden", "epochs", "batch_size", "lr", "threads",
                                       "repeats", "seed")}, "machine": machine(), "runs": runs}
-    if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    text = summary_table(doc)
+    print(text)
+    for path, content in ((args.json, json.dumps(doc, indent=2)), (args.table, text)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(content + "\n")
+            print(f"wrote {path}")
     return 0
+
+
+def summary_table(doc: dict) -> str:
+    """Markdown: the machine and BLAS, then per run its epoch times, last test accuracy and subnormal shares."""
+    from gpudense.benchmark.report import markdown_table
+
+    m, s = doc["machine"], doc["settings"]
+    pools = "; ".join(f"{b.get('internal_api')} {b.get('version')} kernel {b.get('architecture')}, "
+                      f"{b.get('threading_layer')}" for b in m["blas"] if b.get("internal_api")) or "unknown"
+    epochs = max(len(r["epochs"]) for r in doc["runs"])
+    rows = [[r["mode"], *(f"{e['seconds']:.2f}" for e in r["epochs"]), f"{r['epochs'][-1]['loss']:.4f}",
+             f"{r['epochs'][-1]['test_acc']:.4f}", f"{r['epochs'][-1]['subnormal_m']:.2%}",
+             f"{r['epochs'][-1]['subnormal_state']:.2%}"] for r in doc["runs"]]
+    head = ["mode", *(f"epoch {e} s" for e in range(1, epochs + 1)), "last loss", "test acc",
+            "subnormal m", "subnormal state"]
+    return "\n".join([
+        f"# Subnormal flush: synthetic {s['samples']} x {s['features']}, hidden {s['hidden']}, batch "
+        f"{s['batch_size']}, Adam lr {s['lr']}, {s['threads']} BLAS thread(s)",
+        "",
+        f"- machine: {m['cpu']}, {m['platform']}; NumPy {m['numpy']}; BLAS: {pools}",
+        "- flush: gpudense as it is; noflush: the optimizer's flush made a no-op; ftz: noflush with the CPU's "
+        "FTZ/DAZ bits set (main thread). Subnormal shares at the end of the last epoch.",
+        "",
+        *markdown_table(head, rows, "l" + "r" * (len(head) - 1)),
+    ])
 
 
 def _without(argv: list[str], *flags: str) -> list[str]:

@@ -36,7 +36,7 @@ from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
 from gpudense.benchmark.timing import run_rounds, timer_for
 
-__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "run_child", "sweep", "torch_importable"]
+__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "rotating_sets_for", "run_child", "sweep", "torch_importable"]
 
 #: Seconds of warm-up calls before every timed block (outside smoke mode).
 MIN_WARMUP_S = 0.1
@@ -101,15 +101,37 @@ class _Torch:
         return step
 
 
+def rotating_sets_for(dims: tuple[int, int, int], itemsize: int, *, cache_bytes: int, budget_bytes: int,
+                      max_sets: int, copies: int = 1) -> int:
+    """How many input sets ``(x, w, b, dy)`` of a shape to rotate through.
+
+    Enough that what the least-reading stage touches (``db`` reads only
+    ``dy``; a stage reads at least ``x`` and ``w``) exceeds twice
+    ``cache_bytes`` (:func:`n_rotating_sets`), but never more sets than
+    ``budget_bytes`` holds: each set keeps all four arrays, ``copies`` times
+    (2 where torch keeps its own copy of them).
+
+    Example:
+        >>> rotating_sets_for((1, 4096, 4096), 4, cache_bytes=32 << 20, budget_bytes=512 << 20, max_sets=512)
+        7
+    """
+    batch, n_in, n_out = dims
+    reads = min(batch * n_in + n_in * n_out, batch * n_out) * itemsize
+    held = (batch * n_in + n_in * n_out + n_out + batch * n_out) * itemsize * copies
+    n = n_rotating_sets(reads, cache_bytes, budget_bytes=budget_bytes, max_sets=max_sets)
+    return max(1, min(n, budget_bytes // held))
+
+
 def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_name: str,
                 repeats: int, warmup: int, cache_bytes: int, budget_bytes: int, torch_ok: bool,
                 threads: int | None, seed: int, max_sets: int = 512, min_warmup_s: float = 0.0,
                 settle: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
     """Time all stages and comparisons for one shape and dtype.
 
-    Inputs rotate through enough random sets (:func:`n_rotating_sets`) that
-    what the least-reading stage (``db``, which reads only ``dy``) touches
-    exceeds ``cache_bytes``, within ``budget_bytes`` and ``max_sets``. The
+    Inputs rotate through enough random sets (:func:`rotating_sets_for`)
+    that what the least-reading stage (``db``, which reads only ``dy``)
+    touches exceeds ``cache_bytes``, within ``budget_bytes`` of memory and
+    ``max_sets``. The
     stages run in blocks, in alternating order from round to round, each
     warmed up for ``min_warmup_s`` and preceded by ``settle`` (see
     :func:`~gpudense.benchmark.timing.run_rounds`).
@@ -126,8 +148,8 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
     batch, n_in, n_out = dims
     dt = storage_dtype(dtype_name)
     s = dt.itemsize
-    per_set = min(batch * n_in + n_in * n_out, batch * n_out) * s
-    n_sets = n_rotating_sets(per_set, cache_bytes, budget_bytes=budget_bytes, max_sets=max_sets)
+    n_sets = rotating_sets_for(dims, s, cache_bytes=cache_bytes, budget_bytes=budget_bytes,
+                               max_sets=max_sets, copies=2 if torch_ok else 1)
     gen = xp.random.default_rng(seed)
     sets = []
     for _ in range(n_sets):

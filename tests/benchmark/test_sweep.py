@@ -151,3 +151,17 @@ def test_step_rows_carry_the_floor_of_three_products_and_one_pass(fresh_backends
         else:
             assert sweep_module.FLOOR not in row["ratios"] and "floor_stats" not in row
     assert sweep_module.FLOOR not in {r["stage"] for r in doc["rows"]}
+
+
+@pytest.mark.parametrize("dims", [(1, 4096, 4096), (256, 4096, 4096), (1048576, 64, 64), (128, 64, 64), (3, 5, 2)])
+@pytest.mark.parametrize("copies", [1, 2])
+def test_rotating_sets_never_hold_more_than_the_budget(dims, copies):
+    batch, n_in, n_out = dims
+    budget = 512 << 20
+    n = sweep_module.rotating_sets_for(dims, 4, cache_bytes=32 << 20, budget_bytes=budget, max_sets=512,
+                                       copies=copies)
+    held = (batch * n_in + n_in * n_out + n_out + batch * n_out) * 4 * copies
+    assert 1 <= n <= 512
+    assert n == 1 or n * held <= budget  # a batch-1 layer's 64 MiB w counts, not only the 16 KiB dy it reads
+    if held * 512 <= budget:  # small shapes: enough sets to pass twice the cache, up to max_sets
+        assert n == min(512, -(-2 * (32 << 20) // (min(batch * n_in + n_in * n_out, batch * n_out) * 4)))
