@@ -104,7 +104,7 @@ def test_the_old_module_path_gives_every_public_name():
 
 @pytest.mark.parametrize("hide_cupy", [False, True])
 def test_the_package_imports_without_cupy(hide_cupy):
-    """Importing gpudense.backends.cuda (and the old path) imports no CuPy; it works where CuPy is absent."""
+    """Importing gpudense.backends.cuda (and its alias cupy_backend) imports no CuPy; it works where CuPy is absent."""
     code = (
         "import sys\n"
         + ("sys.modules['cupy'] = None\n" if hide_cupy else "")
