@@ -94,7 +94,7 @@ def test_describe_names_the_current_device():
     assert set(facts) == {"device", "nvtx"}
 
 
-def test_the_old_module_path_gives_every_public_name():
+def test_cupy_backend_module_gives_every_public_name():
     from gpudense.backends import cupy_backend
 
     assert sorted(cupy_backend.__all__) == sorted(cuda.__all__)
