@@ -6,9 +6,9 @@ the current stream is synchronised, since MPI knows nothing of CUDA streams),
 and through host buffers otherwise, which is said once, with a
 :class:`HostStagingWarning`. An MPI library is taken as CUDA-aware when its
 world communicator lists a ``cuda`` memory kind in the MPI 4.1 info key
-``mpi_memory_alloc_kinds`` (MPICH and Open MPI report it when asked to, e.g.
-``mpiexec --memory-alloc-kinds system,mpi,cuda``), or when the environment
-says so: ``GPUDENSE_MPI_CUDA_AWARE=1`` (``0`` forces host buffers).
+``mpi_memory_alloc_kinds`` (how to ask for it depends on the MPI library),
+or when the environment says so: ``GPUDENSE_MPI_CUDA_AWARE=1`` (``0`` forces
+host buffers).
 
 mpi4py is imported on first use, never by ``import gpudense``; importing it
 starts MPI (``MPI_Init``).
