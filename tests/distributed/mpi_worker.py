@@ -61,6 +61,7 @@ def _equivalence(out: Path, kind: str, backend: str) -> None:
         if comm.rank == 0:
             np.savez(out / f"{name}.npz", loss=history.loss, train_acc=history.train_acc,
                      test_acc=history.test_acc, size=comm.size, kind=comm.kind,
+                     cuda_aware=getattr(comm, "cuda_aware", False),
                      **{f"param/{k}": v for k, v in params.items()})
 
 

@@ -59,6 +59,8 @@ def test_mpi_with_cupy_arrays_trains_like_one_process(mpirun, tmp_path):
     done = mpirun(["-n", "2", sys.executable, str(WORKER), "equivalence", str(tmp_path), "mpi", "cupy"], timeout=120)
     assert done.returncode == 0, done.stderr
     _compare_with_one_process(tmp_path, 2, "mpi")
+    if not bool(np.load(tmp_path / "adam.npz")["cuda_aware"]):
+        assert done.stderr.count("HostStagingWarning") == 2  # said once by each rank
 
 
 def test_nccl_in_a_world_of_one(mpirun, tmp_path):
