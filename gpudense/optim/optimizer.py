@@ -98,15 +98,28 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter that has a gradient, in place.
 
+        Every gradient is checked before anything changes: a refused step
+        leaves the parameters, the state and the step counts as they were.
+
         Raises:
             ValueError: a gradient whose shape or dtype differs from its
-                parameter's, or a read-only parameter.
+                parameter's, a read-only parameter, or one array (or one
+                name) listed twice by the model.
             TypeError: a gradient on another backend than its parameter.
         """
-        self.step_count += 1
         pgs = self.model.param_grads()
-        for group in self._groups_for(pgs):
-            self._step_group(group, pgs)
+        groups = self._groups_for(pgs)
+        if len({id(pg.param) for pg in pgs}) != len(pgs):
+            seen: dict[int, str] = {}
+            for pg in pgs:
+                if id(pg.param) in seen:
+                    raise ValueError(f"parameters {seen[id(pg.param)]} and {pg.name} are one array; "
+                                     "an optimizer would step it twice")
+                seen[id(pg.param)] = pg.name
+        todo = [self._stepping(group, pgs) for group in groups]
+        self.step_count += 1
+        for group, items in zip(groups, todo):
+            self._step_group(group, items)
 
     # -- flat state -------------------------------------------------------------
     def _groups_for(self, pgs: list[Any]) -> list[StateGroup]:
@@ -136,8 +149,9 @@ class Optimizer:
                     del self.state[slot][name]
         return self._groups
 
-    def _step_group(self, group: StateGroup, pgs: list[Any]) -> None:
-        backend = group.backend
+    def _stepping(self, group: StateGroup, pgs: list[Any]) -> list[tuple[int, str, Any, Any]]:
+        """``(position in the group, name, param, grad)`` of the group's parameters that have a gradient, checked."""
+        items = []
         for i, k in enumerate(group.positions):
             name, p, g = pgs[k]
             if g is None:
@@ -151,6 +165,12 @@ class Optimizer:
                 )
             if not getattr(p.flags, "writeable", True):
                 raise ValueError(f"parameter {name} is read-only; the optimizer updates parameters in place")
+            items.append((i, name, p, g))
+        return items
+
+    def _step_group(self, group: StateGroup, items: list[tuple[int, str, Any, Any]]) -> None:
+        backend = group.backend
+        for i, name, p, g in items:
             t = self.param_steps.get(name, 0) + 1
             self.param_steps[name] = t
             part = group.slices[i]

@@ -604,3 +604,32 @@ def test_read_only_parameters_and_repeated_names_are_refused():
     model.grads["a"] = np.ones(2)
     with pytest.raises(ValueError, match=r"names must be unique; \['a'\]"):
         SGD(model).step()
+
+
+def test_a_refused_step_changes_nothing():
+    model = Params(a=np.ones(3), b=np.ones(2), c=np.ones(4))
+    opt = Adam(model, lr=0.1)
+    model.grads = {"a": np.ones(3), "b": np.ones(2), "c": np.ones(4)}
+    opt.step()
+    before = opt.state_dict()
+    params = {k: v.copy() for k, v in model.params.items()}
+    model.grads = {"a": np.ones(3), "b": np.ones(2), "c": np.ones(5)}  # the last gradient does not fit
+    with pytest.raises(ValueError, match="gradient of c has shape"):
+        opt.step()
+    for k, v in params.items():
+        np.testing.assert_array_equal(model.params[k], v)  # a and b were not stepped either
+    _assert_same_state(opt.state_dict(), before)
+    assert opt.step_count == 1
+
+
+def test_one_array_under_two_names_is_refused():
+    w = np.ones(3)
+
+    class Shared(Params):
+        def param_grads(self):
+            return [ParamGrad("0.w", w, np.ones(3)), ParamGrad("2.w", w, np.ones(3))]
+
+    opt = SGD(Shared(x=w))
+    with pytest.raises(ValueError, match="parameters 0.w and 2.w are one array"):
+        opt.step()
+    assert (w == 1).all() and opt.step_count == 0
