@@ -15,8 +15,12 @@ Layout of the file (a plain NumPy ``.npz``, readable with ``allow_pickle=False``
 
 Writing is atomic: the file is written to a temporary file in the same
 directory, flushed and fsync'ed, then renamed over the target with
-``os.replace`` and the directory fsync'ed, so an interrupted save leaves the
-previous checkpoint (if any) intact. Reading opens the file read-only and
+``os.replace`` and the directory fsync'ed, so an interrupted save (an error,
+a signal) leaves the previous checkpoint (if any) intact and no temporary
+file behind. A checkpoint is written only to a regular file or a new path:
+a symbolic link is followed and the file it names is replaced (the link stays
+a link); a directory, FIFO, socket or device at the path is refused
+(:func:`check_target`). Reading opens the file read-only and
 never changes it. Any unreadable, truncated, corrupt or mismatched file raises
 :class:`CheckpointError` with the reason.
 
@@ -35,9 +39,11 @@ Example:
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -48,7 +54,7 @@ import numpy as np
 
 from gpudense.backends import backend_of
 
-__all__ = ["CheckpointError", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gpudense-checkpoint"
 VERSION = 2  # 2: per-parameter step counts and float32 master weights
@@ -75,8 +81,9 @@ def save_checkpoint(
     """Write ``model`` (and ``optimizer``, ``epoch``, ``rng``'s state) to ``path`` atomically.
 
     Args:
-        path: Target file; written as given (no ``.npz`` appended). Its
-            directory must exist.
+        path: Target file; written as given (no ``.npz`` appended): a
+            regular file, a new path in an existing directory, or a symbolic
+            link to one of these (see :func:`check_target`).
         model: Anything with ``param_grads()``; its ``config()`` (as
             :class:`~gpudense.nn.MLP` has) is stored when present.
         optimizer: An :class:`~gpudense.optim.Optimizer`, or None.
@@ -90,7 +97,11 @@ def save_checkpoint(
         The path written.
 
     Raises:
-        OSError: the file cannot be written (the previous file is left as it was).
+        CheckpointError: ``path`` is (or links to) a directory, FIFO, socket
+            or device; nothing is written.
+        FileNotFoundError: the directory of ``path`` does not exist.
+        OSError: the file cannot be written, e.g. a full disk (one line naming
+            the file; the previous file is left as it was).
         TypeError, ValueError: bad arguments, or ``extra`` not JSON-serialisable.
     """
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
@@ -125,29 +136,117 @@ def save_checkpoint(
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path = Path(path)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    _atomic_write(check_target(path), lambda f: np.savez(f, **arrays))
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file)`` into a temporary sibling, fsync, rename over ``path``, fsync the dir."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+#: What a path that is not a regular file is, for messages.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+_MAX_LINKS = 40  # as the kernel's limit on symbolic links in one lookup
+
+
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """The file that :func:`save_checkpoint` to ``path`` would replace, after checking it may.
+
+    A checkpoint is written only to a regular file or a new path. A symbolic
+    link (or a chain of them) is followed: the file it names is the one
+    replaced, and the link stays a link. Call it before long work to fail
+    early (``gpudense train`` checks ``--save`` before loading any data);
+    :func:`save_checkpoint` checks again when it writes.
+
+    Args:
+        path: The checkpoint path as given.
+
+    Returns:
+        ``path`` itself, or the path its symbolic links lead to.
+
+    Raises:
+        CheckpointError: the path (or what it links to) is a directory, a
+            FIFO, a socket or a device, or the links loop; one line naming
+            the path and what is there.
+        FileNotFoundError: the folder the file would go in does not exist.
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> check_target(os.path.join(folder, "new.npz")).name
+        'new.npz'
+        >>> check_target(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gpudense.checkpoint.CheckpointError: checkpoint target ... is a directory, not a regular file; ...
+    """
+    given = Path(path)
+    target = given
+    for _ in range(_MAX_LINKS):
+        if not target.is_symlink():
+            break
+        link = Path(os.readlink(target))
+        target = link if link.is_absolute() else target.parent / link
+    else:
+        raise CheckpointError(f"checkpoint target {given}: too many levels of symbolic links (a loop?)")
+    named = f"{given}" if target == given else f"{given} (a link to {target})"
     try:
+        mode: int | None = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise CheckpointError(f"cannot use checkpoint target {named}: {exc.strerror or exc}") from exc
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
+        raise CheckpointError(
+            f"checkpoint target {named} is {kind}, not a regular file; a checkpoint is written only "
+            "to a regular file or a new path"
+        )
+    folder = target.parent
+    if not folder.is_dir():
+        missing = FileNotFoundError(f"checkpoint target {named}: directory {folder} does not exist")
+        missing.errno = errno.ENOENT
+        raise missing
+    return target
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through ``write(file)`` into a temporary sibling, fsync, rename over ``path``, fsync the dir.
+
+    The temporary file is created inside the ``try``, so an exception at any
+    point (a ``KeyboardInterrupt`` from a signal included) removes it.
+    """
+    directory = path.parent if str(path.parent) else Path(".")
+    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates the file 0600; give it the mode a plain open() would.
+        # The file was created 0600; give it the mode a plain open() would.
         os.chmod(tmp, _default_mode(path))
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if not isinstance(exc, FileExistsError):  # that one is not ours to remove
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
     _fsync_dir(directory)
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` as one line naming the checkpoint file (a bare ``[Errno 28]`` names none); type and errno kept."""
+    advice = "; free some space or choose another path" if exc.errno == errno.ENOSPC else ""
+    err = type(exc)(f"cannot write checkpoint {path}: {exc.strerror or exc}{advice}; the file there is unchanged")
+    err.errno = exc.errno
+    return err
 
 
 def _default_mode(path: Path) -> int:
