@@ -94,7 +94,9 @@ class History:
         Missing keys give empty lists; unknown keys are ignored.
 
         Raises:
-            ValueError: ``d`` is not a dict of lists of numbers.
+            ValueError: ``d`` is not a dict of lists of numbers, or its lists
+                have different lengths (a history has one entry per epoch in
+                every list).
 
         Example:
             >>> History.from_dict({"loss": [0.5, 0.25]}).loss
@@ -105,7 +107,11 @@ class History:
             for v in d.values()
         ):
             raise ValueError(f"a history must map names to lists of numbers; got {d!r:.80}")
-        return cls(*(list(map(float, d.get(key, []))) for key in _HISTORY_KEYS))
+        lists = [list(map(float, d.get(key, []))) for key in _HISTORY_KEYS]
+        if len({len(v) for v in lists}) > 1:
+            lengths = ", ".join(f"{key} {len(v)}" for key, v in zip(_HISTORY_KEYS, lists))
+            raise ValueError(f"a history needs one entry per epoch in every list; got {lengths}")
+        return cls(*lists)
 
 
 @dataclass(frozen=True)

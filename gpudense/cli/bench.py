@@ -104,15 +104,16 @@ def config_of(args: argparse.Namespace) -> BenchConfig:
 def check_outputs(args: argparse.Namespace) -> None:
     """Fail at once, before the sweep, where ``--json``/``--table``/``--plot`` cannot be written.
 
-    Creates each path's missing parent folders (as writing them would), and
-    checks that ``--plot`` ends in ``.png``, that no path is an existing
-    folder, that the folder is writable, and that matplotlib imports for ``--plot``.
+    Checks that ``--plot`` ends in ``.png``, that no path is an existing
+    folder, that each path's folder exists (a missing one is refused, as
+    ``gpudense train`` refuses it) and is writable, and that matplotlib
+    imports for ``--plot``.
 
     Raises:
         ValueError, OSError, RuntimeError: with a one-line message naming the option.
     """
     for flag, path in (("--json", args.json), ("--table", args.table), ("--plot", args.plot)):
-        check_output_path(flag, path, suffix=".png" if flag == "--plot" else None, create_parent=True)
+        check_output_path(flag, path, suffix=".png" if flag == "--plot" else None)
     if args.plot:
         from gpudense.plotting import import_pyplot
 

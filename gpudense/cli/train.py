@@ -30,7 +30,7 @@ import numpy as np
 
 from gpudense import training
 from gpudense.backends import BACKEND_NAMES
-from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
 from gpudense.cli._common import blas_threads, check_output_path, finite_float, int_at_least, progress_bar
 from gpudense.data import Dataset, load_digits, make_synthetic
 from gpudense.nn import MLP
@@ -115,9 +115,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="BLAS threads for the numpy backend (default: 1 for digits, whose small "
                         "matrices only lose from threads; the BLAS default otherwise); needs threadpoolctl")
     g = parser.add_argument_group("output")
-    g.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) here after every epoch")
+    g.add_argument("--save", metavar="PATH",
+                   help="write a checkpoint (.npz) here after every epoch (a regular file, a new path, "
+                        "or a symbolic link to one: the file it names is replaced)")
     g.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
-    g.add_argument("--plot", metavar="PATH", help="write loss and accuracy curves to this PNG")
+    g.add_argument("--plot", metavar="PATH", help="write loss and accuracy curves to this PNG (a path ending in .png)")
     g.add_argument("--profile", action="store_true",
                    help="NVTX ranges gpudense.train.epoch / gpudense.train.step (for nsys)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (summary lines still print)")
@@ -197,6 +199,21 @@ def _data_identity(args: argparse.Namespace) -> dict[str, Any]:
     return ident
 
 
+def _saved_history(path: str, ckpt: Any) -> training.History:
+    """The history a checkpoint holds (``extra["history"]``), checked against its epoch."""
+    try:
+        history = training.History.from_dict(ckpt.extra.get("history", {}))
+    except ValueError as exc:
+        reason = str(exc).removeprefix("a history ")
+        raise CheckpointError(f"checkpoint {path}: extra 'history' {reason}") from None
+    if len(history.loss) > ckpt.epoch:
+        raise CheckpointError(
+            f"checkpoint {path}: extra 'history' holds {len(history.loss)} epochs of history but the "
+            f"checkpoint is at epoch {ckpt.epoch}"
+        )
+    return history
+
+
 def _make_optimizer(args: argparse.Namespace, model: MLP) -> Optimizer:
     kwargs: dict[str, Any] = {"lr": args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]}
     if args.weight_decay is not None:
@@ -262,11 +279,15 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
+    # Every output is checked, and the checkpoint read, before any data is loaded.
     check_output_path("--save", args.save)
-    check_output_path("--plot", args.plot)
+    if args.save:
+        check_target(args.save)  # a directory, FIFO, socket or device there is refused
+    check_output_path("--plot", args.plot, suffix=".png")
     if args.plot:
-        import_pyplot("--plot", "train")  # fail before training, not after
+        import_pyplot("--plot", "train")
     ckpt = load_checkpoint(args.resume) if args.resume else None
+    history = _saved_history(args.resume, ckpt) if ckpt is not None else training.History()
     args = _resolve_options(args, ckpt)
 
     ds = _load_data(args)
@@ -277,7 +298,6 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
     optimizer = _make_optimizer(args, model)
     shuffle_rng = np.random.default_rng(shuffle_seq)
 
-    history = training.History()
     start_epoch = 0
     if ckpt is not None:
         trained_on = ckpt.extra.get("data")
@@ -290,12 +310,6 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
         if args.lr is not None:
             optimizer.lr = args.lr
         start_epoch = ckpt.epoch
-        try:
-            history = training.History.from_dict(ckpt.extra.get("history", {}))
-        except ValueError:
-            raise CheckpointError(
-                f"checkpoint {args.resume}: extra 'history' must map names to lists of numbers"
-            ) from None
 
     say(f"data: {ds.name}, {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test samples, "
         f"{ds.n_features} features, {ds.n_classes} classes")
