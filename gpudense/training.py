@@ -88,15 +88,19 @@ class History:
         return {key: list(getattr(self, key)) for key in _HISTORY_KEYS}
 
     @classmethod
-    def from_dict(cls, d: Any) -> "History":
+    def from_dict(cls, d: Any, *, complete: bool = False) -> "History":
         """A History from :meth:`as_dict`'s form (e.g. a checkpoint's ``extra["history"]``).
 
-        Missing keys give empty lists; unknown keys are ignored.
+        Missing keys give empty lists, unless ``complete``; unknown keys are
+        ignored. The lists given must have one length: one entry per epoch.
+
+        Args:
+            d: ``{"loss": [...], "train_acc": [...], "test_acc": [...], "seconds": [...]}``.
+            complete: Require every key (a saved run's history has them all).
 
         Raises:
-            ValueError: ``d`` is not a dict of lists of numbers, or its lists
-                have different lengths (a history has one entry per epoch in
-                every list).
+            ValueError: ``d`` is not a dict of lists of numbers, its lists
+                have different lengths, or (``complete``) a key is missing.
 
         Example:
             >>> History.from_dict({"loss": [0.5, 0.25]}).loss
@@ -107,11 +111,14 @@ class History:
             for v in d.values()
         ):
             raise ValueError(f"a history must map names to lists of numbers; got {d!r:.80}")
-        lists = [list(map(float, d.get(key, []))) for key in _HISTORY_KEYS]
-        if len({len(v) for v in lists}) > 1:
-            lengths = ", ".join(f"{key} {len(v)}" for key, v in zip(_HISTORY_KEYS, lists))
+        missing = [key for key in _HISTORY_KEYS if key not in d]
+        if complete and missing:
+            raise ValueError(f"a history needs the lists {', '.join(_HISTORY_KEYS)}; got no {', '.join(missing)}")
+        given = [key for key in _HISTORY_KEYS if key in d]
+        if len({len(d[key]) for key in given}) > 1:
+            lengths = ", ".join(f"{key} {len(d[key])}" for key in given)
             raise ValueError(f"a history needs one entry per epoch in every list; got {lengths}")
-        return cls(*lists)
+        return cls(*(list(map(float, d.get(key, []))) for key in _HISTORY_KEYS))
 
 
 @dataclass(frozen=True)
@@ -419,7 +426,7 @@ def fit(
         raise ValueError("data has no training samples")
     check_labels(y_train, n, data.n_classes)
     check_labels(y_test, int(x_test.shape[0]), data.n_classes)
-    history = History.from_dict(history.as_dict()) if history is not None else History()
+    history = History(**history.as_dict()) if history is not None else History()
     shuffle = as_generator(config.rng, "rng")
     ranges = backend.nvtx_range if config.profile else _no_range
 

@@ -200,9 +200,11 @@ def _data_identity(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _saved_history(path: str, ckpt: Any) -> training.History:
-    """The history a checkpoint holds (``extra["history"]``), checked against its epoch."""
+    """The history a checkpoint holds (``extra["history"]``, if any), checked against its epoch."""
+    if "history" not in ckpt.extra:
+        return training.History()
     try:
-        history = training.History.from_dict(ckpt.extra.get("history", {}))
+        history = training.History.from_dict(ckpt.extra["history"], complete=True)
     except ValueError as exc:
         reason = str(exc).removeprefix("a history ")
         raise CheckpointError(f"checkpoint {path}: extra 'history' {reason}") from None
