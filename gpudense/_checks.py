@@ -21,6 +21,7 @@ __all__ = [
     "array_kind",
     "as_generator",
     "check_bool",
+    "check_finite",
     "check_float_array",
     "check_number",
     "describe_array",
@@ -176,3 +177,22 @@ def array_kind(a: Any) -> str:
 def describe_array(a: Any) -> str:
     """``"numpy.ndarray of shape (2, 3) and dtype float32"``, for messages."""
     return f"{type(a).__module__}.{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
+
+
+def check_finite(what: str, a: Any, xp: Any = np) -> None:
+    """Raise ValueError unless every value of the array ``a`` is finite (no NaN, no inf).
+
+    Args:
+        what: The array's name in the message, e.g. ``"param/0.w"``.
+        a: A NumPy array, or an array of the module ``xp``.
+        xp: The array module of ``a`` (``backend.xp``); NumPy by default.
+
+    Example:
+        >>> check_finite("w", np.array([1.0, np.nan]))
+        Traceback (most recent call last):
+        ...
+        ValueError: w holds 1 of 2 values that are not finite (NaN or inf)
+    """
+    bad = int(a.size) - int(xp.count_nonzero(xp.isfinite(a)))
+    if bad:
+        raise ValueError(f"{what} holds {bad} of {a.size} values that are not finite (NaN or inf)")
