@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import math
 import os
 import secrets
 import stat
@@ -52,6 +53,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gpudense._checks import check_finite
 from gpudense.backends import backend_of
 
 __all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
@@ -296,7 +298,8 @@ class Checkpoint:
         The model's configuration (sizes, activation, bias, dtype), the
         parameter names, shapes and dtypes, the optimizer's type, slots and
         state shapes, dtypes, hyper-parameter ranges and per-parameter step
-        counts, and the generator type and state must all match; otherwise
+        counts, and the generator type and state must all match, and every
+        value must be finite (Adam's second moments >= 0); otherwise
         :class:`CheckpointError` names the first mismatch and nothing is
         changed: everything (the RNG state set on a copy of the generator)
         is checked, and the arrays copied onto the model's backend, before
@@ -328,6 +331,7 @@ class Checkpoint:
                 )
             if a.dtype != np.dtype(p.dtype):
                 raise CheckpointError(f"{where}: parameter {name} has dtype {a.dtype}, the model's is {p.dtype}")
+            _check_finite(where, f"param/{name}", a)
         if optimizer is not None and self.optimizer_state is None:
             raise CheckpointError(f"{where} holds no optimizer state")
         if rng is not None:
@@ -375,19 +379,24 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     Raises:
         CheckpointError: the file is missing or unreadable, is not an
-            ``.npz``, is truncated or corrupt, or lacks what a gpudense
-            checkpoint holds. (A ``ValueError``, so ``gpudense train`` reports
-            it on one line.)
+            ``.npz``, is truncated or corrupt (an array header claiming more
+            than its entry holds included), holds a value that is not finite,
+            or lacks what a gpudense checkpoint holds. (A ``ValueError``, so
+            ``gpudense train`` reports it on one line.)
     """
     path = Path(path)
     where = f"checkpoint {path}"
     try:
         with open(path, "rb") as f:
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
+            head = f.read(8)
+            if head.startswith(_NPY_MAGIC):
                 raise CheckpointError(f"{where} is a single .npy array, not a gpudense .npz checkpoint")
-            with z:
-                data = {name: z[name] for name in z.files}
+            if not head.startswith(_ZIP_MAGIC):
+                starts = f"starts with {head!r}" if head else "is empty"
+                raise CheckpointError(f"{where} is truncated or corrupt: not a .npz file (a zip archive); it {starts}")
+            f.seek(0)
+            with zipfile.ZipFile(f) as z:
+                data = _read_entries(where, z)
     except CheckpointError:
         raise
     except FileNotFoundError as exc:
@@ -397,6 +406,67 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
         raise CheckpointError(f"{where} is truncated or corrupt (not a readable .npz): {exc}") from exc
     return _parse(path, data)
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+_MAX_DEFLATE_RATIO = 1032  # the most deflate can shrink data
+
+
+def _read_entries(where: str, z: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """Every ``<name>.npy`` entry of ``z`` as an array, after checking its header against the entry's size.
+
+    A header is trusted only as far as the archive backs it: the bytes it
+    claims must be the bytes the entry holds (and no more than its compressed
+    size can hold), so a corrupt or forged header is one error naming the
+    entry, not an attempt to allocate what it claims.
+    """
+    data: dict[str, np.ndarray] = {}
+    for info in z.infolist():
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(f"{where}: unexpected entry {info.filename!r}")
+        key = info.filename[: -len(".npy")]
+        with z.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            header = f.tell()
+            if dtype.hasobject:
+                raise CheckpointError(
+                    f"{where} is truncated or corrupt: entry {key} holds Python objects; a gpudense "
+                    "checkpoint holds plain numeric arrays only"
+                )
+            claimed = math.prod(shape) * dtype.itemsize
+            held = info.file_size - header
+            # The most bytes the entry's stored size can expand to (a forged file_size is no proof).
+            most = (info.compress_size if info.compress_type == zipfile.ZIP_STORED
+                    else _MAX_DEFLATE_RATIO * info.compress_size + 1024)
+            if claimed != held or info.file_size > most:
+                raise CheckpointError(
+                    f"{where} is truncated or corrupt: entry {key} claims shape {tuple(shape)} of {dtype} "
+                    f"({_bytes(claimed)}) but holds {held} bytes"
+                )
+            f.seek(0)
+            data[key] = np.lib.format.read_array(f, allow_pickle=False)
+    return data
+
+
+def _bytes(n: int) -> str:
+    """``4398046511104`` as ``"4 TiB"``."""
+    size, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.3g} {unit}"
+
+
+def _check_finite(where: str, name: str, a: np.ndarray) -> None:
+    try:
+        check_finite(name, a)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}; a checkpoint of a diverged or damaged run cannot be resumed") from None
 
 
 def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
@@ -425,6 +495,7 @@ def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
     for key, a in data.items():
         if a.dtype.kind != "f":
             raise CheckpointError(f"{where}: entry {key} has dtype {a.dtype}; expected a floating array")
+        _check_finite(where, key, a)
         kind, _, rest = key.partition("/")
         if kind == "param" and rest:
             params[rest] = a

@@ -176,10 +176,12 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(doc)
     print(table)
     sys.stdout.flush()
-    if args.table:
-        write_text(args.table, table + "\n")
-    if args.json:
-        write_json(doc, args.json)
-    if args.plot:
-        write_plot(doc, args.plot)
+    for flag, path, write in (("--table", args.table, lambda p: write_text(p, table + "\n")),
+                              ("--json", args.json, lambda p: write_json(doc, p)),
+                              ("--plot", args.plot, lambda p: write_plot(doc, p))):
+        if path:
+            try:
+                write(path)
+            except OSError as exc:  # a full disk says only "[Errno 28] No space left on device"
+                raise OSError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from exc
     return 0

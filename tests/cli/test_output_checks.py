@@ -151,3 +151,25 @@ def test_train_and_bench_word_a_missing_folder_alike(tmp_path, capsys, no_data, 
     _, _, bench_err = run_cli([*BENCH, "--plot", str(missing / "p.png")], capsys)
     assert train_err.split(": error: ")[1] == bench_err.split(": error: ")[1]
     assert not missing.exists()
+
+
+def test_a_full_disk_under_save_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from gpudense import checkpoint as ckpt_mod
+
+    def full(f, **arrays):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt_mod.np, "savez", full)
+    target = tmp_path / "ck.npz"
+    status, out, err = run_cli([*FAST, "--save", str(target)], capsys)
+    assert status == 1 and err.count("\n") == 1
+    assert err.startswith(f"gpudense train: error: cannot write checkpoint {target}: No space left on device")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_bench_table_to_a_full_device_names_the_path(capsys):
+    status, out, err = run_cli([*BENCH, "--no-torch", "--table", "/dev/full"], capsys)
+    assert status == 1 and err.count("\n") == 1, err
+    assert err == "gpudense bench: error: --table /dev/full: cannot write: No space left on device\n"

@@ -153,3 +153,25 @@ def test_a_failed_write_keeps_a_file_named_through_a_symlink(tmp_path, monkeypat
     assert real.read_bytes() == good and link.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "link.npz"]
     assert np.array_equal(load_checkpoint(link).params["0.w"], model.state_dict()["0.w"])
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from gpudense import checkpoint as ckpt_mod
+
+    model, opt = small()
+    target = tmp_path / "ck.npz"
+
+    def full(f, **arrays):
+        f.write(b"PK\x03\x04")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ckpt_mod.np, "savez", full)
+    with pytest.raises(OSError) as info:
+        save_checkpoint(target, model, opt, epoch=1)
+    message = str(info.value)
+    assert info.value.errno == errno.ENOSPC and "\n" not in message and "[Errno" not in message
+    assert message.startswith(f"cannot write checkpoint {target}: No space left on device")
+    assert "free some space" in message
+    assert not any(tmp_path.iterdir())
