@@ -21,6 +21,7 @@ is :func:`gpudense.training.fit`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -336,9 +337,12 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
 
     n = int(ds.x_train.shape[0])
     bar = _EpochBar(n, args.epochs)
+    # The last complete checkpoint, for the line a signal ends the run with.
+    last = (args.resume, start_epoch) if ckpt is not None else None
     show_bar = not args.quiet and out is sys.stdout and sys.stdout.isatty()
 
     def epoch_done(stats: training.EpochStats, history: training.History) -> None:
+        nonlocal last
         bar.close()
         say(f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  train acc {stats.train_acc:.4f}  "
             f"test acc {stats.test_acc:.4f}  {stats.seconds:6.2f} s  ({n / stats.seconds:,.0f} samples/s)")
@@ -346,6 +350,7 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
             save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
                             extra={"data": _data_identity(args), "history": history.as_dict(),
                                    "batch_size": args.batch_size})
+            last = (args.save, stats.epoch)
 
     config = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, rng=shuffle_rng,
                                   profile=args.profile)
@@ -357,6 +362,15 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
             f"training diverged in epoch {exc.epoch}: the mean loss is {exc.loss}; "
             f"try a lower --lr (this run used {optimizer.lr:g})"
         ) from exc
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (gpudense.cli.Stopped)
+        if last is not None:
+            exc.note = f"the last complete checkpoint is {last[0]} (epoch {last[1]})"  # type: ignore[attr-defined]
+        elif args.save:
+            state = "is unchanged" if os.path.lexists(args.save) else "was not created"
+            exc.note = f"no checkpoint was written ({args.save} {state})"  # type: ignore[attr-defined]
+        else:
+            exc.note = "no checkpoint was written (no --save given)"  # type: ignore[attr-defined]
+        raise
     finally:
         bar.close()
     if start_epoch < args.epochs:
