@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU validation run (issue 6): everything in one prepared command for a
-# GPU machine, from a plain checkout, installing nothing:
+# The GPU validation run: everything in one prepared command for a GPU
+# machine, from a plain checkout, installing nothing:
 #
 #     bash bench/gpu_validation.sh             # both steps
-#     bash bench/gpu_validation.sh check       # step 1 only (about 5 minutes at most)
-#     bash bench/gpu_validation.sh bench       # step 2 only
+#     bash bench/gpu_validation.sh check       # step 1 only (its time limits: 8.5 minutes in all)
+#     bash bench/gpu_validation.sh bench       # step 2 only (its time limit: 8 minutes)
 #
 # 1. bench/device_check.sh: versions, the GPU tests (tests/cuda/test_gpu.py,
 #    tests/training/test_gpu_train.py:

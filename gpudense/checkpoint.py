@@ -59,7 +59,7 @@ from gpudense.backends import backend_of
 __all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gpudense-checkpoint"
-VERSION = 2  # 2: per-parameter step counts and float32 master weights
+VERSION = 2  # the layout above: per-parameter step counts, float32 master copies of float16 parameters
 
 
 class CheckpointError(ValueError):

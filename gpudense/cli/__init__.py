@@ -1,4 +1,4 @@
-"""The ``gpudense`` command line: ``info``, ``train``.
+"""The ``gpudense`` command line: ``info``, ``train``, ``bench``.
 
 Each subcommand lives in its own module, which exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
