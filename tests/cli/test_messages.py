@@ -46,3 +46,25 @@ def test_a_warning_is_one_line_without_a_python_file(monkeypatch, capsys):
         assert cli.main(["info"]) == 0
     err = capsys.readouterr().err
     assert err == "gpudense info: warning: something worth knowing\n"
+
+
+def test_the_cupy_fallback_warning_is_one_clean_line(monkeypatch, capsys, fresh_backends):
+    import gpudense.backends as backends
+
+    real_load = backends._load
+
+    def load(name):
+        if name == "cupy":
+            exc = backends.BackendUnavailableError(
+                "CuPy 14.2.0 is installed but no CUDA device is usable: no NVIDIA driver found")
+            exc.cupy_installed = True
+            raise exc
+        return real_load(name)
+
+    monkeypatch.setattr(backends, "_load", load)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        assert cli.main(["train", "--quiet", "--epochs", "0", "--hidden", "8"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("gpudense train: warning: backend='auto' falls back to NumPy: CuPy 14.2.0 is installed "
+                   "but no CUDA device is usable: no NVIDIA driver found\n")
