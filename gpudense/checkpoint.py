@@ -39,21 +39,18 @@ Example:
 from __future__ import annotations
 
 import copy
-import errno
 import json
-import math
 import os
-import secrets
-import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from gpudense._checks import check_finite
+from gpudense._files import FileRefused, atomic_write, read_npz, regular_target
 from gpudense.backends import backend_of
 
 __all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
@@ -138,19 +135,8 @@ def save_checkpoint(
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path = Path(path)
-    _atomic_write(check_target(path), lambda f: np.savez(f, **arrays))
+    atomic_write(check_target(path), lambda f: np.savez(f, **arrays), "checkpoint")
     return path
-
-
-#: What a path that is not a regular file is, for messages.
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-_MAX_LINKS = 40  # as the kernel's limit on symbolic links in one lookup
 
 
 def check_target(path: str | os.PathLike[str]) -> Path:
@@ -184,90 +170,10 @@ def check_target(path: str | os.PathLike[str]) -> Path:
         ...
         gpudense.checkpoint.CheckpointError: checkpoint target ... is a directory, not a regular file; ...
     """
-    given = Path(path)
-    target = given
-    for _ in range(_MAX_LINKS):
-        if not target.is_symlink():
-            break
-        link = Path(os.readlink(target))
-        target = link if link.is_absolute() else target.parent / link
-    else:
-        raise CheckpointError(f"checkpoint target {given}: too many levels of symbolic links (a loop?)")
-    named = f"{given}" if target == given else f"{given} (a link to {target})"
     try:
-        mode: int | None = target.stat().st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise CheckpointError(f"cannot use checkpoint target {named}: {exc.strerror or exc}") from exc
-    if mode is not None and not stat.S_ISREG(mode):
-        kind = next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
-        raise CheckpointError(
-            f"checkpoint target {named} is {kind}, not a regular file; a checkpoint is written only "
-            "to a regular file or a new path"
-        )
-    folder = target.parent
-    if not folder.is_dir():
-        missing = FileNotFoundError(f"checkpoint target {named}: directory {folder} does not exist")
-        missing.errno = errno.ENOENT
-        raise missing
-    return target
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file)`` into a temporary sibling, fsync, rename over ``path``, fsync the dir.
-
-    The temporary file is created inside the ``try``, so an exception at any
-    point (a ``KeyboardInterrupt`` from a signal included) removes it.
-    """
-    directory = path.parent if str(path.parent) else Path(".")
-    tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # The file was created 0600; give it the mode a plain open() would.
-        os.chmod(tmp, _default_mode(path))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if not isinstance(exc, FileExistsError):  # that one is not ours to remove
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-        if isinstance(exc, OSError):
-            raise _write_error(path, exc) from exc
-        raise
-    _fsync_dir(directory)
-
-
-def _write_error(path: Path, exc: OSError) -> OSError:
-    """``exc`` as one line naming the checkpoint file (a bare ``[Errno 28]`` names none); type and errno kept."""
-    advice = "; free some space or choose another path" if exc.errno == errno.ENOSPC else ""
-    err = type(exc)(f"cannot write checkpoint {path}: {exc.strerror or exc}{advice}; the file there is unchanged")
-    err.errno = exc.errno
-    return err
-
-
-def _default_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a directory for fsync
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return regular_target(path, "checkpoint target")
+    except FileRefused as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 @dataclass
@@ -388,17 +294,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     where = f"checkpoint {path}"
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            if head.startswith(_NPY_MAGIC):
-                raise CheckpointError(f"{where} is a single .npy array, not a gpudense .npz checkpoint")
-            if not head.startswith(_ZIP_MAGIC):
-                starts = f"starts with {head!r}" if head else "is empty"
-                raise CheckpointError(f"{where} is truncated or corrupt: not a .npz file (a zip archive); it {starts}")
-            f.seek(0)
-            with zipfile.ZipFile(f) as z:
-                data = _read_entries(where, z)
-    except CheckpointError:
-        raise
+            data = read_npz(f, where)
+    except FileRefused as exc:
+        raise CheckpointError(str(exc)) from None
     except FileNotFoundError as exc:
         raise CheckpointError(f"{where} does not exist") from exc
     except OSError as exc:
@@ -406,60 +304,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
         raise CheckpointError(f"{where} is truncated or corrupt (not a readable .npz): {exc}") from exc
     return _parse(path, data)
-
-
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
-_MAX_DEFLATE_RATIO = 1032  # the most deflate can shrink data
-
-
-def _read_entries(where: str, z: zipfile.ZipFile) -> dict[str, np.ndarray]:
-    """Every ``<name>.npy`` entry of ``z`` as an array, after checking its header against the entry's size.
-
-    A header is trusted only as far as the archive backs it: the bytes it
-    claims must be the bytes the entry holds (and no more than its compressed
-    size can hold), so a corrupt or forged header is one error naming the
-    entry, not an attempt to allocate what it claims.
-    """
-    data: dict[str, np.ndarray] = {}
-    for info in z.infolist():
-        if not info.filename.endswith(".npy"):
-            raise CheckpointError(f"{where}: unexpected entry {info.filename!r}")
-        key = info.filename[: -len(".npy")]
-        with z.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
-            header = f.tell()
-            if dtype.hasobject:
-                raise CheckpointError(
-                    f"{where} is truncated or corrupt: entry {key} holds Python objects; a gpudense "
-                    "checkpoint holds plain numeric arrays only"
-                )
-            claimed = math.prod(shape) * dtype.itemsize
-            held = info.file_size - header
-            # The most bytes the entry's stored size can expand to (a forged file_size is no proof).
-            most = (info.compress_size if info.compress_type == zipfile.ZIP_STORED
-                    else _MAX_DEFLATE_RATIO * info.compress_size + 1024)
-            if claimed != held or info.file_size > most:
-                raise CheckpointError(
-                    f"{where} is truncated or corrupt: entry {key} claims shape {tuple(shape)} of {dtype} "
-                    f"({_bytes(claimed)}) but holds {held} bytes"
-                )
-            f.seek(0)
-            data[key] = np.lib.format.read_array(f, allow_pickle=False)
-    return data
-
-
-def _bytes(n: int) -> str:
-    """``4398046511104`` as ``"4 TiB"``."""
-    size, unit = float(n), "bytes"
-    for bigger in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, bigger
-    return f"{size:.3g} {unit}"
 
 
 def _check_finite(where: str, name: str, a: np.ndarray) -> None:

@@ -88,19 +88,13 @@ class History:
         return {key: list(getattr(self, key)) for key in _HISTORY_KEYS}
 
     @classmethod
-    def from_dict(cls, d: Any, *, complete: bool = False) -> "History":
+    def from_dict(cls, d: Any) -> "History":
         """A History from :meth:`as_dict`'s form (e.g. a checkpoint's ``extra["history"]``).
 
-        Missing keys give empty lists, unless ``complete``; unknown keys are
-        ignored. The lists given must have one length: one entry per epoch.
-
-        Args:
-            d: ``{"loss": [...], "train_acc": [...], "test_acc": [...], "seconds": [...]}``.
-            complete: Require every key (a saved run's history has them all).
+        Missing keys give empty lists; unknown keys are ignored.
 
         Raises:
-            ValueError: ``d`` is not a dict of lists of numbers, its lists
-                have different lengths, or (``complete``) a key is missing.
+            ValueError: ``d`` is not a dict of lists of numbers of one length (one entry per epoch).
 
         Example:
             >>> History.from_dict({"loss": [0.5, 0.25]}).loss
@@ -111,13 +105,10 @@ class History:
             for v in d.values()
         ):
             raise ValueError(f"a history must map names to lists of numbers; got {d!r:.80}")
-        missing = [key for key in _HISTORY_KEYS if key not in d]
-        if complete and missing:
-            raise ValueError(f"a history needs the lists {', '.join(_HISTORY_KEYS)}; got no {', '.join(missing)}")
-        given = [key for key in _HISTORY_KEYS if key in d]
-        if len({len(d[key]) for key in given}) > 1:
-            lengths = ", ".join(f"{key} {len(d[key])}" for key in given)
-            raise ValueError(f"a history needs one entry per epoch in every list; got {lengths}")
+        lengths = {key: len(d[key]) for key in _HISTORY_KEYS if key in d}
+        if len(set(lengths.values())) > 1:
+            got = ", ".join(f"{key} {n}" for key, n in lengths.items())
+            raise ValueError(f"a history needs one entry per epoch in every list; got {got}")
         return cls(*(list(map(float, d.get(key, []))) for key in _HISTORY_KEYS))
 
 

@@ -204,11 +204,17 @@ def _saved_history(path: str, ckpt: Any) -> training.History:
     """The history a checkpoint holds (``extra["history"]``, if any), checked against its epoch."""
     if "history" not in ckpt.extra:
         return training.History()
+    saved = ckpt.extra["history"]
     try:
-        history = training.History.from_dict(ckpt.extra["history"], complete=True)
+        history = training.History.from_dict(saved)
     except ValueError as exc:
         reason = str(exc).removeprefix("a history ")
         raise CheckpointError(f"checkpoint {path}: extra 'history' {reason}") from None
+    keys = list(history.as_dict())
+    missing = [key for key in keys if key not in saved]
+    if missing:  # this command saves every list; a part of one would not plot
+        raise CheckpointError(f"checkpoint {path}: extra 'history' needs the lists {', '.join(keys)}; "
+                              f"got no {', '.join(missing)}")
     if len(history.loss) > ckpt.epoch:
         raise CheckpointError(
             f"checkpoint {path}: extra 'history' holds {len(history.loss)} epochs of history but the "

@@ -124,6 +124,14 @@ def test_train_resume_with_history_lists_of_different_lengths_fails_at_load(tmp_
     assert "loss 1, train_acc 2, test_acc 1, seconds 1" in err
 
 
+def test_train_resume_with_a_history_missing_a_list_fails_at_load(tmp_path, capsys, monkeypatch):
+    bad = _history_checkpoint(tmp_path, capsys, {"loss": [1.0], "train_acc": [0.5], "test_acc": [0.5]})
+    monkeypatch.setattr(train_command, "_load_data", lambda args: pytest.fail("data loaded"))
+    status, out, err = run_cli([*FAST, "--epochs", "3", "--resume", str(bad)], capsys)
+    _one_line_error(status, out, err, "train")
+    assert "extra 'history' needs the lists loss, train_acc, test_acc, seconds; got no seconds" in err
+
+
 def test_train_resume_with_a_history_longer_than_its_epochs_fails_at_load(tmp_path, capsys, monkeypatch):
     bad = _history_checkpoint(tmp_path, capsys, {"loss": [1.0, 0.5], "train_acc": [0.5, 0.6],
                                                  "test_acc": [0.5, 0.6], "seconds": [1.0, 1.0]})

@@ -254,9 +254,6 @@ def test_history_round_trips_and_refuses_what_is_not_one():
             History.from_dict(bad)
     with pytest.raises(ValueError, match="one entry per epoch in every list; got loss 2, test_acc 1"):
         History.from_dict({"loss": [1.0, 2.0], "test_acc": [0.5]})
-    with pytest.raises(ValueError, match="needs the lists loss, train_acc, test_acc, seconds; got no seconds"):
-        History.from_dict({k: v for k, v in h.as_dict().items() if k != "seconds"}, complete=True)
-    assert History.from_dict(h.as_dict(), complete=True) == h
 
 
 def test_plot_history_writes_a_png(tmp_path):
