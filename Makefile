@@ -11,7 +11,7 @@ comma := ,
 # Extras installed for the tests. On Linux, CuPy for CUDA 13 is among them, so
 # that CI checks backend selection with CuPy installed and no GPU present
 # (CuPy publishes no wheels for macOS; there those tests skip, saying why).
-TEST_EXTRAS ?= test,train,bench$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
+TEST_EXTRAS ?= test,train,bench,distributed$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
 
 $(VENV)/.stamp-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -85,8 +85,8 @@ def _one_line_warnings(command: str) -> Any:
              line: Any = None) -> None:
         text = str(message).splitlines()[0] if str(message) else category.__name__
         text = text.removeprefix("gpudense: ")
-        with contextlib.suppress(OSError):
-            print(f"gpudense {command}: warning: {text}", file=sys.stderr if file is None else file)
+        with contextlib.suppress(OSError):  # one write, so that the lines of several ranks do not mix
+            (sys.stderr if file is None else file).write(f"gpudense {command}: warning: {text}\n")
 
     return show
 
@@ -121,6 +121,12 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(text: str) -> None:
+    """``text`` and its newline on stderr in one write, so that under mpiexec the lines of ranks do not mix."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
@@ -144,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signum = getattr(exc, "signum", signal.SIGINT)
         note = getattr(exc, "note", "")
         with contextlib.suppress(OSError):
-            print(f"gpudense {args.command}: stopped by {signal.Signals(signum).name}"
-                  + (f"; {note}" if note else ""), file=sys.stderr)
+            _error_line(f"gpudense {args.command}: stopped by {signal.Signals(signum).name}"
+                        + (f"; {note}" if note else ""))
         return 128 + signum
     except BrokenPipeError:
         return _quiet_broken_pipe()
@@ -153,16 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
         extra = {"train": "train", "bench": "bench"}.get(args.command, "test")
-        print(
-            f"gpudense {args.command}: error: {exc}; install it with pip install "
-            f'"gpudense[{extra}]"',
-            file=sys.stderr,
-        )
+        _error_line(f'gpudense {args.command}: error: {exc}; install it with pip install "gpudense[{extra}]"')
         return 1
     except MemoryError:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
-        print(f"gpudense {args.command}: error: out of memory; try smaller sizes", file=sys.stderr)
+        _error_line(f"gpudense {args.command}: error: out of memory; try smaller sizes")
         return 1
     except (CliError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
@@ -170,5 +172,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"gpudense {args.command}: error: {message}", file=sys.stderr)
+        _error_line(f"gpudense {args.command}: error: {message}")
         return 1
