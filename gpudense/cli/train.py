@@ -26,7 +26,6 @@ is :func:`gpudense.training.fit`.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import numpy as np
 from gpudense import training
 from gpudense.backends import BACKEND_NAMES
 from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
+from gpudense.cli._checkpoints import saved_history, stopped_note
 from gpudense.cli._common import blas_threads, check_output_path, finite_float, int_at_least, progress_bar
 from gpudense.data import Dataset, load_digits, make_synthetic
 from gpudense.distributed.comm import Communicator, split_rows
@@ -211,29 +211,6 @@ def _data_identity(args: argparse.Namespace) -> dict[str, Any]:
     return ident
 
 
-def _saved_history(path: str, ckpt: Any) -> training.History:
-    """The history a checkpoint holds (``extra["history"]``, if any), checked against its epoch."""
-    if "history" not in ckpt.extra:
-        return training.History()
-    saved = ckpt.extra["history"]
-    try:
-        history = training.History.from_dict(saved)
-    except ValueError as exc:
-        reason = str(exc).removeprefix("a history ")
-        raise CheckpointError(f"checkpoint {path}: extra 'history' {reason}") from None
-    keys = list(history.as_dict())
-    missing = [key for key in keys if key not in saved]
-    if missing:  # this command saves every list; a part of one would not plot
-        raise CheckpointError(f"checkpoint {path}: extra 'history' needs the lists {', '.join(keys)}; "
-                              f"got no {', '.join(missing)}")
-    if len(history.loss) > ckpt.epoch:
-        raise CheckpointError(
-            f"checkpoint {path}: extra 'history' holds {len(history.loss)} epochs of history but the "
-            f"checkpoint is at epoch {ckpt.epoch}"
-        )
-    return history
-
-
 def _make_optimizer(args: argparse.Namespace, model: MLP) -> Optimizer:
     kwargs: dict[str, Any] = {"lr": args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]}
     if args.weight_decay is not None:
@@ -331,7 +308,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
 
     _on_rank0(comm, preflight)
     ckpt = _on_rank0(comm, lambda: load_checkpoint(args.resume)) if args.resume else None
-    history = _saved_history(args.resume, ckpt) if ckpt is not None else training.History()
+    history = saved_history(args.resume, ckpt) if ckpt is not None else training.History()
     args = _resolve_options(args, ckpt)
 
     ds = _load_data(args)
@@ -408,13 +385,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
             f"try a lower --lr (this run used {optimizer.lr:g})"
         ) from exc
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (gpudense.cli.Stopped)
-        if last is not None:
-            exc.note = f"the last complete checkpoint is {last[0]} (epoch {last[1]})"  # type: ignore[attr-defined]
-        elif args.save:
-            state = "is unchanged" if os.path.lexists(args.save) else "was not created"
-            exc.note = f"no checkpoint was written ({args.save} {state})"  # type: ignore[attr-defined]
-        else:
-            exc.note = "no checkpoint was written (no --save given)"  # type: ignore[attr-defined]
+        exc.note = stopped_note(last, args.save)  # type: ignore[attr-defined]
         raise
     finally:
         bar.close()
