@@ -20,11 +20,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gpudense.benchmark.ceilings import add_rates, finish_ceilings, measure_ceilings, random_normal
+from gpudense.benchmark.ceilings import (
+    add_rates,
+    ceiling_calls,
+    finish_ceilings,
+    measure_ceilings,
+    random_normal,
+)
 from gpudense.benchmark.config import (
+    COMPARISONS,
     STAGES,
     BenchConfig,
     ceiling_sizes,
+    has_blas_path,
     parse_shapes,
     shape_table,
     storage_dtype,
@@ -33,12 +41,14 @@ from gpudense.benchmark.config import (
 from gpudense.benchmark.machine import environment, rotation_sizes, utc_now
 from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
-from gpudense.benchmark.timing import run_rounds, timer_for
+from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 
-__all__ = ["bench_shape", "run_child", "sweep", "torch_importable"]
+__all__ = ["bench_shape", "bench_shape_calls", "run_child", "sweep", "torch_importable"]
 
 #: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next.
 Progress = Callable[[int, int, str], None]
+#: ``step_progress(done, total)``: ``done`` of the current step's ``total`` calls made.
+StepProgress = Callable[[int, int], None]
 
 
 def torch_importable() -> bool:
@@ -93,14 +103,26 @@ class _Torch:
         return step
 
 
+def bench_shape_calls(*, repeats: int, warmup: int, torch_ok: bool) -> int:
+    """How many calls :func:`bench_shape` makes: every stage and comparison, timed and warm-up.
+
+    Example:
+        >>> bench_shape_calls(repeats=4, warmup=0, torch_ok=False)  # 5 stages and 2 comparisons
+        28
+    """
+    return calls_of(len(STAGES) + len(COMPARISONS) - (not torch_ok), repeats=repeats, warmup=warmup)
+
+
 def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_name: str,
                 repeats: int, warmup: int, cache_bytes: int, budget_bytes: int, torch_ok: bool,
-                threads: int | None, seed: int, max_sets: int = 512) -> list[dict[str, Any]]:
+                threads: int | None, seed: int, max_sets: int = 512,
+                on_call: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Time all stages and comparisons for one shape and dtype.
 
     Inputs rotate through enough random sets (:func:`n_rotating_sets`) that
     what the least-reading stage (``db``, which reads only ``dy``) touches
     exceeds ``cache_bytes``, within ``budget_bytes`` and ``max_sets``.
+    ``on_call`` is called after every call (:func:`bench_shape_calls` counts them).
 
     Returns:
         One row per stage: shape, dims, dtype, stage, impl, samples and their
@@ -142,7 +164,7 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
     timer = timer_for(backend)
     samples = run_rounds(fns, n_sets=n_sets, repeats=repeats, warmup=warmup, timer=timer,
-                         nvtx=backend.nvtx_range)
+                         nvtx=backend.nvtx_range, on_call=on_call)
     rows = []
     for stage, ss in samples.items():
         flops, nbytes = stage_work(stage, batch, n_in, n_out, s)
@@ -166,14 +188,17 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
 
 def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Sequence[str] = (),
-          copy_gbps: float | None = None) -> dict[str, Any]:
+          copy_gbps: float | None = None, on_note: Callable[[str], None] | None = None,
+          step_progress: StepProgress | None = None) -> dict[str, Any]:
     """Run the benchmark ``config`` describes; return the result document.
 
     The ceilings are measured before and after the shapes; each shape and
     dtype is timed by :func:`bench_shape`; rates and fractions are added at
     the end. BLAS thread pools are left as they are: to run at
     ``config.threads``, limit them around the call (``gpudense bench`` does
-    it with threadpoolctl).
+    it with threadpoolctl). A dtype without a BLAS path on the backend
+    (:func:`~gpudense.benchmark.config.has_blas_path`: float16 on NumPy) is
+    skipped, with a note, unless ``config.slow_dtypes``.
 
     Args:
         config: The run; its defaults are filled in for the backend it names.
@@ -182,6 +207,11 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         command: The command line recorded in the document.
         copy_gbps: A copy bandwidth measured elsewhere (a TF32 child process
             gets its parent's); the copy ceiling is then not measured.
+        on_note: Called with each note as soon as it is known; the notes
+            about skipped dtypes and torch come before anything is timed.
+        step_progress: Called after every call within a step as
+            ``step_progress(done, total)``: ``done`` of the step's ``total``
+            calls (so a progress bar moves within a long step).
 
     Returns:
         ``{"schema", "created_utc", "command", "settings", "notes",
@@ -190,7 +220,8 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         ceiling is unknown are NaN.
 
     Raises:
-        ValueError: a bad shape name, or tf32 alone on the NumPy backend.
+        ValueError: a bad shape name, or only dtypes the backend cannot run
+            (tf32 on NumPy; float16 on NumPy without ``slow_dtypes``).
         BackendUnavailableError: the backend cannot be used here.
         RuntimeError: a TF32 child process failed.
 
@@ -208,18 +239,36 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
     shapes = parse_shapes(config.shapes, shape_table(on_gpu, mode))
     dtypes = list(config.dtypes)
     notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
     if not on_gpu and "tf32" in dtypes:
         dtypes = [d for d in dtypes if d != "tf32"]
-        notes.append("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
         if not dtypes:
             raise ValueError("dtypes: tf32 needs the cupy backend (TF32 is a GPU mode); "
                              "on a CPU use float32 or float16")
-    if not on_gpu and "float16" in dtypes:
-        notes.append("float16 on NumPy has no BLAS path: its matrix products are slow loops")
+        note("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
+    slow = [d for d in dtypes if not has_blas_path(be.name, d)]
+    if slow:
+        names, has = ", ".join(slow), "has" if len(slow) == 1 else "have"
+        if config.slow_dtypes:
+            note(f"{names} {has} no BLAS path on the {be.name} backend: timed anyway (--slow-dtypes); "
+                 "its matrix products are slow loops")
+        else:
+            dtypes = [d for d in dtypes if d not in slow]
+            if not dtypes:
+                raise ValueError(f"dtypes: {names} {has} no BLAS path on the {be.name} backend (its matrix "
+                                 "products take minutes at the CPU sweep's sizes); add --slow-dtypes to time it "
+                                 "anyway, or use float32")
+            note(f"{names} skipped: no BLAS path on the {be.name} backend (its matrix products are slow "
+                 "loops, minutes each at the CPU sweep's sizes); add --slow-dtypes to time it")
     torch_ok = config.torch and torch_importable()
     if not torch_ok:
-        notes.append("torch.step not measured: " + ("--no-torch given" if not config.torch
-                                                    else "torch is not importable"))
+        note("torch.step not measured: " + ("--no-torch given" if not config.torch
+                                            else "torch is not importable"))
     plan = tf32_plan(dtypes, os.environ.get("CUPY_TF32")) if on_gpu else {
         "here": dtypes, "1": [], "0": []}
     cache, budget = rotation_sizes(be)
@@ -235,27 +284,40 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         },
         "notes": notes,
     }
-    report = progress or (lambda done, total, what: None)
     doc["environment"] = environment(be, threads)
     tasks = [(n, d, dt) for dt in plan["here"] for n, d in shapes]
     total = len(tasks) + 2
     sizes = ceiling_sizes(on_gpu, mode)
-    report(0, total, "ceilings")
+    calls = {"done": 0, "total": 1}
+
+    def report(done: int, what: str, step_calls: int = 1) -> None:
+        calls.update(done=0, total=step_calls)
+        if progress is not None:
+            progress(done, total, what)
+
+    def called() -> None:
+        calls["done"] += 1
+        if step_progress is not None:
+            step_progress(calls["done"], calls["total"])
+
+    on_call = called if step_progress is not None else None
+    n_ceiling_calls = ceiling_calls(len(plan["here"]), copy=copy_gbps is None, repeats=repeats, warmup=warmup)
+    report(0, "ceilings", n_ceiling_calls)
     before = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
-                              copy=copy_gbps is None, threads=threads)
+                              copy=copy_gbps is None, threads=threads, on_call=on_call)
     if copy_gbps is not None:
         before["copy"] = {"gbps": copy_gbps, "how": "measured by the parent process"}
     rows: list[dict[str, Any]] = []
     for i, (name, dims, dt) in enumerate(tasks):
-        report(1 + i, total, f"{name} {dt}")
+        report(1 + i, f"{name} {dt}", bench_shape_calls(repeats=repeats, warmup=warmup, torch_ok=torch_ok))
         rows += bench_shape(be, shape_name=name, dims=dims, dtype_name=dt, repeats=repeats,
                             warmup=warmup, cache_bytes=cache, budget_bytes=budget,
                             torch_ok=torch_ok, threads=threads, seed=config.seed + i,
-                            max_sets=2 if mode == "smoke" else 512)
-    report(total - 1, total, "ceilings again")
+                            max_sets=2 if mode == "smoke" else 512, on_call=on_call)
+    report(total - 1, "ceilings again", n_ceiling_calls)
     after = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
-                             copy=copy_gbps is None, threads=threads)
-    report(total, total, "done")
+                             copy=copy_gbps is None, threads=threads, on_call=on_call)
+    report(total, "done")
     ceilings = finish_ceilings(before, after)
     for value, group in (("1", plan["1"]), ("0", plan["0"])):
         if group:

@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any, Callable, ContextManager
 
-__all__ = ["CpuTimer", "CudaTimer", "run_rounds", "split_repeats", "time_per_call", "timer_for"]
+__all__ = ["CpuTimer", "CudaTimer", "calls_of", "run_rounds", "split_repeats", "time_per_call", "timer_for"]
 
 
 class CpuTimer:
@@ -81,8 +81,19 @@ def split_repeats(repeats: int, rounds: int) -> list[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
+def calls_of(n_fns: int, *, repeats: int, warmup: int, rounds: int = 4) -> int:
+    """How many calls :func:`run_rounds` makes for ``n_fns`` stages: timed and warm-up.
+
+    Example:
+        >>> calls_of(2, repeats=10, warmup=1)  # 10 timed + 1 warm-up per round (4 rounds), per stage
+        28
+    """
+    return n_fns * (repeats + warmup * len(split_repeats(repeats, rounds)))
+
+
 def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: int, warmup: int,
-               timer: Any, nvtx: Callable[[str], ContextManager[Any]], rounds: int = 4) -> dict[str, list[float]]:
+               timer: Any, nvtx: Callable[[str], ContextManager[Any]], rounds: int = 4,
+               on_call: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Time every ``fns[name](set_index)``; return its samples in seconds, per name.
 
     The repeats are split into ``rounds``; in each round every stage runs in
@@ -102,6 +113,9 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
         nvtx: ``nvtx(name)`` is a context manager around each timed block
             (the backend's ``nvtx_range``).
         rounds: How many rounds to split the repeats into.
+        on_call: Called after every call, warm-up or timed (outside the
+            timed region), e.g. to move a progress bar; :func:`calls_of`
+            counts them.
 
     Returns:
         name -> ``repeats`` samples in seconds.
@@ -111,15 +125,18 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
         ...            timer=CpuTimer(), nvtx=lambda name: contextlib.nullcontext())  # doctest: +SKIP
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    tick = on_call or (lambda: None)
     done = 0
     for share in split_repeats(repeats, rounds):
         for name, fn in fns.items():
             for w in range(warmup):
                 fn((done + w) % n_sets)
+                tick()
             with nvtx(f"bench.{name}"):
                 for i in range(done, done + share):
                     k = i % n_sets
                     samples[name].append(timer.time(lambda: fn(k)))
+                    tick()
         done += share
     return samples
 
