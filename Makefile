@@ -40,6 +40,7 @@ BENCH_ARGS    ?=
 TORCH_SPEC    ?= torch==2.13.0
 
 bench: $(VENV)/.stamp-bench
+	mkdir -p $(dir $(BENCH_OUT))
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)" \
 	  || echo "make bench: could not install $(TORCH_SPEC); running without the torch comparison"
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m gpudense bench --backend numpy \

@@ -21,6 +21,7 @@ __all__ = [
     "array_kind",
     "as_generator",
     "check_bool",
+    "check_finite",
     "check_float_array",
     "check_number",
     "describe_array",
@@ -60,8 +61,26 @@ def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
 
 
 def check_float_array(name: str, a: Any) -> None:
-    """Raise TypeError unless the array ``a`` has a supported floating dtype."""
-    if np.dtype(a.dtype) not in FLOAT_DTYPES:
+    """Raise TypeError unless the array ``a`` has a supported floating dtype in native byte order.
+
+    A big-endian array (``>f4`` on a little-endian machine) is refused by
+    name rather than converted: converting it would copy it at every call,
+    silently. Convert it once, ``a.astype(np.float32)``.
+
+    Example:
+        >>> check_float_array("x", np.ones(2, ">f4"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: x has non-native byte order (dtype >f4, big-endian); ... x.astype(np.float32)
+    """
+    dt = np.dtype(a.dtype)
+    if dt not in FLOAT_DTYPES and dt.newbyteorder("=") in FLOAT_DTYPES:
+        order = "big-endian" if dt.byteorder == ">" else "little-endian"
+        raise TypeError(
+            f"{name} has non-native byte order (dtype {dt.str}, {order}); gpudense computes in this "
+            f"machine's byte order: convert it once with {name}.astype(np.{dt.newbyteorder('=').name})"
+        )
+    if dt not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a floating array ({FLOAT_NAMES}); got dtype {a.dtype}")
 
 
@@ -163,8 +182,14 @@ def array_kind(a: Any) -> str:
     """``"numpy"`` or ``"cupy"``: whose array ``a`` is (CuPy is recognised without importing it).
 
     Raises:
-        TypeError: ``a`` is neither a ``numpy.ndarray`` nor a ``cupy.ndarray``.
+        TypeError: ``a`` is neither a ``numpy.ndarray`` nor a ``cupy.ndarray``, or is a
+            ``numpy.ma.MaskedArray`` (gpudense's math would ignore its mask).
     """
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            "got a numpy.ma.MaskedArray; gpudense ignores masks, so it takes plain arrays only: "
+            "pass a.filled(value) with the value the masked entries should have"
+        )
     if isinstance(a, np.ndarray):
         return "numpy"
     module = type(a).__module__ or ""
@@ -176,3 +201,22 @@ def array_kind(a: Any) -> str:
 def describe_array(a: Any) -> str:
     """``"numpy.ndarray of shape (2, 3) and dtype float32"``, for messages."""
     return f"{type(a).__module__}.{type(a).__name__} of shape {tuple(a.shape)} and dtype {a.dtype}"
+
+
+def check_finite(what: str, a: Any, xp: Any = np) -> None:
+    """Raise ValueError unless every value of the array ``a`` is finite (no NaN, no inf).
+
+    Args:
+        what: The array's name in the message, e.g. ``"param/0.w"``.
+        a: A NumPy array, or an array of the module ``xp``.
+        xp: The array module of ``a`` (``backend.xp``); NumPy by default.
+
+    Example:
+        >>> check_finite("w", np.array([1.0, np.nan]))
+        Traceback (most recent call last):
+        ...
+        ValueError: w holds 1 of 2 values that are not finite (NaN or inf)
+    """
+    bad = int(a.size) - int(xp.count_nonzero(xp.isfinite(a)))
+    if bad:
+        raise ValueError(f"{what} holds {bad} of {a.size} values that are not finite (NaN or inf)")

@@ -15,8 +15,12 @@ Layout of the file (a plain NumPy ``.npz``, readable with ``allow_pickle=False``
 
 Writing is atomic: the file is written to a temporary file in the same
 directory, flushed and fsync'ed, then renamed over the target with
-``os.replace`` and the directory fsync'ed, so an interrupted save leaves the
-previous checkpoint (if any) intact. Reading opens the file read-only and
+``os.replace`` and the directory fsync'ed, so an interrupted save (an error,
+a signal) leaves the previous checkpoint (if any) intact and no temporary
+file behind. A checkpoint is written only to a regular file or a new path:
+a symbolic link is followed and the file it names is replaced (the link stays
+a link); a directory, FIFO, socket or device at the path is refused
+(:func:`check_target`). Reading opens the file read-only and
 never changes it. Any unreadable, truncated, corrupt or mismatched file raises
 :class:`CheckpointError` with the reason.
 
@@ -37,18 +41,19 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from gpudense._checks import check_finite
+from gpudense._files import FileRefused, atomic_write, read_npz, regular_target
 from gpudense.backends import backend_of
 
-__all__ = ["CheckpointError", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gpudense-checkpoint"
 VERSION = 2  # the layout above: per-parameter step counts, float32 master copies of float16 parameters
@@ -75,8 +80,9 @@ def save_checkpoint(
     """Write ``model`` (and ``optimizer``, ``epoch``, ``rng``'s state) to ``path`` atomically.
 
     Args:
-        path: Target file; written as given (no ``.npz`` appended). Its
-            directory must exist.
+        path: Target file; written as given (no ``.npz`` appended): a
+            regular file, a new path in an existing directory, or a symbolic
+            link to one of these (see :func:`check_target`).
         model: Anything with ``param_grads()``; its ``config()`` (as
             :class:`~gpudense.nn.MLP` has) is stored when present.
         optimizer: An :class:`~gpudense.optim.Optimizer`, or None.
@@ -90,7 +96,11 @@ def save_checkpoint(
         The path written.
 
     Raises:
-        OSError: the file cannot be written (the previous file is left as it was).
+        CheckpointError: ``path`` is (or links to) a directory, FIFO, socket
+            or device; nothing is written.
+        FileNotFoundError: the directory of ``path`` does not exist.
+        OSError: the file cannot be written, e.g. a full disk (one line naming
+            the file; the previous file is left as it was).
         TypeError, ValueError: bad arguments, or ``extra`` not JSON-serialisable.
     """
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
@@ -125,48 +135,45 @@ def save_checkpoint(
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path = Path(path)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(check_target(path), lambda f: np.savez(f, **arrays), "checkpoint")
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file)`` into a temporary sibling, fsync, rename over ``path``, fsync the dir."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+def check_target(path: str | os.PathLike[str]) -> Path:
+    """The file that :func:`save_checkpoint` to ``path`` would replace, after checking it may.
+
+    A checkpoint is written only to a regular file or a new path. A symbolic
+    link (or a chain of them) is followed: the file it names is the one
+    replaced, and the link stays a link. Call it before long work to fail
+    early (``gpudense train`` checks ``--save`` before loading any data);
+    :func:`save_checkpoint` checks again when it writes.
+
+    Args:
+        path: The checkpoint path as given.
+
+    Returns:
+        ``path`` itself, or the path its symbolic links lead to.
+
+    Raises:
+        CheckpointError: the path (or what it links to) is a directory, a
+            FIFO, a socket or a device, or the links loop; one line naming
+            the path and what is there.
+        FileNotFoundError: the folder the file would go in does not exist.
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> check_target(os.path.join(folder, "new.npz")).name
+        'new.npz'
+        >>> check_target(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gpudense.checkpoint.CheckpointError: checkpoint target ... is a directory, not a regular file; ...
+    """
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; give it the mode a plain open() would.
-        os.chmod(tmp, _default_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def _default_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a directory for fsync
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return regular_target(path, "checkpoint target")
+    except FileRefused as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 @dataclass
@@ -197,7 +204,8 @@ class Checkpoint:
         The model's configuration (sizes, activation, bias, dtype), the
         parameter names, shapes and dtypes, the optimizer's type, slots and
         state shapes, dtypes, hyper-parameter ranges and per-parameter step
-        counts, and the generator type and state must all match; otherwise
+        counts, and the generator type and state must all match, and every
+        value must be finite (Adam's second moments >= 0); otherwise
         :class:`CheckpointError` names the first mismatch and nothing is
         changed: everything (the RNG state set on a copy of the generator)
         is checked, and the arrays copied onto the model's backend, before
@@ -229,6 +237,7 @@ class Checkpoint:
                 )
             if a.dtype != np.dtype(p.dtype):
                 raise CheckpointError(f"{where}: parameter {name} has dtype {a.dtype}, the model's is {p.dtype}")
+            _check_finite(where, f"param/{name}", a)
         if optimizer is not None and self.optimizer_state is None:
             raise CheckpointError(f"{where} holds no optimizer state")
         if rng is not None:
@@ -276,21 +285,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     Raises:
         CheckpointError: the file is missing or unreadable, is not an
-            ``.npz``, is truncated or corrupt, or lacks what a gpudense
-            checkpoint holds. (A ``ValueError``, so ``gpudense train`` reports
-            it on one line.)
+            ``.npz``, is truncated or corrupt (an array header claiming more
+            than its entry holds included), holds a value that is not finite,
+            or lacks what a gpudense checkpoint holds. (A ``ValueError``, so
+            ``gpudense train`` reports it on one line.)
     """
     path = Path(path)
     where = f"checkpoint {path}"
     try:
         with open(path, "rb") as f:
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise CheckpointError(f"{where} is a single .npy array, not a gpudense .npz checkpoint")
-            with z:
-                data = {name: z[name] for name in z.files}
-    except CheckpointError:
-        raise
+            data = read_npz(f, where)
+    except FileRefused as exc:
+        raise CheckpointError(str(exc)) from None
     except FileNotFoundError as exc:
         raise CheckpointError(f"{where} does not exist") from exc
     except OSError as exc:
@@ -298,6 +304,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
         raise CheckpointError(f"{where} is truncated or corrupt (not a readable .npz): {exc}") from exc
     return _parse(path, data)
+
+
+def _check_finite(where: str, name: str, a: np.ndarray) -> None:
+    try:
+        check_finite(name, a)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}; a checkpoint of a diverged or damaged run cannot be resumed") from None
 
 
 def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
@@ -326,6 +339,7 @@ def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
     for key, a in data.items():
         if a.dtype.kind != "f":
             raise CheckpointError(f"{where}: entry {key} has dtype {a.dtype}; expected a floating array")
+        _check_finite(where, key, a)
         kind, _, rest = key.partition("/")
         if kind == "param" and rest:
             params[rest] = a

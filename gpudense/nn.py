@@ -41,6 +41,15 @@ class Sequential:
 
     All layers with parameters must live on one backend and have one dtype.
 
+    Each position needs its own block instance: a block keeps what its
+    backward needs from its own forward (``Dense`` its input, ``Tanh`` its
+    output), so one instance at two positions would back-propagate the second
+    use's values through the first and give wrong gradients. A block that
+    appears twice (nested ``Sequential`` blocks included) is a ValueError
+    naming both positions; write ``Tanh()`` at each position instead of one
+    ``Tanh`` twice. Sharing one layer's parameters between positions is not
+    supported.
+
     Example:
         >>> import numpy as np
         >>> net = Sequential(Dense(3, 4, backend="numpy", rng=0), ReLU(), Dense(4, 2, backend="numpy", rng=1))
@@ -58,6 +67,7 @@ class Sequential:
                         f"block {i} ({type(block).__name__}) has no {attr}(); expected a Dense "
                         "layer or an activation"
                     )
+        _check_distinct(blocks)
         self.blocks: list[Any] = list(blocks)
         dense = [b for b in self.blocks if isinstance(b, Dense)]
         if len({b.backend.name for b in dense}) > 1:
@@ -191,6 +201,29 @@ class Sequential:
     def __repr__(self) -> str:
         lines = [f"  ({i}): {block!r}" for i, block in enumerate(self.blocks)]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _positions(blocks: SequenceType[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``("<index>", block)`` for every block, nested ``Sequential`` blocks as ``"<index>.<index>"``."""
+    for i, block in enumerate(blocks):
+        where = f"{prefix}{i}"
+        yield where, block
+        if isinstance(block, Sequential):
+            yield from _positions(block.blocks, f"{where}.")
+
+
+def _check_distinct(blocks: SequenceType[Any]) -> None:
+    """ValueError naming both positions where one block instance appears twice."""
+    seen: dict[int, str] = {}
+    for where, block in _positions(blocks):
+        first = seen.setdefault(id(block), where)
+        if first != where:
+            name = type(block).__name__
+            raise ValueError(
+                f"block {where} is the same {name} instance as block {first}: a block keeps what its "
+                f"backward needs from its own forward, so each position needs a separate instance "
+                f"(e.g. {name}(...) at each; sharing parameters between positions is not supported)"
+            )
 
 
 def _check_sizes(sizes: Any) -> list[int]:

@@ -94,7 +94,7 @@ class History:
         Missing keys give empty lists; unknown keys are ignored.
 
         Raises:
-            ValueError: ``d`` is not a dict of lists of numbers.
+            ValueError: ``d`` is not a dict of lists of numbers of one length (one entry per epoch).
 
         Example:
             >>> History.from_dict({"loss": [0.5, 0.25]}).loss
@@ -105,6 +105,10 @@ class History:
             for v in d.values()
         ):
             raise ValueError(f"a history must map names to lists of numbers; got {d!r:.80}")
+        lengths = {key: len(d[key]) for key in _HISTORY_KEYS if key in d}
+        if len(set(lengths.values())) > 1:
+            got = ", ".join(f"{key} {n}" for key, n in lengths.items())
+            raise ValueError(f"a history needs one entry per epoch in every list; got {got}")
         return cls(*(list(map(float, d.get(key, []))) for key in _HISTORY_KEYS))
 
 
@@ -416,7 +420,7 @@ def fit(
         raise ValueError("data has no training samples")
     check_labels(y_train, n, data.n_classes)
     check_labels(y_test, int(x_test.shape[0]), data.n_classes)
-    history = History.from_dict(history.as_dict()) if history is not None else History()
+    history = History(**history.as_dict()) if history is not None else History()
     shuffle = as_generator(config.rng, "rng")
     ranges = backend.nvtx_range if config.profile else _no_range
     run_epoch, run_evaluate = train_epoch, evaluate

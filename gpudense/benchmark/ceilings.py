@@ -18,13 +18,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gpudense.benchmark.config import storage_dtype
+from gpudense.benchmark.config import CEILING_REPEATS, ceiling_matmul_n, storage_dtype
 from gpudense.benchmark.stats import copy_gbps, matmul_tflops, rates, summarize
-from gpudense.benchmark.timing import run_rounds, timer_for
+from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 
 __all__ = [
     "ParallelCopy",
     "add_rates",
+    "ceiling_calls",
     "chunk_bounds",
     "copy_ceiling",
     "finish_ceilings",
@@ -121,7 +122,7 @@ class ParallelCopy:
 
 
 def copy_ceiling(backend: Any, nbytes: int, *, repeats: int, warmup: int, threads: int | None = None,
-                 seed: int = 12345) -> dict[str, Any]:
+                 seed: int = 12345, on_call: Any = None) -> dict[str, Any]:
     """Time a copy of ``nbytes`` (a float32 array) ``repeats`` times; the one copy ceiling.
 
     On a GPU the copy is one ``xp.copyto`` (a device-to-device memcpy), timed
@@ -137,6 +138,7 @@ def copy_ceiling(backend: Any, nbytes: int, *, repeats: int, warmup: int, thread
         repeats, warmup: Timed and untimed copies (see :func:`run_rounds`).
         threads: CPU threads (ignored on a GPU).
         seed: Seed of the random source array.
+        on_call: Called after every copy (see :func:`run_rounds`).
 
     Returns:
         ``{"bytes", "samples_s", "how", "verified"}``, plus ``"threads"`` on a
@@ -155,13 +157,13 @@ def copy_ceiling(backend: Any, nbytes: int, *, repeats: int, warmup: int, thread
     out: dict[str, Any] = {"bytes": int(nbytes)}
     if backend.name == "cupy":
         ss = run_rounds({"copy": lambda k: xp.copyto(dst, src)}, n_sets=1, repeats=repeats,
-                        warmup=warmup, timer=timer, nvtx=nvtx)["copy"]
+                        warmup=warmup, timer=timer, nvtx=nvtx, rounds=1, on_call=on_call)["copy"]
         out.update(samples_s=ss, how="copyto of a float32 array; bytes read + written")
     else:
         n = threads or 1
         with ParallelCopy(dst, src, threads=n) as pcopy:
             ss = run_rounds({"copy": lambda k: pcopy()}, n_sets=1, repeats=repeats,
-                            warmup=warmup, timer=timer, nvtx=nvtx)["copy"]
+                            warmup=warmup, timer=timer, nvtx=nvtx, rounds=1, on_call=on_call)["copy"]
         out.update(samples_s=ss, threads=n,
                    how=f"copyto of a float32 array in {n} contiguous chunks by {n} threads at once; "
                        "bytes read + written")
@@ -171,7 +173,7 @@ def copy_ceiling(backend: Any, nbytes: int, *, repeats: int, warmup: int, thread
 
 
 def matmul_ceiling(backend: Any, dtype: str, n: int, *, repeats: int, warmup: int,
-                   seed: int = 12345) -> dict[str, Any]:
+                   seed: int = 12345, on_call: Any = None) -> dict[str, Any]:
     """Time ``c = a @ b`` for ``n x n`` random matrices of a benchmark dtype (see :func:`storage_dtype`).
 
     Returns:
@@ -184,33 +186,61 @@ def matmul_ceiling(backend: Any, dtype: str, n: int, *, repeats: int, warmup: in
     b = random_normal(xp, gen, (n, n), dt, 1.0 / math.sqrt(n))
     c = xp.empty((n, n), dtype=dt)
     ss = run_rounds({"mm": lambda k: xp.matmul(a, b, out=c)}, n_sets=1, repeats=repeats,
-                    warmup=warmup, timer=timer_for(backend), nvtx=backend.nvtx_range)["mm"]
+                    warmup=warmup, timer=timer_for(backend), nvtx=backend.nvtx_range, rounds=1,
+                    on_call=on_call)["mm"]
     return {"n": int(n), "samples_s": ss}
 
 
+def _ceiling_counts(repeats: int, warmup: int) -> tuple[int, int]:
+    """A ceiling's timed and warm-up calls: at most :data:`CEILING_REPEATS` and 1, whatever the run's are."""
+    return min(repeats, CEILING_REPEATS), min(warmup, 1)
+
+
+def ceiling_calls(n_dtypes: int, *, copy: bool, repeats: int, warmup: int) -> int:
+    """How many calls :func:`measure_ceilings` makes (what its ``on_call`` counts).
+
+    Example:
+        >>> ceiling_calls(2, copy=True, repeats=20, warmup=2)  # 3 ceilings, 10 timed + 1 warm-up each
+        33
+    """
+    r, w = _ceiling_counts(repeats, warmup)
+    return (int(copy) + n_dtypes) * calls_of(1, repeats=r, warmup=w, rounds=1)
+
+
 def measure_ceilings(backend: Any, dtypes: Sequence[str], *, sizes: dict[str, int], repeats: int,
-                     warmup: int, copy: bool = True, threads: int | None = None) -> dict[str, Any]:
+                     warmup: int, copy: bool = True, threads: int | None = None,
+                     on_call: Any = None) -> dict[str, Any]:
     """The copy ceiling (unless ``copy`` is False) and a matrix-product ceiling per dtype.
+
+    Each ceiling takes ``min(repeats, CEILING_REPEATS)`` timed calls after
+    ``min(warmup, 1)`` warm-up calls: its rate comes from the fastest sample,
+    which a few samples show as well as many, so the ceilings cost seconds
+    however many repeats the stages take. A dtype without a BLAS path on the
+    backend (float16 on NumPy) gets a smaller product
+    (:func:`~gpudense.benchmark.config.ceiling_matmul_n`).
 
     Args:
         backend: The backend timed.
         dtypes: Benchmark dtype names.
         sizes: ``{"copy_bytes", "matmul_n"}`` (see
             :func:`~gpudense.benchmark.config.ceiling_sizes`).
-        repeats, warmup: Per ceiling.
+        repeats, warmup: The run's; each ceiling takes at most
+            :data:`~gpudense.benchmark.config.CEILING_REPEATS` and 1 of them.
         copy: Measure the copy (a child process takes its parent's instead).
         threads: CPU threads of the copy.
+        on_call: Called after every call (:func:`ceiling_calls` counts them).
 
     Returns:
         ``{"copy": copy_ceiling(...) or None, "matmul": {dtype: matmul_ceiling(...)}}``.
     """
+    repeats, warmup = _ceiling_counts(repeats, warmup)
     out: dict[str, Any] = {"copy": None, "matmul": {}}
     if copy:
         out["copy"] = copy_ceiling(backend, int(sizes["copy_bytes"]), repeats=repeats,
-                                   warmup=warmup, threads=threads)
+                                   warmup=warmup, threads=threads, on_call=on_call)
     for d in dtypes:
-        out["matmul"][d] = matmul_ceiling(backend, d, int(sizes["matmul_n"]), repeats=repeats,
-                                          warmup=warmup)
+        n = ceiling_matmul_n(backend.name, d, int(sizes["matmul_n"]))
+        out["matmul"][d] = matmul_ceiling(backend, d, n, repeats=repeats, warmup=warmup, on_call=on_call)
     return out
 
 

@@ -20,11 +20,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gpudense.benchmark.ceilings import add_rates, finish_ceilings, measure_ceilings, random_normal
+from gpudense.benchmark.ceilings import (
+    add_rates,
+    ceiling_calls,
+    finish_ceilings,
+    measure_ceilings,
+    random_normal,
+)
 from gpudense.benchmark.config import (
+    COMPARISONS,
     STAGES,
     BenchConfig,
     ceiling_sizes,
+    has_blas_path,
     parse_shapes,
     shape_table,
     storage_dtype,
@@ -34,9 +42,10 @@ from gpudense.benchmark.isolation import SpinDown
 from gpudense.benchmark.machine import environment, rotation_sizes, utc_now
 from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
-from gpudense.benchmark.timing import run_rounds, timer_for
+from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 
-__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "rotating_sets_for", "run_child", "sweep", "torch_importable"]
+__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "bench_shape_calls", "rotating_sets_for", "run_child",
+           "sweep", "torch_importable"]
 
 #: Seconds of warm-up calls before every timed block (outside smoke mode).
 MIN_WARMUP_S = 0.1
@@ -47,6 +56,8 @@ FLOOR = "floor"
 
 #: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next.
 Progress = Callable[[int, int, str], None]
+#: ``step_progress(done, total)``: ``done`` of the current step's ``total`` calls made.
+StepProgress = Callable[[int, int], None]
 
 
 def torch_importable() -> bool:
@@ -122,18 +133,30 @@ def rotating_sets_for(dims: tuple[int, int, int], itemsize: int, *, cache_bytes:
     return max(1, min(n, budget_bytes // held))
 
 
+def bench_shape_calls(*, repeats: int, warmup: int, torch_ok: bool) -> int:
+    """How many calls :func:`bench_shape` makes: every stage, comparison and the floor, timed and warm-up.
+
+    Example:
+        >>> bench_shape_calls(repeats=4, warmup=0, torch_ok=False)  # 5 stages, 2 comparisons and the floor
+        32
+    """
+    return calls_of(len(STAGES) + len(COMPARISONS) - (not torch_ok) + 1, repeats=repeats, warmup=warmup)
+
+
 def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_name: str,
                 repeats: int, warmup: int, cache_bytes: int, budget_bytes: int, torch_ok: bool,
-                threads: int | None, seed: int, max_sets: int = 512, min_warmup_s: float = 0.0,
+                threads: int | None, seed: int, max_sets: int = 512,
+                on_call: Callable[[], None] | None = None, min_warmup_s: float = 0.0,
                 settle: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
     """Time all stages and comparisons for one shape and dtype.
 
     Inputs rotate through enough random sets (:func:`rotating_sets_for`)
     that what the least-reading stage (``db``, which reads only ``dy``)
     touches exceeds ``cache_bytes``, within ``budget_bytes`` of memory and
-    ``max_sets``. The
-    stages run in blocks, in alternating order from round to round, each
-    warmed up for ``min_warmup_s`` and preceded by ``settle`` (see
+    ``max_sets``. ``on_call`` is called after every call
+    (:func:`bench_shape_calls` counts them). The stages run in blocks, in
+    alternating order from round to round, each warmed up for
+    ``min_warmup_s`` and preceded by ``settle`` (see
     :func:`~gpudense.benchmark.timing.run_rounds`).
 
     Returns:
@@ -180,7 +203,8 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
     timer = timer_for(backend)
     samples = run_rounds(fns, n_sets=n_sets, repeats=repeats, warmup=warmup, timer=timer,
-                         nvtx=backend.nvtx_range, min_warmup_s=min_warmup_s, alternate=True, settle=settle)
+                         nvtx=backend.nvtx_range, on_call=on_call, min_warmup_s=min_warmup_s, alternate=True,
+                         settle=settle)
     rows = []
     floor = samples.pop(FLOOR)
     for stage, ss in samples.items():
@@ -209,14 +233,17 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
 
 def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Sequence[str] = (),
-          copy_gbps: float | None = None) -> dict[str, Any]:
+          copy_gbps: float | None = None, on_note: Callable[[str], None] | None = None,
+          step_progress: StepProgress | None = None) -> dict[str, Any]:
     """Run the benchmark ``config`` describes; return the result document.
 
     The ceilings are measured before and after the shapes; each shape and
     dtype is timed by :func:`bench_shape`; rates and fractions are added at
     the end. BLAS thread pools are left as they are: to run at
     ``config.threads``, limit them around the call (``gpudense bench`` does
-    it with threadpoolctl).
+    it with threadpoolctl). A dtype without a BLAS path on the backend
+    (:func:`~gpudense.benchmark.config.has_blas_path`: float16 on NumPy) is
+    skipped, with a note, unless ``config.slow_dtypes``.
 
     Args:
         config: The run; its defaults are filled in for the backend it names.
@@ -225,6 +252,11 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         command: The command line recorded in the document.
         copy_gbps: A copy bandwidth measured elsewhere (a TF32 child process
             gets its parent's); the copy ceiling is then not measured.
+        on_note: Called with each note as soon as it is known; the notes
+            about skipped dtypes and torch come before anything is timed.
+        step_progress: Called after every call within a step as
+            ``step_progress(done, total)``: ``done`` of the step's ``total``
+            calls (so a progress bar moves within a long step).
 
     Returns:
         ``{"schema", "created_utc", "command", "settings", "notes",
@@ -233,7 +265,8 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         ceiling is unknown are NaN.
 
     Raises:
-        ValueError: a bad shape name, or tf32 alone on the NumPy backend.
+        ValueError: a bad shape name, or only dtypes the backend cannot run
+            (tf32 on NumPy; float16 on NumPy without ``slow_dtypes``).
         BackendUnavailableError: the backend cannot be used here.
         RuntimeError: a TF32 child process failed.
 
@@ -251,18 +284,36 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
     shapes = parse_shapes(config.shapes, shape_table(on_gpu, mode))
     dtypes = list(config.dtypes)
     notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
     if not on_gpu and "tf32" in dtypes:
         dtypes = [d for d in dtypes if d != "tf32"]
-        notes.append("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
         if not dtypes:
             raise ValueError("dtypes: tf32 needs the cupy backend (TF32 is a GPU mode); "
                              "on a CPU use float32 or float16")
-    if not on_gpu and "float16" in dtypes:
-        notes.append("float16 on NumPy has no BLAS path: its matrix products are slow loops")
+        note("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
+    slow = [d for d in dtypes if not has_blas_path(be.name, d)]
+    if slow:
+        names, has = ", ".join(slow), "has" if len(slow) == 1 else "have"
+        if config.slow_dtypes:
+            note(f"{names} {has} no BLAS path on the {be.name} backend: timed anyway (--slow-dtypes); "
+                 "its matrix products are slow loops")
+        else:
+            dtypes = [d for d in dtypes if d not in slow]
+            if not dtypes:
+                raise ValueError(f"dtypes: {names} {has} no BLAS path on the {be.name} backend (its matrix "
+                                 "products take minutes at the CPU sweep's sizes); add --slow-dtypes to time it "
+                                 "anyway, or use float32")
+            note(f"{names} skipped: no BLAS path on the {be.name} backend (its matrix products are slow "
+                 "loops, minutes each at the CPU sweep's sizes); add --slow-dtypes to time it")
     torch_ok = config.torch and torch_importable()
     if not torch_ok:
-        notes.append("torch.step not measured: " + ("--no-torch given" if not config.torch
-                                                    else "torch is not importable"))
+        note("torch.step not measured: " + ("--no-torch given" if not config.torch
+                                            else "torch is not importable"))
     plan = tf32_plan(dtypes, os.environ.get("CUPY_TF32")) if on_gpu else {
         "here": dtypes, "1": [], "0": []}
     cache, budget = rotation_sizes(be)
@@ -278,7 +329,6 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         },
         "notes": notes,
     }
-    report = progress or (lambda done, total, what: None)
     doc["environment"] = environment(be, threads)
     # Contenders apart: every block warmed up for MIN_WARMUP_S, stages in alternating order, and on
     # a CPU a wait for the previous block's BLAS/OpenMP worker threads to stop spinning.
@@ -287,23 +337,37 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
     tasks = [(n, d, dt) for dt in plan["here"] for n, d in shapes]
     total = len(tasks) + 2
     sizes = ceiling_sizes(on_gpu, mode)
-    report(0, total, "ceilings")
+    calls = {"done": 0, "total": 1}
+
+    def report(done: int, what: str, step_calls: int = 1) -> None:
+        calls.update(done=0, total=step_calls)
+        if progress is not None:
+            progress(done, total, what)
+
+    def called() -> None:
+        calls["done"] += 1
+        if step_progress is not None:
+            step_progress(calls["done"], calls["total"])
+
+    on_call = called if step_progress is not None else None
+    n_ceiling_calls = ceiling_calls(len(plan["here"]), copy=copy_gbps is None, repeats=repeats, warmup=warmup)
+    report(0, "ceilings", n_ceiling_calls)
     before = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
-                              copy=copy_gbps is None, threads=threads)
+                              copy=copy_gbps is None, threads=threads, on_call=on_call)
     if copy_gbps is not None:
         before["copy"] = {"gbps": copy_gbps, "how": "measured by the parent process"}
     rows: list[dict[str, Any]] = []
     for i, (name, dims, dt) in enumerate(tasks):
-        report(1 + i, total, f"{name} {dt}")
+        report(1 + i, f"{name} {dt}", bench_shape_calls(repeats=repeats, warmup=warmup, torch_ok=torch_ok))
         rows += bench_shape(be, shape_name=name, dims=dims, dtype_name=dt, repeats=repeats,
                             warmup=warmup, cache_bytes=cache, budget_bytes=budget,
                             torch_ok=torch_ok, threads=threads, seed=config.seed + i,
-                            max_sets=2 if mode == "smoke" else 512, min_warmup_s=min_warmup_s,
-                            settle=settle)
-    report(total - 1, total, "ceilings again")
+                            max_sets=2 if mode == "smoke" else 512, on_call=on_call,
+                            min_warmup_s=min_warmup_s, settle=settle)
+    report(total - 1, "ceilings again", n_ceiling_calls)
     after = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
-                             copy=copy_gbps is None, threads=threads)
-    report(total, total, "done")
+                             copy=copy_gbps is None, threads=threads, on_call=on_call)
+    report(total, "done")
     ceilings = finish_ceilings(before, after)
     for value, group in (("1", plan["1"]), ("0", plan["0"])):
         if group:

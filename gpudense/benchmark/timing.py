@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any, Callable, ContextManager
 
-__all__ = ["CpuTimer", "CudaTimer", "run_rounds", "split_repeats", "time_per_call", "timer_for"]
+__all__ = ["CpuTimer", "CudaTimer", "calls_of", "run_rounds", "split_repeats", "time_per_call", "timer_for"]
 
 
 class CpuTimer:
@@ -81,10 +81,20 @@ def split_repeats(repeats: int, rounds: int) -> list[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
+def calls_of(n_fns: int, *, repeats: int, warmup: int, rounds: int = 4) -> int:
+    """How many calls :func:`run_rounds` makes for ``n_fns`` stages: timed and warm-up.
+
+    Example:
+        >>> calls_of(2, repeats=10, warmup=1)  # 10 timed + 1 warm-up per round (4 rounds), per stage
+        28
+    """
+    return n_fns * (repeats + warmup * len(split_repeats(repeats, rounds)))
+
+
 def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: int, warmup: int,
                timer: Any, nvtx: Callable[[str], ContextManager[Any]], rounds: int = 4,
-               min_warmup_s: float = 0.0, alternate: bool = False,
-               settle: Callable[[], Any] | None = None) -> dict[str, list[float]]:
+               on_call: Callable[[], None] | None = None, min_warmup_s: float = 0.0,
+               alternate: bool = False, settle: Callable[[], Any] | None = None) -> dict[str, list[float]]:
     """Time every ``fns[name](set_index)``; return its samples in seconds, per name.
 
     The repeats are split into ``rounds``; in each round every stage runs in
@@ -105,6 +115,10 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
         nvtx: ``nvtx(name)`` is a context manager around each timed block
             (the backend's ``nvtx_range``).
         rounds: How many rounds to split the repeats into.
+        on_call: Called after every timed call and each of the ``warmup``
+            warm-up calls (outside the timed region), e.g. to move a progress
+            bar; :func:`calls_of` counts them. The calls that stretch a
+            warm-up to ``min_warmup_s`` are not counted.
         min_warmup_s: The least wall time, in seconds, the warm-up of each
             block lasts (at least ``warmup`` calls all the same).
         alternate: Run the stages in reverse order in every other round, so
@@ -121,6 +135,7 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
         ...            timer=CpuTimer(), nvtx=lambda name: contextlib.nullcontext())  # doctest: +SKIP
     """
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    tick = on_call or (lambda: None)
     done = 0
     names = list(fns)
     for r, share in enumerate(split_repeats(repeats, rounds)):
@@ -131,11 +146,14 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
             warm, until = 0, time.perf_counter() + min_warmup_s
             while warm < warmup or (min_warmup_s > 0 and time.perf_counter() < until):
                 fn((done + warm) % n_sets)
+                if warm < warmup:
+                    tick()
                 warm += 1
             with nvtx(f"bench.{name}"):
                 for i in range(done, done + share):
                     k = i % n_sets
                     samples[name].append(timer.time(lambda: fn(k)))
+                    tick()
         done += share
     return samples
 

@@ -65,9 +65,11 @@ def check_output_path(option: str, path: str | None, *, suffix: str | None = Non
                       create_parent: bool = False) -> None:
     """Fail now, before any work, where ``option``'s ``path`` could not be written later.
 
-    Checks that ``path`` ends in ``suffix`` (when given), is not a folder, and
-    that its folder exists (or, with ``create_parent``, is created) and is
-    writable.
+    Checks that ``path`` ends in ``suffix`` (when given, in any case), is not
+    a folder, and that its folder exists (or, with ``create_parent``, is
+    created) and is writable. ``gpudense train`` and ``gpudense bench`` both
+    refuse a missing folder (no ``create_parent``): a typo in a path should
+    not leave new folders behind.
 
     Raises:
         ValueError, OSError: with one line naming the option and the path.
@@ -79,6 +81,8 @@ def check_output_path(option: str, path: str | None, *, suffix: str | None = Non
     if Path(path).is_dir():
         raise ValueError(f"{option}: expected a file path; {path} is a directory")
     parent = Path(path).parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is not a directory")
     if not parent.is_dir():
         if not create_parent:
             raise ValueError(f"{option} {path}: directory {parent} does not exist")

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backend to time (default: auto)")
     parser.add_argument("--shapes", help="comma-separated shape names or BATCHxINxOUT")
     parser.add_argument("--dtypes", help=f"comma-separated, from {', '.join(DTYPES)}")
+    parser.add_argument("--slow-dtypes", action="store_true",
+                        help="also time dtypes without a BLAS path on this backend (float16 on NumPy: "
+                             "minutes per product at the CPU shapes); skipped with a note otherwise")
     parser.add_argument("--repeats", type=int_at_least(1),
                         help="timed repeats per stage (default 20; --quick 10)")
     parser.add_argument("--warmup", type=int_at_least(0), help="untimed warm-up calls per stage (default 2)")
@@ -67,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-run this command under `nsys profile -t cuda,nvtx -o OUT`")
 
 
-_FLAGS = ("backend", "shapes", "dtypes", "repeats", "warmup", "threads", "quick", "smoke",
+_FLAGS = ("backend", "shapes", "dtypes", "slow_dtypes", "repeats", "warmup", "threads", "quick", "smoke",
           "json", "table", "plot", "no_torch", "no_progress", "seed", "nsys")
 
 
@@ -98,21 +101,23 @@ def config_of(args: argparse.Namespace) -> BenchConfig:
         backend=args.backend, mode="smoke" if args.smoke else ("quick" if args.quick else "full"),
         shapes=args.shapes or None, dtypes=args.dtypes or None, repeats=args.repeats,
         warmup=args.warmup, threads=args.threads, torch=not args.no_torch, seed=args.seed,
+        slow_dtypes=bool(getattr(args, "slow_dtypes", False)),
     )
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Fail at once, before the sweep, where ``--json``/``--table``/``--plot`` cannot be written.
 
-    Creates each path's missing parent folders (as writing them would), and
-    checks that ``--plot`` ends in ``.png``, that no path is an existing
-    folder, that the folder is writable, and that matplotlib imports for ``--plot``.
+    Checks that ``--plot`` ends in ``.png``, that no path is an existing
+    folder, that each path's folder exists (a missing one is refused, as
+    ``gpudense train`` refuses it) and is writable, and that matplotlib
+    imports for ``--plot``.
 
     Raises:
         ValueError, OSError, RuntimeError: with a one-line message naming the option.
     """
     for flag, path in (("--json", args.json), ("--table", args.table), ("--plot", args.plot)):
-        check_output_path(flag, path, suffix=".png" if flag == "--plot" else None, create_parent=True)
+        check_output_path(flag, path, suffix=".png" if flag == "--plot" else None)
     if args.plot:
         from gpudense.plotting import import_pyplot
 
@@ -131,17 +136,28 @@ def _nsys(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """The sweep's ``progress(done, total, what)`` shown as a progress bar made on the first call."""
+    """The sweep's ``progress(done, total, what)`` shown as a progress bar made on the first call.
+
+    :meth:`within` (the sweep's ``step_progress``) moves the bar through a
+    step call by call, so it moves every call even in a step of minutes.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.bar: Any = None
+        self.step = 0
 
     def __call__(self, done: int, total: int, what: str) -> None:
         if self.bar is None:
-            self.bar = progress_bar(total, enabled=self.enabled, unit="case")
+            self.bar = progress_bar(total, enabled=self.enabled, unit="step",
+                                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+        self.step = done
         self.bar.update(done - self.bar.n)
         self.bar.set_description(what)  # refreshes the bar, with the new count
+
+    def within(self, done: int, total: int) -> None:
+        if self.bar is not None and total:
+            self.bar.update(self.step + done / total - self.bar.n)  # tqdm redraws at most 10 times a second
 
     def close(self) -> None:
         if self.bar is not None:
@@ -167,18 +183,25 @@ def run(args: argparse.Namespace) -> int:
         return _nsys(args)
     config = config.with_defaults(get_backend(config.backend).name)  # checks the shape names
     progress = _Progress(enabled=not args.no_progress)
+
+    def note(text: str) -> None:  # before the sweep, not only under the table at its end
+        print(f"gpudense bench: note: {text}", file=sys.stderr, flush=True)
+
     try:
         with blas_threads(config.threads, extra="bench"):
-            doc = sweep(config, progress=progress, command=["gpudense", "bench"] + argv_of(args))
+            doc = sweep(config, progress=progress, step_progress=progress.within, on_note=note,
+                        command=["gpudense", "bench"] + argv_of(args))
     finally:
         progress.close()
     table = format_table(doc)
     print(table)
     sys.stdout.flush()
-    if args.table:
-        write_text(args.table, table + "\n")
-    if args.json:
-        write_json(doc, args.json)
-    if args.plot:
-        write_plot(doc, args.plot)
+    for flag, path, write in (("--table", args.table, lambda p: write_text(p, table + "\n")),
+                              ("--json", args.json, lambda p: write_json(doc, p)),
+                              ("--plot", args.plot, lambda p: write_plot(doc, p))):
+        if path:
+            try:
+                write(path)
+            except OSError as exc:  # a full disk says only "[Errno 28] No space left on device"
+                raise OSError(f"{flag} {path}: cannot write: {exc.strerror or exc}") from exc
     return 0

@@ -35,7 +35,8 @@ import numpy as np
 
 from gpudense import training
 from gpudense.backends import BACKEND_NAMES
-from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
+from gpudense.cli._checkpoints import saved_history, stopped_note
 from gpudense.cli._common import blas_threads, check_output_path, finite_float, int_at_least, progress_bar
 from gpudense.data import Dataset, load_digits, make_synthetic
 from gpudense.distributed.comm import Communicator, split_rows
@@ -121,9 +122,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="BLAS threads for the numpy backend (default: 1 for digits, whose small "
                         "matrices only lose from threads; the BLAS default otherwise); needs threadpoolctl")
     g = parser.add_argument_group("output")
-    g.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) here after every epoch")
+    g.add_argument("--save", metavar="PATH",
+                   help="write a checkpoint (.npz) here after every epoch (a regular file, a new path, "
+                        "or a symbolic link to one: the file it names is replaced)")
     g.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
-    g.add_argument("--plot", metavar="PATH", help="write loss and accuracy curves to this PNG")
+    g.add_argument("--plot", metavar="PATH", help="write loss and accuracy curves to this PNG (a path ending in .png)")
     g.add_argument("--profile", action="store_true",
                    help="NVTX ranges gpudense.train.epoch / gpudense.train.step (for nsys)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (summary lines still print)")
@@ -295,14 +298,17 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         if rank0:
             print(text, file=out, flush=True)
 
-    def preflight() -> None:  # fail before training, not after
+    def preflight() -> None:  # every output is checked before any data is loaded
         check_output_path("--save", args.save)
-        check_output_path("--plot", args.plot)
+        if args.save:
+            check_target(args.save)  # a directory, FIFO, socket or device there is refused
+        check_output_path("--plot", args.plot, suffix=".png")
         if args.plot:
             import_pyplot("--plot", "train")
 
     _on_rank0(comm, preflight)
     ckpt = _on_rank0(comm, lambda: load_checkpoint(args.resume)) if args.resume else None
+    history = saved_history(args.resume, ckpt) if ckpt is not None else training.History()
     args = _resolve_options(args, ckpt)
 
     ds = _load_data(args)
@@ -313,7 +319,6 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     optimizer = _make_optimizer(args, model)
     shuffle_rng = np.random.default_rng(shuffle_seq)
 
-    history = training.History()
     start_epoch = 0
     if ckpt is not None:
         trained_on = ckpt.extra.get("data")
@@ -326,12 +331,6 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         if args.lr is not None:
             optimizer.lr = args.lr
         start_epoch = ckpt.epoch
-        try:
-            history = training.History.from_dict(ckpt.extra.get("history", {}))
-        except ValueError:
-            raise CheckpointError(
-                f"checkpoint {args.resume}: extra 'history' must map names to lists of numbers"
-            ) from None
 
     say(f"data: {ds.name}, {ds.x_train.shape[0]} train / {ds.x_test.shape[0]} test samples, "
         f"{ds.n_features} features, {ds.n_classes} classes")
@@ -359,9 +358,12 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
 
     n = int(ds.x_train.shape[0])
     bar = _EpochBar(n, args.epochs)
+    # The last complete checkpoint, for the line a signal ends the run with.
+    last = (args.resume, start_epoch) if ckpt is not None else None
     show_bar = rank0 and not args.quiet and out is sys.stdout and sys.stdout.isatty()
 
     def epoch_done(stats: training.EpochStats, history: training.History) -> None:
+        nonlocal last
         bar.close()
         say(f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  train acc {stats.train_acc:.4f}  "
             f"test acc {stats.test_acc:.4f}  {stats.seconds:6.2f} s  ({n / stats.seconds:,.0f} samples/s)")
@@ -369,6 +371,8 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
             save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
                             extra={"data": _data_identity(args), "history": history.as_dict(),
                                    "batch_size": args.batch_size})
+        if args.save:  # every rank knows what rank 0 wrote
+            last = (args.save, stats.epoch)
 
     config = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, rng=shuffle_rng,
                                   profile=args.profile)
@@ -380,6 +384,9 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
             f"training diverged in epoch {exc.epoch}: the mean loss is {exc.loss}; "
             f"try a lower --lr (this run used {optimizer.lr:g})"
         ) from exc
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (gpudense.cli.Stopped)
+        exc.note = stopped_note(last, args.save)  # type: ignore[attr-defined]
+        raise
     finally:
         bar.close()
     if start_epoch < args.epochs:

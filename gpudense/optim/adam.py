@@ -31,6 +31,7 @@ class Adam(Optimizer):
 
     SLOTS = ("m", "v")
     RULE = "adam"
+    NON_NEGATIVE_SLOTS = ("v",)
     decoupled = False
 
     def __init__(self, model: Any, *, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gpudense._checks import check_number, is_count, wide_dtype
+from gpudense._checks import check_finite, check_number, is_count, wide_dtype
 from gpudense.backends import backend_of
 from gpudense.flat import CHUNK_BYTES
 from gpudense.optim.flatstate import Scratch, StateGroup, build_groups, run_chunks, signature
@@ -51,6 +51,8 @@ class Optimizer:
 
     #: Names of the per-parameter state arrays, e.g. ("m", "v") for Adam.
     SLOTS: tuple[str, ...] = ()
+    #: Slots whose values are never negative (Adam's second moment "v"); a loaded state is checked.
+    NON_NEGATIVE_SLOTS: tuple[str, ...] = ()
     #: The slot holding float32 master copies of 16-bit parameters.
     MASTER = "master"
     #: The update rule's name, as :meth:`gpudense.backends.Backend.optimizer_update` knows it.
@@ -61,6 +63,7 @@ class Optimizer:
             raise TypeError(
                 f"an optimizer needs a model with param_grads(); got {type(model).__name__}"
             )
+        _distinct(model.param_grads())
         self.model = model
         self.hyperparams: dict[str, float] = self._check_hyperparams(dict(hyperparams))
         #: Calls of :meth:`step`.
@@ -107,15 +110,8 @@ class Optimizer:
                 name) listed twice by the model.
             TypeError: a gradient on another backend than its parameter.
         """
-        pgs = self.model.param_grads()
+        pgs = _distinct(self.model.param_grads())
         groups = self._groups_for(pgs)
-        if len({id(pg.param) for pg in pgs}) != len(pgs):
-            seen: dict[int, str] = {}
-            for pg in pgs:
-                if id(pg.param) in seen:
-                    raise ValueError(f"parameters {seen[id(pg.param)]} and {pg.name} are one array; "
-                                     "an optimizer would step it twice")
-                seen[id(pg.param)] = pg.name
         todo = [self._stepping(group, pgs) for group in groups]
         self.step_count += 1
         for group, items in zip(groups, todo):
@@ -163,8 +159,11 @@ class Optimizer:
                     f"gradient of {name} has shape {tuple(g.shape)} and dtype {g.dtype}, "
                     f"parameter has {tuple(p.shape)} and {p.dtype}"
                 )
-            if not getattr(p.flags, "writeable", True):
-                raise ValueError(f"parameter {name} is read-only; the optimizer updates parameters in place")
+            if not getattr(p.flags, "writeable", True):  # CuPy arrays have no such flag
+                raise ValueError(
+                    f"parameter {name} is read-only (flags.writeable is False); the optimizer updates "
+                    "parameters in place: give the layer a writable array (e.g. layer.w = layer.w.copy())"
+                )
             items.append((i, name, p, g))
         return items
 
@@ -264,9 +263,10 @@ class Optimizer:
         Checked: the optimizer type, the hyper-parameter names and ranges (as
         the constructor checks them), the step counts (each parameter's in
         ``[1, step]``), the slot names, the parameter names, shapes and dtypes
-        (float32 for the state of float16 parameters), and that every slot
+        (float32 for the state of float16 parameters), that every slot
         holds exactly the parameters that have stepped (``"master"``: those
-        of them that are float16).
+        of them that are float16), that every value is finite, and that the
+        slots in ``NON_NEGATIVE_SLOTS`` (Adam's ``v``) hold no negative value.
 
         Args:
             state: ``{"type", "hyperparams", "step", "param_steps", "slots"}``
@@ -354,6 +354,14 @@ class Optimizer:
         arrays_on_backend = {
             slot: {name: be.asarray(a).copy() for name, a in slots[slot].items()} for slot in self.slot_names
         }
+        for slot, arrays in arrays_on_backend.items():
+            for name, a in arrays.items():
+                check_finite(f"optimizer state {slot}/{name}", a, be.xp)
+                if slot in self.NON_NEGATIVE_SLOTS and a.size and float(a.min()) < 0:
+                    raise ValueError(
+                        f"optimizer state {slot}/{name} holds a negative value ({float(a.min()):g}); "
+                        f"{type(self).__name__} keeps squared gradients there, never below 0"
+                    )
         return PreparedState(
             hyperparams=checked,
             step=int(step),
@@ -418,6 +426,20 @@ class PreparedState:
     param_steps: dict[str, int]
     slots: dict[str, dict[str, Any]]
     optimizer: Optimizer = field(repr=False, compare=False)
+
+
+def _distinct(param_grads: Any) -> list[Any]:
+    """``param_grads`` as a list, or a ValueError where one array is listed under two names."""
+    listed = list(param_grads)
+    seen: dict[int, str] = {}
+    for name, p, _ in listed:
+        first = seen.setdefault(id(p), name)
+        if first != name:
+            raise ValueError(
+                f"parameters {first} and {name} are one array: an optimizer would step it twice; "
+                "give each position its own layer"
+            )
+    return listed
 
 
 def _model_backend(model: Any) -> Any:

@@ -149,7 +149,7 @@ def test_output_under_a_file_fails_before_the_sweep(flag, tmp_path, capsys, monk
     assert rc == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert f"{flag}: cannot create the folder" in err
+    assert f"{flag} {tmp_path / 'afile' / 'out.png'}: {tmp_path / 'afile'} is not a directory" in err
 
 
 def test_output_that_is_a_folder_fails_before_the_sweep(tmp_path, capsys, monkeypatch):
@@ -159,7 +159,7 @@ def test_output_that_is_a_folder_fails_before_the_sweep(tmp_path, capsys, monkey
     assert "--json: expected a file path" in capsys.readouterr().err
 
 
-def test_missing_output_folders_are_created_before_the_sweep(tmp_path, monkeypatch, capsys):
+def test_missing_output_folders_are_refused_before_the_sweep(tmp_path, monkeypatch, capsys):
     paths = {flag: tmp_path / flag.strip("-") / "sub" / f"out.{ext}"
              for flag, ext in (("--json", "json"), ("--table", "md"), ("--plot", "png"))}
     seen = {}
@@ -173,8 +173,10 @@ def test_missing_output_folders_are_created_before_the_sweep(tmp_path, monkeypat
     for flag, p in paths.items():
         argv += [flag, str(p)]
     assert main(argv) == 1
-    assert seen == {"--json": True, "--table": True, "--plot": True}
-    assert "stopped by the test" in capsys.readouterr().err
+    assert seen == {}  # the sweep never started
+    err = capsys.readouterr().err
+    assert err == f"gpudense bench: error: --json {paths['--json']}: directory {paths['--json'].parent} does not exist\n"
+    assert not any(tmp_path.iterdir())  # no folder was created
 
 
 def test_the_sweep_gets_the_filled_in_configuration(monkeypatch, capsys, fresh_backends):

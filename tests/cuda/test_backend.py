@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import gpudense.backends.cuda as cuda
+from gpudense.backends import BackendUnavailableError
 from gpudense.backends.cuda import CupyBackend, library_facts
 
 
@@ -118,3 +119,70 @@ def test_the_package_imports_without_cupy(hide_cupy):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == ["None" if hide_cupy else "absent", "[10.0, 10.0, 10.0]", "True"]
+
+
+# -- why CuPy cannot be used: no driver at all, or one too old ------------------------------------
+
+
+class _CudaRuntimeError(RuntimeError):
+    pass
+
+
+def _cupy_without_a_device(monkeypatch, *, driver, runtime=13000):
+    """A stand-in ``cupy`` whose device count fails as CuPy's does without a working driver."""
+    fake = _fake_cupy(monkeypatch, runtime=runtime, driver=driver, version="14.2.0")
+
+    def count():
+        raise _CudaRuntimeError(
+            "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+
+    fake.cuda.runtime.getDeviceCount = count
+    return fake
+
+
+def test_no_driver_at_all_says_no_nvidia_driver_found(monkeypatch):
+    _cupy_without_a_device(monkeypatch, driver=0)
+    with pytest.raises(BackendUnavailableError) as info:
+        CupyBackend()
+    message = str(info.value)
+    assert "no NVIDIA driver found" in message and "insufficient" not in message
+    assert message.startswith("CuPy 14.2.0 is installed but no CUDA device is usable: ")
+    assert "\n" not in message
+
+
+def test_a_driver_too_old_for_the_runtime_says_so(monkeypatch):
+    _cupy_without_a_device(monkeypatch, driver=12080, runtime=13000)
+    with pytest.raises(BackendUnavailableError) as info:
+        CupyBackend()
+    message = str(info.value)
+    assert "the NVIDIA driver supports CUDA up to 12.8 but this CuPy needs CUDA 13.0" in message
+    assert "no NVIDIA driver found" not in message
+
+
+def test_another_failure_keeps_cupys_words(monkeypatch):
+    fake = _cupy_without_a_device(monkeypatch, driver=13000, runtime=13000)
+
+    def count():
+        raise _CudaRuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake.cuda.runtime.getDeviceCount = count
+    with pytest.raises(BackendUnavailableError, match="cudaErrorNoDevice: no CUDA-capable device"):
+        CupyBackend()
+
+
+def test_the_skip_reason_here_names_the_missing_driver():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed here")
+    try:
+        driver = cupy.cuda.runtime.driverGetVersion()
+    except Exception as exc:  # a CUDA install too broken to answer
+        pytest.skip(f"the CUDA runtime does not answer: {exc}")
+    if driver != 0:
+        pytest.skip("an NVIDIA driver is installed here")
+    from gpudense.backends import _reset_for_tests, get_backend
+
+    _reset_for_tests()
+    try:
+        with pytest.raises(BackendUnavailableError, match="no NVIDIA driver found"):
+            get_backend("cupy")
+    finally:
+        _reset_for_tests()

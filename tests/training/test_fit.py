@@ -252,6 +252,8 @@ def test_history_round_trips_and_refuses_what_is_not_one():
     for bad in ([0.5], {"loss": 0.5}, {"loss": ["0.5"]}, {"loss": [True]}):
         with pytest.raises(ValueError, match="a history must map names to lists of numbers"):
             History.from_dict(bad)
+    with pytest.raises(ValueError, match="one entry per epoch in every list; got loss 2, test_acc 1"):
+        History.from_dict({"loss": [1.0, 2.0], "test_acc": [0.5]})
 
 
 def test_plot_history_writes_a_png(tmp_path):

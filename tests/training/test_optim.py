@@ -629,7 +629,6 @@ def test_one_array_under_two_names_is_refused():
         def param_grads(self):
             return [ParamGrad("0.w", w, np.ones(3)), ParamGrad("2.w", w, np.ones(3))]
 
-    opt = SGD(Shared(x=w))
     with pytest.raises(ValueError, match="parameters 0.w and 2.w are one array"):
-        opt.step()
-    assert (w == 1).all() and opt.step_count == 0
+        SGD(Shared(x=w))
+    assert (w == 1).all()

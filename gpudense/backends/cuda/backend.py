@@ -54,7 +54,7 @@ def _import_cupy() -> Any:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError, missing driver library, ...
         raise _unavailable(
-            f"CuPy {cupy.__version__} is installed but no CUDA device is usable: {exc}",
+            f"CuPy {cupy.__version__} is installed but no CUDA device is usable: {_why_no_device(cupy, exc)}",
             cupy_installed=True,
         ) from exc
     if count < 1:
@@ -63,6 +63,28 @@ def _import_cupy() -> Any:
             cupy_installed=True,
         )
     return cupy
+
+
+def _why_no_device(cupy: Any, exc: Exception) -> str:
+    """Why the CUDA runtime found no device, in words: no driver at all, a driver too old, or CuPy's own.
+
+    Without any NVIDIA driver the runtime says "CUDA driver version is
+    insufficient", as for an old one; its driver version (0 where no driver
+    library, libcuda, can be loaded) tells the two apart.
+    """
+    try:
+        driver = cupy.cuda.runtime.driverGetVersion()
+        runtime = cupy.cuda.runtime.runtimeGetVersion()
+    except Exception:  # a CUDA install too broken to answer: CuPy's words are all there is
+        return str(exc)
+    if driver == 0:
+        return "no NVIDIA driver found (libcuda cannot be loaded); install the NVIDIA driver, or use the numpy backend"
+    if driver < runtime:
+        return (
+            f"the NVIDIA driver supports CUDA up to {_cuda_version(driver)} but this CuPy needs CUDA "
+            f"{_cuda_version(runtime)}; update the driver, or install a CuPy built for CUDA {driver // 1000}"
+        )
+    return str(exc)
 
 
 def library_facts() -> dict[str, str]:
