@@ -199,7 +199,7 @@ def activation_grad(xp: Any, name: str, saved: Any, dy: Any, *, tanh: Tanh | Non
         dz = y * y
         dz -= 1
         dz *= dy
-        xp.negative(dz, out=dz)
+        dz *= -1
     else:
         if name != "gelu":
             check_activation(name)
