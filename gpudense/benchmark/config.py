@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gpudense._checks import check_bool, int_at_least
+from gpudense._checks import check_bool, float_dtype, int_at_least
 
 __all__ = [
     "BenchConfig",
@@ -67,8 +67,9 @@ SHAPES: dict[str, dict[str, Dims]] = {
 }
 
 #: dtype names: "tf32" is float32 storage with TF32 matrix products allowed
-#: (``CUPY_TF32=1`` for CuPy, ``allow_tf32`` for torch); GPU only.
-DTYPES = ("float32", "tf32", "float16")
+#: (``CUPY_TF32=1`` for CuPy, ``allow_tf32`` for torch); GPU only. bfloat16
+#: needs ml_dtypes.
+DTYPES = ("float32", "tf32", "float16", "bfloat16")
 DEFAULT_DTYPES = {"gpu": ("float32", "tf32", "float16"), "cpu": ("float32",)}
 
 #: The layer's own stages, then the comparisons.
@@ -167,7 +168,7 @@ def storage_dtype(name: str) -> np.dtype:
         >>> storage_dtype("tf32")
         dtype('float32')
     """
-    return np.dtype(np.float32 if name == "tf32" else name)
+    return np.dtype(np.float32) if name == "tf32" else float_dtype(name)
 
 
 def tf32_plan(dtypes: Sequence[str], current: str | None) -> dict[str, list[str]]:

@@ -70,9 +70,14 @@ class _Torch:
 
     def tensor(self, a: Any) -> Any:
         torch = self.torch
+        bf16 = a.dtype.name == "bfloat16"  # torch knows no ml_dtypes: hand over the bits
+        if bf16:
+            a = a.view(np.uint16)
         if self.device == "cpu":
-            return torch.from_numpy(np.ascontiguousarray(a))
-        return torch.as_tensor(a, device="cuda")  # __cuda_array_interface__, no copy
+            t = torch.from_numpy(np.ascontiguousarray(a))
+        else:
+            t = torch.as_tensor(a, device="cuda")  # __cuda_array_interface__, no copy
+        return t.view(torch.bfloat16) if bf16 else t
 
     def make(self, x: Any, w: Any, b: Any, dy: Any) -> Callable[[], Any]:
         torch = self.torch
@@ -127,8 +132,8 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
     fns: dict[str, Callable[[int], Any]] = {
         "forward": lambda k: dense_forward(sets[k][0], sets[k][1], sets[k][2]),
-        "dx": lambda k: xp.matmul(sets[k][3], sets[k][1].T),
-        "dw": lambda k: xp.matmul(sets[k][0].T, sets[k][3]),
+        "dx": lambda k: backend.matmul(sets[k][3], sets[k][1].T),
+        "dw": lambda k: backend.matmul(sets[k][0].T, sets[k][3]),
         "db": lambda k: backend.bias_grad(sets[k][3]),
         "step": lambda k: (dense_forward(sets[k][0], sets[k][1], sets[k][2]),
                            dense_backward(sets[k][3], sets[k][0], sets[k][1])),
@@ -214,8 +219,9 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         if not dtypes:
             raise ValueError("dtypes: tf32 needs the cupy backend (TF32 is a GPU mode); "
                              "on a CPU use float32 or float16")
-    if not on_gpu and "float16" in dtypes:
-        notes.append("float16 on NumPy has no BLAS path: its matrix products are slow loops")
+    if not on_gpu and {"float16", "bfloat16"} & set(dtypes):
+        notes.append("float16 and bfloat16 on NumPy: products in float32 (copies of the operands, one BLAS "
+                     "call), rounded once; db.sum and db.ones use NumPy's own 16-bit loops")
     torch_ok = config.torch and torch_importable()
     if not torch_ok:
         notes.append("torch.step not measured: " + ("--no-torch given" if not config.torch
