@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+
+import pytest
 
 from gpudense import cli
 from gpudense.benchmark import report
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ml_dtypes") is None,
+                                reason="bfloat16 needs ml_dtypes (pip install 'gpudense[bf16]')")
 
 
 def test_train_in_bfloat16_reaches_the_accuracy_of_the_digits_run(capsys):

@@ -19,8 +19,10 @@ import sys
 import numpy as np
 import pytest
 
-import reference as ref
-from gpudense import Dense
+pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes (pip install 'gpudense[bf16]')")
+
+import reference as ref  # noqa: E402
+from gpudense import Dense  # noqa: E402
 from gpudense._checks import FLOAT_NAMES, bfloat16_dtype, float_dtype, is_float_dtype, wide_dtype
 from gpudense.backends import get_backend
 from gpudense.losses import mse_loss, softmax_cross_entropy

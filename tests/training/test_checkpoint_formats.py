@@ -8,6 +8,7 @@ and in ``extra`` a probe input with the logits that network gave for it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from gpudense.nn import MLP
 from gpudense.optim import Adam
 
 DATA = Path(__file__).parent / "data"
+needs_bf16 = pytest.mark.skipif(importlib.util.find_spec("ml_dtypes") is None,
+                                reason="bfloat16 needs ml_dtypes (pip install 'gpudense[bf16]')")
 
 
 def test_a_checkpoint_of_the_unfused_mlp_loads_and_gives_its_logits():
@@ -37,6 +40,7 @@ def test_a_checkpoint_of_the_unfused_mlp_loads_and_gives_its_logits():
     opt.step()
 
 
+@needs_bf16
 def test_bfloat16_checkpoint_stores_raw_bits_and_round_trips(tmp_path, rng):
     bf16 = bfloat16_dtype()
     model = MLP([4, 8, 3], activation="relu", dtype="bfloat16", backend="numpy", rng=0)
@@ -68,6 +72,7 @@ def test_a_float32_checkpoint_has_no_raw_dtypes(tmp_path):
         assert "raw_dtypes" not in json.loads(str(z["meta"][()]))
 
 
+@needs_bf16
 def test_a_bad_raw_dtypes_entry_is_a_checkpoint_error(tmp_path):
     model = MLP([3, 2], dtype="bfloat16", backend="numpy", rng=0)
     path = save_checkpoint(tmp_path / "bf16.npz", model, epoch=0)
