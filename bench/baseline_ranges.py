@@ -1,4 +1,4 @@
-"""Print the figures the README's "Baseline figures" paragraph quotes, from committed JSONs.
+"""Print the figures docs/benchmarking.md ("Baseline figures") quotes, from committed JSONs.
 
     python bench/baseline_ranges.py bench/results/cpu-2026-11-27.json \
         bench/results/cpu-2026-11-27-1thread.json

@@ -57,7 +57,7 @@ __all__ = ["CheckpointError", "Checkpoint", "load_checkpoint", "save_checkpoint"
 
 FORMAT = "gpudense-checkpoint"
 _BF16 = "bfloat16"
-VERSION = 2  # 2: per-parameter step counts and float32 master weights
+VERSION = 2  # the layout above: per-parameter step counts, float32 master copies of float16 parameters
 
 
 class CheckpointError(ValueError):

@@ -347,6 +347,7 @@ def fit(
     history: History | None = None,
     on_epoch: Callable[[EpochStats, History], None] | None = None,
     on_batch: Callable[[int, int, int, Any, Any], None] | None = None,
+    comm: Any = None,
 ) -> History:
     """Train ``model`` with ``optimizer`` on ``data`` for epochs ``start_epoch + 1 .. config.epochs``.
 
@@ -375,6 +376,8 @@ def fit(
             (from 1), the step within it (from 0), samples seen in it so far,
             and the running loss sum and correct count (0-d device arrays;
             reading them waits for the device, so read them rarely).
+        comm: A :class:`~gpudense.distributed.Communicator`: data-parallel training over its
+            ranks (:mod:`gpudense.distributed.parallel`; ``batch_size`` is the global batch).
 
     Returns:
         The :class:`History`, earlier epochs included.
@@ -416,6 +419,11 @@ def fit(
     history = History.from_dict(history.as_dict()) if history is not None else History()
     shuffle = as_generator(config.rng, "rng")
     ranges = backend.nvtx_range if config.profile else _no_range
+    run_epoch, run_evaluate = train_epoch, evaluate
+    if comm is not None:
+        from gpudense.distributed.parallel import DataParallel
+        dp = DataParallel(model, optimizer, comm, data=data, config=config, shuffle=shuffle, start_epoch=start_epoch)
+        run_epoch, run_evaluate = dp.train_epoch, dp.evaluate
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -424,15 +432,14 @@ def fit(
             order = backend.asarray(perm) if resident else perm
             batch_done = None if on_batch is None else functools.partial(on_batch, epoch)
             with ranges(EPOCH_RANGE):
-                loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, order,
-                                                batch_size=config.batch_size, ranges=ranges,
-                                                on_batch=batch_done)
+                loss_sum, correct = run_epoch(model, optimizer, x_train, y_train, order,
+                                              batch_size=config.batch_size, ranges=ranges, on_batch=batch_done)
             loss = float(loss_sum) / n  # waits for the device
             train_acc = int(correct) / n
             seconds = time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise DivergenceError(epoch, loss, getattr(optimizer, "lr", None))
-            test_acc = evaluate(model, x_test, y_test)
+            test_acc = run_evaluate(model, x_test, y_test)
             history.loss.append(loss)
             history.train_acc.append(train_acc)
             history.test_acc.append(test_acc)

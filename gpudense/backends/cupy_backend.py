@@ -1,4 +1,4 @@
-"""The CUDA backend's former module path; everything lives in :mod:`gpudense.backends.cuda`."""
+"""An alias of :mod:`gpudense.backends.cuda`: the same public names, importable under this module path too."""
 
 from gpudense.backends.cuda import *  # noqa: F401,F403
 from gpudense.backends.cuda import __all__  # noqa: F401

@@ -1,4 +1,4 @@
-"""The ``gpudense`` command line: ``info``, ``train``.
+"""The ``gpudense`` command line: ``info``, ``train``, ``bench``.
 
 Each subcommand lives in its own module, which exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
@@ -46,6 +46,12 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(text: str) -> None:
+    """``text`` and its newline on stderr in one write, so that under mpiexec the lines of ranks do not mix."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status.
 
@@ -60,26 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        print("gpudense: interrupted", file=sys.stderr)
+        _error_line("gpudense: interrupted")
         return 130
     except ImportError as exc:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
         extra = {"train": "train", "bench": "bench"}.get(args.command, "test")
-        print(
-            f"gpudense {args.command}: error: {exc}; install it with pip install "
-            f'"gpudense[{extra}]"',
-            file=sys.stderr,
-        )
+        _error_line(f'gpudense {args.command}: error: {exc}; install it with pip install "gpudense[{extra}]"')
         return 1
     except MemoryError:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
-        print(f"gpudense {args.command}: error: out of memory; try smaller sizes", file=sys.stderr)
+        _error_line(f"gpudense {args.command}: error: out of memory; try smaller sizes")
         return 1
     except (CliError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"gpudense {args.command}: error: {message}", file=sys.stderr)
+        _error_line(f"gpudense {args.command}: error: {message}")
         return 1

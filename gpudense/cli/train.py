@@ -13,6 +13,11 @@ continues from one exactly as if the run had not stopped (the shuffling
 generator's state is in the checkpoint). ``--profile`` wraps every epoch and
 step in NVTX ranges ``gpudense.train.epoch`` / ``gpudense.train.step``.
 
+Under a launcher (``mpiexec -n N gpudense train``) the run is data-parallel
+(``--distributed``, :mod:`gpudense.distributed`): ``--batch-size`` is the
+global batch, split across the ranks; rank 0 alone prints, draws the bar and
+writes files, and a rank that fails ends the whole job (docs/distributed.md).
+
 This module is the command line only: options, their resolution against a
 checkpoint, printing, the progress bar and exit codes. The training itself
 is :func:`gpudense.training.fit`.
@@ -33,6 +38,7 @@ from gpudense.backends import BACKEND_NAMES
 from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from gpudense.cli._common import blas_threads, check_output_path, finite_float, int_at_least, progress_bar
 from gpudense.data import Dataset, load_digits, make_synthetic
+from gpudense.distributed.comm import Communicator, split_rows
 from gpudense.nn import MLP
 from gpudense.optim import OPTIMIZERS, Optimizer, make_optimizer
 from gpudense.plotting import import_pyplot, plot_history
@@ -121,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", action="store_true",
                    help="NVTX ranges gpudense.train.epoch / gpudense.train.step (for nsys)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (summary lines still print)")
+    g = parser.add_argument_group("distributed (under mpiexec or srun; see docs/distributed.md)")
+    g.add_argument("--distributed", choices=["auto", "off", "mpi", "nccl"], default="auto",
+                   help="auto (default): data-parallel when a launcher started more than one process "
+                        "(NCCL on --backend cupy, MPI on numpy); off: each process trains alone; "
+                        "mpi or nccl: that engine")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -242,8 +253,12 @@ class TrainRun:
     optimizer: Optimizer
 
 
-def train(args: argparse.Namespace, *, out: Any = None) -> TrainRun:
+def train(args: argparse.Namespace, *, out: Any = None, comm: Communicator | None = None) -> TrainRun:
     """Run the training that ``args`` (as :func:`parse_args` returns) describes; print to ``out``.
+
+    With ``comm`` (a :class:`~gpudense.distributed.Communicator`) the run is
+    data-parallel over its ranks, every rank calling this: rank 0 alone
+    prints, saves the checkpoint and the plot; every rank returns the result.
 
     Raises:
         ValueError: bad options or a checkpoint that does not fit
@@ -255,18 +270,39 @@ def train(args: argparse.Namespace, *, out: Any = None) -> TrainRun:
     # busy 2-core machine OpenBLAS's spinning threads made the default run ten times slower.
     limit = args.threads if args.threads is not None else (1 if args.dataset == "digits" else None)
     with blas_threads(limit, option="--threads", extra="train", required=args.threads is not None):
-        return _train(args, out=sys.stdout if out is None else out)
+        return _train(args, out=sys.stdout if out is None else out, comm=comm)
 
 
-def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
+def _on_rank0(comm: Communicator | None, fn: Any) -> Any:
+    """``fn()`` on rank 0 alone, its result (or its error, on every rank) shared; ``fn()`` without ``comm``."""
+    if comm is None:
+        return fn()
+    from gpudense.distributed import run_on_root
+
+    return run_on_root(comm, fn)
+
+
+def _split_note(batch: int, size: int) -> str:
+    """How a global batch is split, e.g. ``"16 rows per rank"`` or ``"11 or 10 rows per rank"``."""
+    most, fewest = (b - a for a, b in (split_rows(batch, size, 0), split_rows(batch, size, size - 1)))
+    return f"{most} rows per rank" if most == fewest else f"{most} or {fewest} rows per rank (lower ranks more)"
+
+
+def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = None) -> TrainRun:
+    rank0 = comm is None or comm.rank == 0
+
     def say(text: str) -> None:
-        print(text, file=out, flush=True)
+        if rank0:
+            print(text, file=out, flush=True)
 
-    check_output_path("--save", args.save)
-    check_output_path("--plot", args.plot)
-    if args.plot:
-        import_pyplot("--plot", "train")  # fail before training, not after
-    ckpt = load_checkpoint(args.resume) if args.resume else None
+    def preflight() -> None:  # fail before training, not after
+        check_output_path("--save", args.save)
+        check_output_path("--plot", args.plot)
+        if args.plot:
+            import_pyplot("--plot", "train")
+
+    _on_rank0(comm, preflight)
+    ckpt = _on_rank0(comm, lambda: load_checkpoint(args.resume)) if args.resume else None
     args = _resolve_options(args, ckpt)
 
     ds = _load_data(args)
@@ -301,6 +337,9 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
         f"{ds.n_features} features, {ds.n_classes} classes")
     say(f"model: {model!r}")
     say(f"optimizer: {optimizer!r}, batch size {args.batch_size}")
+    if comm is not None:
+        say(f"distributed: {comm.describe()}; the batch of {args.batch_size} is split across them, "
+            f"{_split_note(args.batch_size, comm.size)}")
     if ckpt is not None:
         say(f"resumed from {args.resume} at epoch {start_epoch}")
 
@@ -320,13 +359,13 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
 
     n = int(ds.x_train.shape[0])
     bar = _EpochBar(n, args.epochs)
-    show_bar = not args.quiet and out is sys.stdout and sys.stdout.isatty()
+    show_bar = rank0 and not args.quiet and out is sys.stdout and sys.stdout.isatty()
 
     def epoch_done(stats: training.EpochStats, history: training.History) -> None:
         bar.close()
         say(f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  train acc {stats.train_acc:.4f}  "
             f"test acc {stats.test_acc:.4f}  {stats.seconds:6.2f} s  ({n / stats.seconds:,.0f} samples/s)")
-        if args.save:
+        if args.save and rank0:
             save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
                             extra={"data": _data_identity(args), "history": history.as_dict(),
                                    "batch_size": args.batch_size})
@@ -335,7 +374,7 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
                                   profile=args.profile)
     try:
         history = training.fit(model, optimizer, placed, config, start_epoch=start_epoch, history=history,
-                               on_epoch=epoch_done, on_batch=bar.on_batch if show_bar else None)
+                               on_epoch=epoch_done, on_batch=bar.on_batch if show_bar else None, comm=comm)
     except training.DivergenceError as exc:
         raise RuntimeError(
             f"training diverged in epoch {exc.epoch}: the mean loss is {exc.loss}; "
@@ -349,14 +388,57 @@ def _train(args: argparse.Namespace, *, out: Any) -> TrainRun:
         test_acc = training.evaluate(model, placed.x_test, placed.y_test)
     if args.save and start_epoch < args.epochs:
         say(f"checkpoint: {args.save} (epoch {args.epochs})")
-    if args.plot:
+    if args.plot and rank0:
         plot_history(history, args.plot, title=f"gpudense train: {ds.name}, MLP {'-'.join(map(str, sizes))}")
         say(f"plot: {args.plot}")
     say(f"test accuracy: {test_acc:.3f}")
     return TrainRun(history, test_acc, model, optimizer)
 
 
+def _start_distributed(args: argparse.Namespace) -> Communicator | None:
+    """The communicator ``--distributed`` asks for (None: train alone); every rank calls it.
+
+    ``auto`` starts MPI only where a launcher says it started more than one
+    process, and then insists that MPI sees them all (an mpi4py built for
+    another MPI than the launcher's sees a world of one: N copies of the
+    same run would follow).
+    """
+    from gpudense import distributed
+
+    if args.distributed == "off":
+        return None
+    launched = distributed.launched_world_size()
+    if args.distributed == "auto" and (launched is None or launched <= 1):
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        comm = distributed.init(args.distributed, backend=args.backend)
+    if comm.rank == 0:
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if args.distributed == "auto" and comm.size != launched:
+        raise distributed.CollectiveError(
+            f"the launcher started {launched} processes but MPI sees {comm.size} ({comm.describe()}): "
+            "mpi4py's MPI is not the launcher's; use the mpiexec of that MPI, or --distributed off "
+            "for independent runs"
+        )
+    return comm
+
+
 def run(args: argparse.Namespace) -> int:
-    """The ``gpudense train`` subcommand; returns the exit status (errors propagate to :func:`gpudense.cli.main`)."""
-    train(args)
+    """The ``gpudense train`` subcommand; returns the exit status (errors propagate to :func:`gpudense.cli.main`).
+
+    Distributed, an error on one rank alone ends every rank (``MPI_Abort``)
+    after printing itself with the rank's number; an error every rank
+    raises at once (a set-up mismatch, a diverged loss) ends each normally.
+    Ranks other than 0 print no warnings.
+    """
+    from gpudense.distributed import abort_on_error
+
+    with abort_on_error("gpudense train", collective=(training.DivergenceError,)):
+        comm = _start_distributed(args)
+        with warnings.catch_warnings():
+            if comm is not None and comm.rank:
+                warnings.simplefilter("ignore")
+            train(args, comm=comm)
     return 0

@@ -271,7 +271,7 @@ def test_digits_run_uses_one_blas_thread(monkeypatch):
 
     seen = []
 
-    def record(args, out=None):
+    def record(args, out=None, comm=None):
         seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
 
     monkeypatch.setattr(train_command, "_train", record)

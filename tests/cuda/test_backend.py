@@ -94,7 +94,7 @@ def test_describe_names_the_current_device():
     assert set(facts) == {"device", "nvtx"}
 
 
-def test_the_old_module_path_gives_every_public_name():
+def test_cupy_backend_module_gives_every_public_name():
     from gpudense.backends import cupy_backend
 
     assert sorted(cupy_backend.__all__) == sorted(cuda.__all__)
@@ -104,7 +104,7 @@ def test_the_old_module_path_gives_every_public_name():
 
 @pytest.mark.parametrize("hide_cupy", [False, True])
 def test_the_package_imports_without_cupy(hide_cupy):
-    """Importing gpudense.backends.cuda (and the old path) imports no CuPy; it works where CuPy is absent."""
+    """Importing gpudense.backends.cuda (and its alias cupy_backend) imports no CuPy; it works where CuPy is absent."""
     code = (
         "import sys\n"
         + ("sys.modules['cupy'] = None\n" if hide_cupy else "")

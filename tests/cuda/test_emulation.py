@@ -247,7 +247,7 @@ def test_emulation_rejects_a_dy_that_does_not_fit_the_plan():
         emulate_bias_grad(np.zeros((4, 3), np.float32), plan, accumulate=True)
 
 
-def test_emulation_is_importable_from_the_package_and_the_old_module_path():
+def test_emulation_is_importable_from_the_package_and_cupy_backend():
     from gpudense.backends import cupy_backend
     from gpudense.backends.cuda import emulate
 
