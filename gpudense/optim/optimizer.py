@@ -27,7 +27,7 @@ class Optimizer:
 
     As in PyTorch, every parameter has its own step count: the number of
     steps that found a gradient for it (Adam's bias correction uses it).
-    float16 parameters get a float32 master copy (state slot ``"master"``):
+    float16 and bfloat16 parameters get a float32 master copy (state slot ``"master"``):
     the update is applied to the master and the model's float16 array is
     rewritten from it after each step, so updates smaller than float16's
     spacing accumulate instead of rounding away. Values written into a
@@ -40,7 +40,7 @@ class Optimizer:
     SLOTS: tuple[str, ...] = ()
     #: Slots whose values are never negative (Adam's second moment "v"); a loaded state is checked.
     NON_NEGATIVE_SLOTS: tuple[str, ...] = ()
-    #: The slot holding float32 master copies of float16 parameters.
+    #: The slot holding float32 master copies of float16 and bfloat16 parameters.
     MASTER = "master"
 
     def __init__(self, model: Any, **hyperparams: float) -> None:
@@ -112,7 +112,7 @@ class Optimizer:
             xp = backend_of(p, g).xp
             t = self.param_steps.get(name, 0) + 1
             self.param_steps[name] = t
-            if wide_dtype(p.dtype) != p.dtype:  # float16: update the float32 master
+            if wide_dtype(p.dtype) != p.dtype:  # float16, bfloat16: update the float32 master
                 w = self.state[self.MASTER].get(name)
                 if w is None:
                     w = self.state[self.MASTER][name] = p.astype(wide_dtype(p.dtype))
@@ -186,9 +186,9 @@ class Optimizer:
         Checked: the optimizer type, the hyper-parameter names and ranges (as
         the constructor checks them), the step counts (each parameter's in
         ``[1, step]``), the slot names, the parameter names, shapes and dtypes
-        (float32 for the state of float16 parameters), that every slot
+        (float32 for the state of float16 and bfloat16 parameters), that every slot
         holds exactly the parameters that have stepped (``"master"``: those
-        of them that are float16), that every value is finite, and that the
+        of them that are float16 or bfloat16), that every value is finite, and that the
         slots in ``NON_NEGATIVE_SLOTS`` (Adam's ``v``) hold no negative value.
 
         Args:

@@ -89,7 +89,7 @@ def test_gradients_that_are_views_into_one_buffer_are_reduced_in_place(rng):
     before = _grads(model)
     flat = np.empty(2 + 67, np.float32)  # a buffer that starts before the gradients, as an owner's might
     offset = 2
-    for layer in (model[0], model[2]):  # the layers' gradients become views into flat, in order
+    for layer in (model[0], model[1]):  # the two Dense layers' gradients become views into flat, in order
         for attr in ("dw", "db"):
             g = getattr(layer, attr)
             view = flat[offset:offset + g.size].reshape(g.shape)
