@@ -9,9 +9,11 @@ PY     := $(VENV)/bin/python
 comma := ,
 
 # Extras installed for the tests. On Linux, CuPy for CUDA 13 is among them, so
-# that CI checks backend selection with CuPy installed and no GPU present
-# (CuPy publishes no wheels for macOS; there those tests skip, saying why).
-TEST_EXTRAS ?= test,train,bench,distributed$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
+# that CI checks backend selection with CuPy installed and no GPU present, and
+# NVRTC with it, so that CI compiles the kernels as CuPy would (CuPy publishes
+# no wheels for macOS; there those tests skip, saying why). bf16 brings
+# ml_dtypes, so that bfloat16 is tested.
+TEST_EXTRAS ?= test,train,bench,bf16,distributed$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
 
 $(VENV)/.stamp-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -3,13 +3,14 @@
 #
 #     bash bench/device_check.sh
 #
-# prints the date, device, driver and library versions, runs the GPU tests
-# (tests/cuda/test_gpu.py, tests/training/test_gpu_train.py), times the
-# bias-gradient kernel against dy.sum(axis=0) and ones @ dy
-# (bench/device_check.py over gpudense.benchmark.device_check) and times one training
+# prints the date, device, driver and library versions, runs the tests marked
+# gpu, times the bias-gradient kernel against dy.sum(axis=0) and ones @ dy and
+# the fused activation gradient against the unfused way (bench/device_check.py
+# over gpudense.benchmark.device_check and fused_check) and times one training
 # epoch of a large synthetic set (bench/train_bench.py). Raw results (JSON and
 # the pytest log) go to $OUT when it is set, else bench/results/. Needs
-# python3 with CuPy, NumPy and pytest; finishes in a few minutes.
+# python3 with CuPy, NumPy and pytest; takes up to 12 minutes (for two
+# commands of at most 9 minutes each, use bench/gpu_validation.sh check / bench).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -38,13 +39,16 @@ PY
 
 echo "== GPU tests"
 # CuPy compiles its elementwise kernels on first use on a fresh machine: allow for it.
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/cuda/test_gpu.py tests/training/test_gpu_train.py 2>&1 | tee "$RESULTS/pytest_gpu.log" | tail -n 40
+timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/cuda/test_gpu.py tests/cuda/test_gpu_fused.py \
+    tests/training/test_gpu_train.py tests/nn/test_fused_dense.py tests/core/test_bfloat16.py \
+    tests/core/test_functional.py 2>&1 | tee "$RESULTS/pytest_gpu.log" | tail -n 40
 tests_rc=${PIPESTATUS[0]}
 echo "GPU tests exit status: $tests_rc"
 
 echo "== timings"
 timeout 150 python3 bench/device_check.py --out "$RESULTS"
 bench_rc=$?
+timeout 150 python3 bench/device_check.py --stage fused --out "$RESULTS" || bench_rc=1
 echo "== one training epoch, 1,000,000 x 784, MLP 784-1024-1024-10"
 timeout 120 python3 bench/train_bench.py --out "$RESULTS/train_bench.json"
 train_rc=$?

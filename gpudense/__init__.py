@@ -1,6 +1,6 @@
 """gpudense: a dense (fully-connected) layer for CUDA GPUs through CuPy, with a NumPy fallback.
 
-    forward:   y  = x @ w + b
+    forward:   y  = x @ w + b                 (or y = act(x @ w + b): relu, gelu, tanh)
     backward:  dx = dy @ w.T,  dw = x.T @ dy,  db = dy summed over the batch
 
 ``w`` has shape ``(in_features, out_features)``; ``w[i, j]`` joins input ``i``
@@ -14,7 +14,14 @@ from gpudense.backends import (
     auto_backend_reason,
     get_backend,
 )
-from gpudense.functional import DenseGrads, dense_backward, dense_forward
+from gpudense.functional import (
+    DenseActOutput,
+    DenseGrads,
+    dense_act_backward,
+    dense_act_forward,
+    dense_backward,
+    dense_forward,
+)
 from gpudense.layer import Dense, ParamGrad
 
 __version__ = "0.1.0"
@@ -23,11 +30,14 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "Dense",
+    "DenseActOutput",
     "DenseGrads",
     "GpudenseFallbackWarning",
     "ParamGrad",
     "__version__",
     "auto_backend_reason",
+    "dense_act_backward",
+    "dense_act_forward",
     "dense_backward",
     "dense_forward",
     "get_backend",

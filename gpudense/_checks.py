@@ -6,6 +6,8 @@ arrays belong together, which dtype a reduction widens to) is stated in one
 place and every message reads alike: what was expected, then what came.
 
 Nothing here imports CuPy: a CuPy array is recognised by its type's module.
+Nothing here imports ml_dtypes either until bfloat16 is asked for by name: an
+array's bfloat16 dtype is recognised by its name.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BF16_EXTRA",
     "FLOAT_DTYPES",
     "FLOAT_NAMES",
     "array_kind",
+    "bfloat16_dtype",
     "as_generator",
     "check_bool",
     "check_finite",
@@ -28,34 +32,69 @@ __all__ = [
     "float_dtype",
     "int_at_least",
     "is_count",
+    "is_float_dtype",
     "positive_int",
     "wide_dtype",
 ]
 
-#: Floating dtypes gpudense computes in.
+#: Floating dtypes gpudense computes in that NumPy itself provides; bfloat16
+#: (from ml_dtypes, imported only when asked for) is the fourth.
 FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 #: Their names, as a message lists them.
-FLOAT_NAMES = "float16, float32 or float64"
+FLOAT_NAMES = "float16, bfloat16, float32 or float64"
+#: The extra that installs ml_dtypes, the package behind bfloat16.
+BF16_EXTRA = "bf16"
+_BF16 = "bfloat16"
 
 
 # -- dtypes ----------------------------------------------------------------
 
 
+def bfloat16_dtype() -> np.dtype:
+    """The bfloat16 dtype (``ml_dtypes.bfloat16``), importing ml_dtypes on first use.
+
+    Raises:
+        RuntimeError: ml_dtypes is not installed; the message names the extra.
+
+    Example:
+        >>> bfloat16_dtype().name
+        'bfloat16'
+    """
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise RuntimeError(
+            f"bfloat16 needs the ml_dtypes package ({exc}); install it with "
+            f"pip install 'gpudense[{BF16_EXTRA}]'"
+        ) from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    """Whether the ``numpy.dtype`` ``dtype`` is float16, bfloat16, float32 or float64 (no import)."""
+    return dtype in FLOAT_DTYPES or (getattr(dtype, "kind", None) == "V" and dtype.name == _BF16)
+
+
 def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     """``dtype`` (a name, type or ``numpy.dtype``) as a supported ``numpy.dtype``.
 
+    ``"bfloat16"`` imports ml_dtypes (see :func:`bfloat16_dtype`).
+
     Raises:
-        TypeError: not a dtype, or not one of :data:`FLOAT_DTYPES`.
+        TypeError: not a dtype, or not float16, bfloat16, float32 or float64.
+        RuntimeError: bfloat16 without ml_dtypes installed.
 
     Example:
         >>> float_dtype("float32")
         dtype('float32')
     """
+    if isinstance(dtype, str) and dtype.strip().lower() == _BF16:
+        return bfloat16_dtype()
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"{name} must be {FLOAT_NAMES}; got {dtype!r}") from exc
-    if dt not in FLOAT_DTYPES:
+    if not is_float_dtype(dt):
         raise TypeError(f"{name} must be {FLOAT_NAMES}; got {dt}")
     return dt
 
@@ -74,31 +113,36 @@ def check_float_array(name: str, a: Any) -> None:
         TypeError: x has non-native byte order (dtype >f4, big-endian); ... x.astype(np.float32)
     """
     dt = np.dtype(a.dtype)
-    if dt not in FLOAT_DTYPES and dt.newbyteorder("=") in FLOAT_DTYPES:
+    if not is_float_dtype(dt) and dt.newbyteorder("=") in FLOAT_DTYPES:
         order = "big-endian" if dt.byteorder == ">" else "little-endian"
         raise TypeError(
             f"{name} has non-native byte order (dtype {dt.str}, {order}); gpudense computes in this "
             f"machine's byte order: convert it once with {name}.astype(np.{dt.newbyteorder('=').name})"
         )
-    if dt not in FLOAT_DTYPES:
+    if not is_float_dtype(dt):
         raise TypeError(f"{name} must be a floating array ({FLOAT_NAMES}); got dtype {a.dtype}")
 
 
 def wide_dtype(dtype: Any) -> np.dtype:
-    """The dtype that sums, losses and optimizer state of ``dtype`` are kept in.
+    """The dtype that sums, products, losses and optimizer state of ``dtype`` are kept in.
 
-    float16 widens to float32 (its range and precision are too small to add
-    many terms, or to hold Adam's second moment); float32 and float64 stay.
+    float16 and bfloat16 widen to float32 (their range or precision is too
+    small to add many terms, or to hold Adam's second moment); float32 and
+    float64 stay.
 
     Example:
         >>> wide_dtype(np.float16), wide_dtype(np.float64)
         (dtype('float32'), dtype('float64'))
     """
     dt = np.dtype(dtype)
-    return _WIDE.get(dt, dt)
+    wide = _WIDE.get(dt)
+    if wide is not None:
+        return wide
+    return _FLOAT32 if dt.kind == "V" and dt.name == _BF16 else dt
 
 
-_WIDE = {np.dtype(np.float16): np.dtype(np.float32)}
+_FLOAT32 = np.dtype(np.float32)
+_WIDE = {np.dtype(np.float16): _FLOAT32, _FLOAT32: _FLOAT32, np.dtype(np.float64): np.dtype(np.float64)}
 
 
 # -- numbers ----------------------------------------------------------------

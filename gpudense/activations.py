@@ -1,17 +1,18 @@
-"""Element-wise activations with their backward: ReLU, GELU (tanh form), Tanh.
+"""Element-wise activations as blocks with their backward: ReLU, GELU (tanh form), Tanh.
 
 Every activation has ``forward(x)`` (also ``__call__``), which keeps what its
-backward needs, and ``backward(dy)``, which returns ``dx``. The math is
-written once against the array module of its input, so it runs on NumPy and
-on CuPy alike.
+backward needs, and ``backward(dy)``, which returns ``dx``. The formulas are
+those of :mod:`gpudense.activation_math` (shared with the fused
+``Dense(..., activation=...)``), written once against the array module of
+the input, so they run on NumPy and on CuPy alike.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from gpudense._checks import check_float_array
+from gpudense.activation_math import activation_forward, activation_grad, check_activation
 from gpudense.backends import Backend, backend_of, get_backend
 from gpudense.layer import ParamGrad
 
@@ -34,12 +35,20 @@ class _Activation:
         self._saved: tuple[Any, ...] | None = None
 
     def forward(self, x: Any) -> Any:
-        raise NotImplementedError
+        """``y = act(x)``; keeps what backward needs (``y``, or ``x`` for GELU)."""
+        xp = _check_float("x", x)
+        y, saved = activation_forward(xp, self.name, x)
+        self._saved = (y, saved)
+        return y
 
     __call__ = forward
 
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
-        raise NotImplementedError
+        """``dx = dy * act'(x)``; None when ``input_grad`` is False."""
+        _, saved = self._take_saved(dy)
+        if not input_grad:
+            return None
+        return activation_grad(backend_of(dy).xp, self.name, saved, dy)
 
     def _take_saved(self, dy: Any) -> tuple[Any, ...]:
         if self._saved is None:
@@ -80,50 +89,11 @@ class ReLU(_Activation):
 
     name = "relu"
 
-    def forward(self, x: Any) -> Any:
-        xp = _check_float("x", x)
-        y = xp.maximum(x, 0)
-        self._saved = (y,)
-        return y
-
-    __call__ = forward
-
-    def backward(self, dy: Any, input_grad: bool = True) -> Any:
-        """``dx = dy * (y > 0)``; None when ``input_grad`` is False."""
-        (y,) = self._take_saved(dy)
-        if not input_grad:
-            return None
-        return dy * (y > 0)
-
 
 class Tanh(_Activation):
     """``y = tanh(x)``; ``dx = dy * (1 - y**2)``. Keeps ``y`` for backward."""
 
     name = "tanh"
-
-    def forward(self, x: Any) -> Any:
-        xp = _check_float("x", x)
-        y = xp.tanh(x)
-        self._saved = (y,)
-        return y
-
-    __call__ = forward
-
-    def backward(self, dy: Any, input_grad: bool = True) -> Any:
-        """``dx = dy * (1 - y**2)``; None when ``input_grad`` is False."""
-        (y,) = self._take_saved(dy)
-        if not input_grad:
-            return None
-        dx = y * y
-        dx -= 1
-        dx *= dy
-        dx *= -1
-        return dx
-
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_A = 0.044715
-_GELU_CLIP = 10.0  # tanh(sqrt(2/pi) * (10 + 0.044715e3)) == 1.0 exactly in float16/32/64
 
 
 class GELU(_Activation):
@@ -131,54 +101,13 @@ class GELU(_Activation):
 
     ``y = x/2 * (1 + tanh(u))`` with ``u = sqrt(2/pi) * (x + 0.044715 x**3)``;
     ``dy/dx = (1 + t)/2 + x/2 * (1 - t**2) * sqrt(2/pi) * (1 + 3*0.044715 x**2)``
-    with ``t = tanh(u)``. Keeps ``x`` clipped to [-10, 10] (beyond which t is exactly
-    +-1) and ``t`` for backward. (The tanh form
-    needs no ``erf``, which NumPy lacks; it differs from the exact
-    ``x * Phi(x)`` by less than 5e-4.)
+    with ``t = tanh(u)``, computed on ``x`` clipped to [-10, 10] (beyond which
+    t is exactly +-1), so both are finite for every finite ``x``. Keeps ``x``
+    for backward, which recomputes ``t``. (The tanh form needs no ``erf``,
+    which NumPy lacks; it differs from the exact ``x * Phi(x)`` by less than 5e-4.)
     """
 
     name = "gelu"
-
-    def forward(self, x: Any) -> Any:
-        xp = _check_float("x", x)
-        # For |x| >= 10, u >= 43 and t = tanh(u) is exactly +-1 in every float dtype: u is
-        # computed on x clipped to [-10, 10], where x^3 cannot overflow (float16 x^2 is inf
-        # from |x| = 256, and the backward's inf * (t^2 - 1) would be NaN).
-        xc = x.clip(-_GELU_CLIP, _GELU_CLIP)
-        t = xc * xc
-        t *= _GELU_A
-        t += 1
-        t *= xc
-        t *= _GELU_C
-        xp.tanh(t, out=t)
-        y = t + 1
-        y *= 0.5  # exact; halving before the product keeps x/2*(1+t) finite up to the dtype's max
-        y *= x
-        self._saved = (y, xc, t)
-        return y
-
-    __call__ = forward
-
-    def backward(self, dy: Any, input_grad: bool = True) -> Any:
-        """``dx = dy * dy/dx`` (formula in the class docstring); None when ``input_grad`` is False."""
-        _, xc, t = self._take_saved(dy)
-        if not input_grad:
-            return None
-        # p = x/2 * c * (1 + 3a x^2); dy/dx = (1 + t)/2 - p * (t^2 - 1). On x clipped to
-        # [-10, 10] (see forward): beyond it t^2 - 1 == 0 exactly, so p's value there is moot.
-        p = xc * xc
-        p *= 3 * _GELU_A
-        p += 1
-        p *= 0.5 * _GELU_C
-        p *= xc
-        s = t * t
-        s -= 1
-        p *= s
-        dx = t + 1
-        dx *= 0.5
-        dx -= p
-        dx *= dy
-        return dx
 
 
 #: Activation name -> class, for :func:`get_activation` and :class:`MLP`.
@@ -190,7 +119,9 @@ def get_activation(name: str) -> _Activation:
 
     Raises:
         ValueError: an unknown name.
+
+    Example:
+        >>> get_activation("GELU")
+        GELU()
     """
-    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name.lower()]()
+    return ACTIVATIONS[check_activation(name)]()

@@ -7,7 +7,11 @@ Layout of the file (a plain NumPy ``.npz``, readable with ``allow_pickle=False``
   "optimizer": {"type", "hyperparams", "step", "param_steps", "slots"} or null,
   "rng": the ``numpy.random.Generator``'s ``bit_generator.state`` or null,
   "extra": {...}}`` (``param_steps``: the step count of each parameter that has
-  stepped; ``slots``: the slot names, including ``master``)
+  stepped; ``slots``: the slot names, including ``master``), and, when some
+  array is bfloat16, ``"raw_dtypes": {entry: "bfloat16"}``
+- bfloat16 arrays (``ml_dtypes.bfloat16``, which ``np.savez`` would store as
+  untyped ``V2`` bytes) are stored as their raw ``uint16`` bits and listed in
+  ``raw_dtypes``; reading views them as bfloat16 again, bit for bit
 - ``param/<name>``: each parameter (``param/0.w``, ``param/0.b``, ...), a NumPy array
   in the model's dtype, whatever backend the model was on;
 - ``optim/<slot>/<name>``: the optimizer's per-parameter state (``optim/m/0.w``, ...;
@@ -49,13 +53,14 @@ from typing import Any
 
 import numpy as np
 
-from gpudense._checks import check_finite
+from gpudense._checks import bfloat16_dtype, check_finite
 from gpudense._files import FileRefused, atomic_write, read_npz, regular_target
 from gpudense.backends import backend_of
 
 __all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "gpudense-checkpoint"
+_BF16 = "bfloat16"
 VERSION = 2  # the layout above: per-parameter step counts, float32 master copies of float16 parameters
 
 
@@ -111,6 +116,9 @@ def save_checkpoint(
     arrays: dict[str, np.ndarray] = {
         f"param/{pg.name}": np.ascontiguousarray(to_numpy(pg.param)) for pg in model.param_grads()
     }
+    raw_dtypes = {key: _BF16 for key, a in arrays.items() if a.dtype.name == _BF16}
+    for key in raw_dtypes:
+        arrays[key] = arrays[key].view(np.uint16)
     opt_meta = None
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -133,6 +141,8 @@ def save_checkpoint(
         "rng": None if rng is None else rng.bit_generator.state,
         "extra": extra or {},
     }
+    if raw_dtypes:
+        meta["raw_dtypes"] = raw_dtypes
     arrays["meta"] = np.array(json.dumps(meta))
     path = Path(path)
     atomic_write(check_target(path), lambda f: np.savez(f, **arrays), "checkpoint")
@@ -334,10 +344,17 @@ def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
     epoch = meta["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise CheckpointError(f"{where}: epoch must be a non-negative int; got {epoch!r}")
+    raw_dtypes = meta.get("raw_dtypes", {})
+    _check_type(where, "raw_dtypes", raw_dtypes, dict)
+    for key, name in raw_dtypes.items():
+        if name != _BF16 or key not in data or data[key].dtype != np.uint16:
+            raise CheckpointError(f"{where}: raw_dtypes entry {key!r}: {name!r} must name a uint16 entry "
+                                  f"stored as bfloat16 bits")
+        data[key] = data[key].view(bfloat16_dtype())
     params: dict[str, np.ndarray] = {}
     slots: dict[str, dict[str, np.ndarray]] = {}
     for key, a in data.items():
-        if a.dtype.kind != "f":
+        if a.dtype.kind != "f" and key not in raw_dtypes:
             raise CheckpointError(f"{where}: entry {key} has dtype {a.dtype}; expected a floating array")
         _check_finite(where, key, a)
         kind, _, rest = key.partition("/")

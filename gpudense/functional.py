@@ -7,12 +7,20 @@ of ``x`` count as one batch of ``batch = prod(x.shape[:-1])`` rows.
     forward:   y  = x @ w + b
     backward:  dx = dy @ w.T        dw = x.T @ dy        db = sum over the batch of dy
 
-The products go through the array module (``numpy.matmul`` or
-``cupy.matmul``, i.e. cuBLAS). Two operations go through the backend because
-their best form differs by device: the bias gradient (``Backend.bias_grad``)
-and the accumulating product ``dw += x.T @ dy`` (``Backend.matmul_acc``).
-Each stage is one NVTX range: ``gpudense.forward``, ``gpudense.backward.dx``,
-``gpudense.backward.dw``, ``gpudense.backward.db``.
+With an activation (:func:`dense_act_forward`, :func:`dense_act_backward`),
+``z = x @ w + b`` and ``y = act(z)``; the backward pass takes dL/dy, forms
+``dz = dy * act'(z)`` and continues as above with ``dz`` in place of ``dy``.
+
+The operations whose best form differs by device go through the backend:
+the products (``Backend.matmul``: cuBLAS on CuPy; float32 for 16-bit types
+on NumPy), the bias gradient (``Backend.bias_grad``), the accumulating
+product ``dw += x.T @ dy`` (``Backend.matmul_acc``) and the activation's
+passes (``Backend.bias_act`` after the forward product, one pass adding
+``b`` and applying the activation; ``Backend.act_bias_grad``, one pass
+forming ``dz`` and ``db`` together on CuPy). Each stage is one NVTX range:
+``gpudense.forward``, ``gpudense.backward.act`` (``dz`` and ``db`` of a
+layer with an activation), ``gpudense.backward.dx``, ``gpudense.backward.dw``,
+``gpudense.backward.db``.
 """
 
 from __future__ import annotations
@@ -21,12 +29,29 @@ import math
 from typing import Any, NamedTuple
 
 from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, describe_array
+from gpudense.activation_math import check_activation
 from gpudense.backends import backend_of
 
-__all__ = ["DenseGrads", "SUPPORTED_DTYPES", "dense_backward", "dense_forward"]
+__all__ = [
+    "DenseActOutput",
+    "DenseGrads",
+    "SUPPORTED_DTYPES",
+    "dense_act_backward",
+    "dense_act_forward",
+    "dense_backward",
+    "dense_forward",
+]
 
-#: Floating dtypes gpudense computes in.
+#: Floating dtypes gpudense computes in that NumPy provides; bfloat16
+#: (``ml_dtypes.bfloat16``, imported only when used) is supported too.
 SUPPORTED_DTYPES = FLOAT_DTYPES
+
+
+class DenseActOutput(NamedTuple):
+    """What :func:`dense_act_forward` returns: the output and what the backward pass needs."""
+
+    y: Any  #: act(x @ w + b), shape ``(..., n_out)``
+    saved: Any  #: for :func:`dense_act_backward`: ``y`` itself (relu, tanh) or ``z = x @ w + b`` (gelu)
 
 
 class DenseGrads(NamedTuple):
@@ -82,7 +107,8 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
     """Forward pass of a dense layer: ``y = x @ w + b``.
 
     Args:
-        x: Input, shape ``(..., n_in)``; NumPy or CuPy, float16/32/64.
+        x: Input, shape ``(..., n_in)``; NumPy or CuPy, float16, bfloat16,
+            float32 or float64.
         w: Weights, shape ``(n_in, n_out)``; ``w[i, j]`` joins input ``i`` to
             neuron ``j``. Same backend and dtype as ``x``.
         b: Optional bias, shape ``(n_out,)``, same backend and dtype.
@@ -105,10 +131,55 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
     _check_layer(x, w, b)
     n_in, n_out = w.shape
     with backend.nvtx_range("gpudense.forward"):
-        y = backend.xp.matmul(x.reshape(_batch(x), n_in), w)
+        y = backend.matmul(x.reshape(_batch(x), n_in), w)
         if b is not None:
             y += b
     return y.reshape(x.shape[:-1] + (n_out,))
+
+
+def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) -> DenseActOutput:
+    """Forward pass of a dense layer with an activation: ``y = act(x @ w + b)``.
+
+    One matrix product, then one pass that adds ``b`` and applies the
+    activation (a RawKernel on CuPy). What the backward pass needs is kept
+    and returned as ``saved``: ``y`` itself for relu and tanh (no extra
+    memory) and ``z = x @ w + b`` for gelu.
+
+    Args:
+        x: Input, shape ``(..., n_in)``; NumPy or CuPy, float16, bfloat16,
+            float32 or float64.
+        w: Weights, shape ``(n_in, n_out)``, same backend and dtype.
+        b: Optional bias, shape ``(n_out,)``, same backend and dtype.
+        activation: ``"relu"``, ``"gelu"`` (the tanh form, PyTorch's
+            ``gelu(approximate="tanh")``), ``"tanh"``, or None (then
+            ``y = x @ w + b`` and ``saved`` is None).
+
+    Returns:
+        ``DenseActOutput(y, saved)``, both of shape ``(..., n_out)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`dense_forward`; ValueError for an
+            unknown activation.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, -2.0]]); w = np.eye(2)
+        >>> y, saved = dense_act_forward(x, w, np.zeros(2), activation="relu")
+        >>> y.tolist(), saved is y
+        ([[1.0, 0.0]], True)
+    """
+    act = check_activation(activation, allow_none=True)
+    if act is None:
+        return DenseActOutput(dense_forward(x, w, b), None)
+    backend = backend_of(x, w, b)
+    _check_layer(x, w, b)
+    n_in, n_out = w.shape
+    with backend.nvtx_range("gpudense.forward"):
+        z = backend.matmul(x.reshape(_batch(x), n_in), w)
+        y, saved = backend.bias_act(z, b, act)
+    shape = tuple(x.shape[:-1]) + (n_out,)
+    y_out = y.reshape(shape)
+    return DenseActOutput(y_out, y_out if saved is y else saved.reshape(shape))
 
 
 def dense_backward(
@@ -161,7 +232,83 @@ def dense_backward(
         >>> g.db.tolist()
         [4.0, 4.0, 4.0, 4.0]
     """
-    backend = backend_of(dy, x, w)
+    backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate)
+    batch = _batch(x)
+    dy2 = dy.reshape(batch, w.shape[1])
+    db = None
+    if bias:
+        with backend.nvtx_range("gpudense.backward.db"):
+            db = backend.bias_grad(dy2, outs.db, accumulate=accumulate)
+    return _weight_and_input_grads(backend, dy2, x, w, input_grad, outs, accumulate, db)
+
+
+def dense_act_backward(
+    dy: Any,
+    x: Any,
+    w: Any,
+    saved: Any,
+    *,
+    activation: str | None,
+    bias: bool = True,
+    input_grad: bool = True,
+    out: DenseGrads | None = None,
+    accumulate: bool = False,
+) -> DenseGrads:
+    """Backward pass of a dense layer with an activation, ``y = act(x @ w + b)``.
+
+    With ``z = x @ w + b``: ``dz = dy * act'(z)``, then ``dx = dz @ w.T``,
+    ``dw = x.T @ dz`` and ``db = dz`` summed over the batch. On CuPy ``dz``
+    and ``db`` come from one RawKernel pass that reads ``dy`` and ``saved``
+    once and writes ``dz`` once; ``db`` is summed deterministically, in the
+    order of the bias-gradient kernel.
+
+    Args:
+        dy: dL/dy, shape ``(..., n_out)`` matching the forward output.
+        x: The forward input, shape ``(..., n_in)``.
+        w: The weights, shape ``(n_in, n_out)``.
+        saved: What :func:`dense_act_forward` returned as ``saved``.
+        activation: The forward pass's activation (None: as :func:`dense_backward`).
+        bias, input_grad, out, accumulate: As for :func:`dense_backward`:
+            ``dw`` and ``db`` are the gradients of the pre-activation's
+            parameters, added into ``out`` with ``accumulate``.
+
+    Returns:
+        ``DenseGrads(dx, dw, db)`` (``dx`` None when ``input_grad`` is False,
+        ``db`` None when ``bias`` is False).
+
+    Raises:
+        TypeError, ValueError: as :func:`dense_backward`, or when ``saved``
+            does not have ``dy``'s shape, dtype and backend.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([[1.0, -2.0]]); w = np.eye(2)
+        >>> fwd = dense_act_forward(x, w, np.zeros(2), activation="relu")
+        >>> g = dense_act_backward(np.ones((1, 2)), x, w, fwd.saved, activation="relu")
+        >>> g.dx.tolist(), g.db.tolist()
+        ([[1.0, 0.0]], [1.0, 0.0])
+    """
+    act = check_activation(activation, allow_none=True)
+    if act is None:
+        return dense_backward(dy, x, w, bias=bias, input_grad=input_grad, out=out, accumulate=accumulate)
+    backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate, saved)
+    if tuple(saved.shape) != tuple(dy.shape) or saved.dtype != dy.dtype:
+        raise ValueError(
+            f"saved must be what dense_act_forward returned, of dy's shape {tuple(dy.shape)} and dtype "
+            f"{dy.dtype}; got {describe_array(saved)}"
+        )
+    batch = _batch(x)
+    n_out = w.shape[1]
+    with backend.nvtx_range("gpudense.backward.act"):
+        dz, db = backend.act_bias_grad(dy.reshape(batch, n_out), saved.reshape(batch, n_out), act,
+                                       outs.db, accumulate=accumulate, bias=bias)
+    return _weight_and_input_grads(backend, dz, x, w, input_grad, outs, accumulate, db)
+
+
+def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: Any,
+                    accumulate: Any, saved: Any = None) -> tuple[Any, DenseGrads]:
+    """Check dense_backward's arguments; returns the backend and ``out`` (None entries where not given)."""
+    backend = backend_of(dy, x, w, saved)
     _check_layer(x, w, None)
     check_float_array("dy", dy)
     n_in, n_out = w.shape
@@ -189,25 +336,26 @@ def dense_backward(
     if accumulate and (out_dw is None or (bias and out_db is None)):
         raise ValueError("accumulate=True adds into out.dw and out.db: pass out=DenseGrads(None, dw, db) "
                          "with the arrays to add into")
+    return backend, DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)
 
-    xp = backend.xp
-    batch = _batch(x)
+
+def _weight_and_input_grads(backend: Any, dy2: Any, x: Any, w: Any, input_grad: bool, outs: DenseGrads,
+                            accumulate: bool, db: Any) -> DenseGrads:
+    """``dx = dy2 @ w.T`` (when asked for) and ``dw = x.T @ dy2`` (added into ``outs.dw`` with ``accumulate``)."""
+    n_in = w.shape[0]
+    batch = dy2.shape[0]
     x2 = x.reshape(batch, n_in)
-    dy2 = dy.reshape(batch, n_out)
-    dx = dw = db = None
+    dx = None
     if input_grad:
         with backend.nvtx_range("gpudense.backward.dx"):
-            if out_dx is None:
-                dx = xp.matmul(dy2, w.T).reshape(x.shape)
+            if outs.dx is None:
+                dx = backend.matmul(dy2, w.T).reshape(x.shape)
             else:
-                xp.matmul(dy2, w.T, out=out_dx.reshape(batch, n_in))
-                dx = out_dx
+                backend.matmul(dy2, w.T, out=outs.dx.reshape(batch, n_in))
+                dx = outs.dx
     with backend.nvtx_range("gpudense.backward.dw"):
         if accumulate:
-            dw = backend.matmul_acc(x2.T, dy2, out_dw)
+            dw = backend.matmul_acc(x2.T, dy2, outs.dw)
         else:
-            dw = xp.matmul(x2.T, dy2, out=out_dw)
-    if bias:
-        with backend.nvtx_range("gpudense.backward.db"):
-            db = backend.bias_grad(dy2, out_db, accumulate=accumulate)
+            dw = backend.matmul(x2.T, dy2, out=outs.dw)
     return DenseGrads(dx, dw, db)

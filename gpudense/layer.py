@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpudense._checks import array_kind, as_generator, check_bool, float_dtype, positive_int
+from gpudense.activation_math import check_activation
 from gpudense.backends import Backend, get_backend
-from gpudense.functional import DenseGrads, dense_backward, dense_forward
+from gpudense.functional import DenseGrads, dense_act_backward, dense_act_forward, dense_backward, dense_forward
 
 __all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
 
@@ -30,7 +31,7 @@ class ParamGrad(NamedTuple):
 
 
 class Dense:
-    """A fully-connected layer: ``y = x @ w + b``.
+    """A fully-connected layer: ``y = x @ w + b``, or ``y = act(x @ w + b)`` with an activation.
 
     ``w`` has shape ``(in_features, out_features)``: ``w[i, j]`` joins input
     ``i`` to neuron ``j``. (PyTorch's ``nn.Linear.weight`` is the transpose,
@@ -39,8 +40,13 @@ class Dense:
     Args:
         in_features: Size of each input sample, ``n_in``.
         out_features: Number of neurons, ``n_out``.
+        activation: None (default), ``"relu"``, ``"gelu"`` (the tanh form,
+            PyTorch's ``gelu(approximate="tanh")``) or ``"tanh"``: applied to
+            ``x @ w + b`` in the same pass that adds ``b`` (see
+            :func:`~gpudense.functional.dense_act_forward`).
         bias: Whether the layer has a bias ``b``.
-        dtype: ``"float16"``, ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"float16"``, ``"bfloat16"`` (needs ml_dtypes), ``"float32"``
+            (default) or ``"float64"``.
         backend: ``"auto"`` (CuPy when a CUDA device is usable, else NumPy),
             ``"numpy"``, ``"cupy"``, or a :class:`~gpudense.backends.Backend`.
         rng: A ``numpy.random.Generator`` or an int seed for the initial
@@ -52,7 +58,9 @@ class Dense:
     every backend.
 
     Gradients ``dw`` and ``db`` are None until the first :meth:`backward` and
-    then accumulate across calls until :meth:`zero_grad`, as in PyTorch.
+    then accumulate across calls until :meth:`zero_grad`, as in PyTorch. With
+    an activation, :meth:`backward` takes dL/dy of the activated output and
+    ``dw``, ``db`` are the gradients of ``w``, ``b`` as always.
 
     Example:
         >>> layer = Dense(3, 2, backend="numpy", rng=0)
@@ -60,6 +68,8 @@ class Dense:
         >>> dx = layer.backward(np.ones_like(y))
         >>> y.shape, dx.shape, layer.dw.shape, layer.db.tolist()
         ((4, 2), (4, 3), (3, 2), [4.0, 4.0])
+        >>> Dense(3, 2, activation="gelu", backend="numpy", rng=0)
+        Dense(in_features=3, out_features=2, activation='gelu', bias=True, dtype=float32, backend='numpy')
     """
 
     def __init__(
@@ -67,6 +77,7 @@ class Dense:
         in_features: int,
         out_features: int,
         *,
+        activation: str | None = None,
         bias: bool = True,
         dtype: Any = "float32",
         backend: str | Backend = "auto",
@@ -74,6 +85,8 @@ class Dense:
     ) -> None:
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
+        #: None, "relu", "gelu" or "tanh".
+        self.activation = check_activation(activation, allow_none=True)
         check_bool("bias", bias)
         self.dtype = float_dtype(dtype)
         self.backend = get_backend(backend)
@@ -82,6 +95,7 @@ class Dense:
         self.dw: Any = None
         self.db: Any = None
         self._x: Any = None
+        self._saved: Any = None  # what the activation's backward needs (None without one)
         self._has_bias = bias
         self.reset_parameters(rng)
 
@@ -104,12 +118,19 @@ class Dense:
             self.b = self.backend.asarray(b, dtype=self.dtype)
         else:
             self.b = None
-        self.dw = self.db = self._x = None
+        self.dw = self.db = self._x = self._saved = None
 
     def forward(self, x: Any) -> Any:
-        """``y = x @ w + b`` for ``x`` of shape ``(..., in_features)``; keeps ``x`` for backward."""
+        """``y = act(x @ w + b)`` for ``x`` of shape ``(..., in_features)``; keeps ``x`` for backward.
+
+        With an activation, also keeps what its derivative needs (``y`` for
+        relu and tanh, ``x @ w + b`` for gelu).
+        """
         self._check_input("x", x)
-        y = dense_forward(x, self.w, self.b)
+        if self.activation is None:
+            y = dense_forward(x, self.w, self.b)
+        else:
+            y, self._saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
         self._x = x
         return y
 
@@ -129,11 +150,14 @@ class Dense:
         if self._x is None:
             raise RuntimeError("Dense.backward called before forward: there is no saved input")
         self._check_input("dy", dy)
-        if self.dw is None:  # the first backward since zero_grad: new gradient arrays
-            grads = dense_backward(dy, self._x, self.w, bias=self._has_bias, input_grad=input_grad)
-        else:
+        out = None if self.dw is None else DenseGrads(None, self.dw, self.db)  # None: new gradient arrays
+        if self.activation is None:
             grads = dense_backward(dy, self._x, self.w, bias=self._has_bias, input_grad=input_grad,
-                                   out=DenseGrads(None, self.dw, self.db), accumulate=True)
+                                   out=out, accumulate=out is not None)
+        else:
+            grads = dense_act_backward(dy, self._x, self.w, self._saved, activation=self.activation,
+                                       bias=self._has_bias, input_grad=input_grad, out=out,
+                                       accumulate=out is not None)
         self.dw, self.db = grads.dw, grads.db
         return grads.dx
 
@@ -167,7 +191,7 @@ class Dense:
         self.b = None if self.b is None else move(self.b)
         self.dw = None if self.dw is None else move(self.dw)
         self.db = None if self.db is None else move(self.db)
-        self._x = None
+        self._x = self._saved = None
         self.backend = target
         return self
 
@@ -180,8 +204,9 @@ class Dense:
             )
 
     def __repr__(self) -> str:
+        act = "" if self.activation is None else f"activation={self.activation!r}, "
         return (
-            f"Dense(in_features={self.in_features}, out_features={self.out_features}, "
+            f"Dense(in_features={self.in_features}, out_features={self.out_features}, {act}"
             f"bias={self._has_bias}, dtype={self.dtype.name}, backend={self.backend.name!r})"
         )
 
@@ -242,17 +267,19 @@ class Dense:
         self.w[...] = weight.T
         if bias is not None:
             self.b[...] = bias
-        self.dw = self.db = self._x = None
+        self.dw = self.db = self._x = self._saved = None
         return self
 
     @classmethod
     def from_torch_state(
-        cls, state: Any, *, dtype: Any = "float32", backend: str | Backend = "auto"
+        cls, state: Any, *, activation: str | None = None, dtype: Any = "float32",
+        backend: str | Backend = "auto",
     ) -> "Dense":
         """A new layer from a ``torch.nn.Linear`` state (``weight`` (out, in), optional ``bias``).
 
         The sizes come from ``weight``'s shape, the bias from whether
-        ``"bias"`` is present; ``w`` becomes ``weight.T``.
+        ``"bias"`` is present; ``w`` becomes ``weight.T``. ``activation`` is
+        the layer's own (``nn.Linear`` has none; pass the one that follows it).
 
         Example:
             >>> layer = Dense.from_torch_state({"weight": np.ones((2, 3))}, backend="numpy")
@@ -265,7 +292,8 @@ class Dense:
         if len(shape) != 2:
             raise ValueError(f"weight must be 2-D (out_features, in_features); got shape {shape}")
         out_features, in_features = shape
-        layer = cls(in_features, out_features, bias="bias" in state, dtype=dtype, backend=backend, rng=0)
+        layer = cls(in_features, out_features, activation=activation, bias="bias" in state, dtype=dtype,
+                    backend=backend, rng=0)
         return layer.load_torch_state(state)
 
     def _from_torch(self, name: str, value: Any, shape: tuple[int, ...]) -> Any:
@@ -273,7 +301,7 @@ class Dense:
             a = self.backend.asarray(value)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"{name} must be an array or a CPU tensor; got {type(value).__name__}: {exc}") from exc
-        if a.dtype.kind != "f":
+        if a.dtype.kind != "f" and a.dtype.name != "bfloat16":
             raise TypeError(f"{name} must be a floating array; got dtype {a.dtype}")
         if tuple(a.shape) != shape:
             raise ValueError(

@@ -5,8 +5,8 @@ on the inputs' backend (``float(loss)`` reads it; on a GPU that waits for the
 device, so a training loop should read it rarely) and dL/d(input), the shape
 and dtype of the input, ready for ``model.backward``.
 
-float16 inputs are reduced in float32 (the loss is float32, the gradient is
-rounded to float16 once at the end).
+float16 and bfloat16 inputs are reduced in float32 (the loss is float32, the
+gradient is rounded to the input's dtype once at the end).
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ def softmax_cross_entropy(logits: Any, labels: Any, *, check: bool = True) -> Lo
     ``(softmax(logits) - onehot(labels)) / batch``.
 
     Args:
-        logits: Scores, shape ``(batch, n_classes)``, float16/32/64.
+        logits: Scores, shape ``(batch, n_classes)``, float16, bfloat16, float32 or float64.
         labels: Class indices, integer array of shape ``(batch,)`` on the same backend.
         check: Validate the labels (dtype, shape, range; see :func:`check_labels`).
 
     Returns:
-        ``LossGrad(loss, grad)``: ``loss`` a 0-d array (float32 for float16
+        ``LossGrad(loss, grad)``: ``loss`` a 0-d array (float32 for float16 and bfloat16
         logits, else the logits' dtype), ``grad`` the shape and dtype of ``logits``.
 
     Raises:
@@ -112,7 +112,7 @@ def mse_loss(y: Any, target: Any) -> LossGrad:
     "mean"); ``grad = 2 (y - target) / y.size``.
 
     Args:
-        y: Predictions, any shape, float16/32/64.
+        y: Predictions, any shape, float16, bfloat16, float32 or float64.
         target: Targets, the same shape, dtype and backend.
 
     Returns:

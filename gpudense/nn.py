@@ -14,6 +14,8 @@ Example:
     >>> model.backward(np.ones_like(y))          # fills the gradients
     >>> [pg.name for pg in model.param_grads()]
     ['0.w', '0.b', '2.w', '2.b']
+    >>> model[0]
+    Dense(in_features=4, out_features=8, activation='relu', bias=True, dtype=float32, backend='numpy')
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence as SequenceType
 import numpy as np
 
 from gpudense._checks import as_generator, check_bool, float_dtype, positive_int
+from gpudense.activation_math import check_activation
 from gpudense.activations import ACTIVATIONS, GELU, ReLU, Tanh, get_activation
 from gpudense.backends import Backend, get_backend
 from gpudense.layer import Dense, ParamGrad
@@ -140,10 +143,14 @@ class Sequential:
     def param_grads(self) -> list[ParamGrad]:
         """``[ParamGrad("<index>.<name>", param, grad), ...]`` over all blocks, in order."""
         return [
-            ParamGrad(f"{i}.{pg.name}", pg.param, pg.grad)
+            ParamGrad(f"{self._block_name(i)}.{pg.name}", pg.param, pg.grad)
             for i, block in enumerate(self.blocks)
             for pg in block.param_grads()
         ]
+
+    def _block_name(self, i: int) -> str:
+        """The prefix of block ``i``'s parameter names: its index."""
+        return str(i)
 
     def zero_grad(self) -> None:
         """Forget every block's accumulated gradients."""
@@ -239,20 +246,29 @@ def _check_sizes(sizes: Any) -> list[int]:
 
 
 class MLP(Sequential):
-    """A multi-layer perceptron: ``Dense, act, Dense, act, ..., Dense`` (no activation at the end).
+    """A multi-layer perceptron: ``act(x @ w + b)`` per hidden layer, then a plain ``x @ w + b``.
+
+    The hidden layers are ``Dense(..., activation=...)`` (the bias and the
+    activation in one pass after the product, and their gradients in one pass
+    backward); the last layer has no activation.
 
     Args:
         sizes: ``[n_in, hidden_1, ..., n_out]``, at least two sizes.
         activation: ``"relu"`` (default), ``"gelu"`` or ``"tanh"``.
         bias: Whether the Dense layers have biases.
-        dtype: ``"float16"``, ``"float32"`` (default) or ``"float64"``.
+        dtype: ``"float16"``, ``"bfloat16"`` (needs ml_dtypes), ``"float32"``
+            (default) or ``"float64"``.
         backend: ``"auto"``, ``"numpy"``, ``"cupy"`` or a Backend.
         rng: A ``numpy.random.Generator`` or a seed; the layers draw their
             initial parameters from it in order, on the host, so a seed gives
             the same network on every backend.
 
-    Parameters are named ``"0.w"``, ``"0.b"``, ``"2.w"``, ... (even indices:
-    the activations sit at the odd ones).
+    Parameters are named ``"0.w"``, ``"0.b"``, ``"2.w"``, ``"2.b"``, ...:
+    layer ``k`` (``model[k]``) is named ``2k``, its position in the same network
+    written with separate activation blocks, ``Sequential(Dense, ReLU, Dense,
+    ...)``, as PyTorch names ``nn.Sequential(Linear, ReLU, Linear)``'s
+    parameters ``"0.weight"``, ``"2.weight"``. So the state dicts and
+    checkpoints of the two forms are interchangeable.
 
     Example:
         >>> MLP([64, 128, 10], backend="numpy", rng=0).sizes
@@ -270,19 +286,23 @@ class MLP(Sequential):
         rng: Any = None,
     ) -> None:
         self.sizes = _check_sizes(sizes)
-        act = get_activation(activation)  # validates the name
-        self.activation = act.name
+        self.activation = check_activation(activation)
         check_bool("bias", bias)
         dt = float_dtype(dtype)
         be = get_backend(backend)
         gen = as_generator(rng)
-        blocks: list[Any] = []
-        for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            if k:
-                blocks.append(ACTIVATIONS[self.activation]())
-            blocks.append(Dense(n_in, n_out, bias=bias, dtype=dt, backend=be, rng=gen))
+        last = len(self.sizes) - 2
+        blocks = [
+            Dense(n_in, n_out, activation=None if k == last else self.activation, bias=bias, dtype=dt,
+                  backend=be, rng=gen)
+            for k, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))
+        ]
         super().__init__(*blocks)
         self.bias = bias
+
+    def _block_name(self, i: int) -> str:
+        """Layer ``i`` is named ``2i``: its index among ``Dense, act, Dense, act, ..., Dense``."""
+        return str(2 * i)
 
     def config(self) -> dict[str, Any]:
         """``{"sizes", "activation", "bias", "dtype"}``: what rebuilds this network's shape."""

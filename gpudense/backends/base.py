@@ -5,17 +5,24 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ContextManager
 
+from gpudense.activation_math import activation_forward, activation_grad
+
 
 class Backend:
     """One array library (NumPy, CuPy) seen through what gpudense needs of it.
 
     The math in :mod:`gpudense.functional` is written once against ``xp``.
-    Only two operations differ by backend, and they are the hooks here:
+    The operations whose best form differs by backend are the hooks here:
 
+    * :meth:`matmul`, ``a @ b`` (on NumPy, 16-bit types are multiplied in
+      float32 and rounded once; cuBLAS does the same on CuPy);
     * :meth:`bias_grad`, the column sums ``db = dy.sum(0)`` (a BLAS
       matrix-vector product on NumPy, a deterministic RawKernel on CuPy);
     * :meth:`matmul_acc`, ``out += a @ b`` (one cuBLAS GEMM with ``beta = 1``
-      on CuPy), which accumulates a weight gradient without a temporary.
+      on CuPy), which accumulates a weight gradient without a temporary;
+    * :meth:`bias_act` and :meth:`act_bias_grad`, a dense layer's bias and
+      activation after its product and their gradients (the formulas of
+      :mod:`gpudense.activation_math` on NumPy, one pass each on CuPy).
 
     :meth:`optimizer_update` runs an optimizer step as one fused kernel
     where the backend has one (CuPy); elsewhere the optimizer's chunked
@@ -27,6 +34,10 @@ class Backend:
     name: str = ""
     #: The array module (``numpy`` or ``cupy``).
     xp: Any = None
+
+    def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
+        """``a @ b`` for 2-D ``a``, ``b`` of one dtype, into ``out`` when given (C-contiguous)."""
+        return self.xp.matmul(a, b, out=out)
 
     def matmul_acc(self, a: Any, b: Any, out: Any) -> Any:
         """``out += a @ b`` for 2-D ``a``, ``b``; returns ``out``.
@@ -46,6 +57,41 @@ class Backend:
         ``out`` is returned.
         """
         raise NotImplementedError
+
+    def bias_act(self, z: Any, b: Any, activation: str) -> tuple[Any, Any]:
+        """``y = act(z + b)`` for the fresh 2-D product ``z`` (batch, m), which it may overwrite.
+
+        Args:
+            z: The product ``x @ w``, owned by the caller and free to reuse.
+            b: The bias ``(m,)``, or None.
+            activation: ``"relu"``, ``"gelu"`` or ``"tanh"``.
+
+        Returns:
+            ``(y, saved)`` as :func:`gpudense.activation_math.activation_forward`
+            gives them: ``saved`` is ``y`` (relu, tanh) or ``z + b`` (gelu).
+        """
+        return activation_forward(self.xp, activation, z, b, overwrite=True)
+
+    def act_bias_grad(self, dy: Any, saved: Any, activation: str, out: Any = None, *,
+                      accumulate: bool = False, bias: bool = True) -> tuple[Any, Any]:
+        """``dz = dy * act'(z)`` and ``db = dz.sum(0)`` for 2-D ``dy`` (batch, m).
+
+        Args:
+            dy: dL/dy, (batch, m).
+            saved: What :meth:`bias_act` returned as ``saved``; C-contiguous.
+            activation: ``"relu"``, ``"gelu"`` or ``"tanh"``.
+            out: Optional ``(m,)`` array for ``db`` (as :meth:`bias_grad`).
+            accumulate: ``out += db`` instead of ``out = db``.
+            bias: Whether ``db`` is wanted; if False it is None.
+
+        Returns:
+            ``(dz, db)``: ``dz`` a new C-contiguous array of ``dy``'s shape
+            and dtype, ``db`` as :meth:`bias_grad` returns it (the sum of
+            ``dz`` as stored, in the accumulator type, rounded once), or None.
+        """
+        dz = activation_grad(self.xp, activation, saved, dy)
+        db = self.bias_grad(dz, out, accumulate=accumulate) if bias else None
+        return dz, db
 
     def optimizer_update(self, rule: str, *, w: Any, g: Any, state: dict[str, Any], p_low: Any,
                          scalars: dict[str, Any]) -> bool:

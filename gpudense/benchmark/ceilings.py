@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gpudense.benchmark.config import CEILING_REPEATS, ceiling_matmul_n, storage_dtype
+from gpudense.benchmark.config import CEILING_REPEATS, storage_dtype
 from gpudense.benchmark.stats import copy_gbps, matmul_tflops, rates, summarize
 from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 
@@ -176,6 +176,9 @@ def matmul_ceiling(backend: Any, dtype: str, n: int, *, repeats: int, warmup: in
                    seed: int = 12345, on_call: Any = None) -> dict[str, Any]:
     """Time ``c = a @ b`` for ``n x n`` random matrices of a benchmark dtype (see :func:`storage_dtype`).
 
+    The product is the backend's own (``backend.matmul``), as the layer's
+    stages compute it: on NumPy, float16 and bfloat16 go through float32 BLAS.
+
     Returns:
         ``{"n", "samples_s"}``. Rates: :func:`~gpudense.benchmark.stats.matmul_tflops`.
     """
@@ -185,7 +188,7 @@ def matmul_ceiling(backend: Any, dtype: str, n: int, *, repeats: int, warmup: in
     a = random_normal(xp, gen, (n, n), dt)
     b = random_normal(xp, gen, (n, n), dt, 1.0 / math.sqrt(n))
     c = xp.empty((n, n), dtype=dt)
-    ss = run_rounds({"mm": lambda k: xp.matmul(a, b, out=c)}, n_sets=1, repeats=repeats,
+    ss = run_rounds({"mm": lambda k: backend.matmul(a, b, out=c)}, n_sets=1, repeats=repeats,
                     warmup=warmup, timer=timer_for(backend), nvtx=backend.nvtx_range, rounds=1,
                     on_call=on_call)["mm"]
     return {"n": int(n), "samples_s": ss}
@@ -215,9 +218,7 @@ def measure_ceilings(backend: Any, dtypes: Sequence[str], *, sizes: dict[str, in
     Each ceiling takes ``min(repeats, CEILING_REPEATS)`` timed calls after
     ``min(warmup, 1)`` warm-up calls: its rate comes from the fastest sample,
     which a few samples show as well as many, so the ceilings cost seconds
-    however many repeats the stages take. A dtype without a BLAS path on the
-    backend (float16 on NumPy) gets a smaller product
-    (:func:`~gpudense.benchmark.config.ceiling_matmul_n`).
+    however many repeats the stages take.
 
     Args:
         backend: The backend timed.
@@ -239,8 +240,8 @@ def measure_ceilings(backend: Any, dtypes: Sequence[str], *, sizes: dict[str, in
         out["copy"] = copy_ceiling(backend, int(sizes["copy_bytes"]), repeats=repeats,
                                    warmup=warmup, threads=threads, on_call=on_call)
     for d in dtypes:
-        n = ceiling_matmul_n(backend.name, d, int(sizes["matmul_n"]))
-        out["matmul"][d] = matmul_ceiling(backend, d, n, repeats=repeats, warmup=warmup, on_call=on_call)
+        out["matmul"][d] = matmul_ceiling(backend, d, int(sizes["matmul_n"]), repeats=repeats,
+                                          warmup=warmup, on_call=on_call)
     return out
 
 

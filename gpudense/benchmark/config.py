@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gpudense._checks import check_bool, int_at_least
+from gpudense._checks import check_bool, float_dtype, int_at_least
 
 __all__ = [
     "BenchConfig",
@@ -26,15 +26,12 @@ __all__ = [
     "DEFAULT_DTYPES",
     "DTYPES",
     "MODES",
-    "NO_BLAS_MATMUL_N",
     "REPEATS",
     "SHAPES",
     "STAGES",
     "WARMUP",
-    "ceiling_matmul_n",
     "ceiling_sizes",
     "default_threads",
-    "has_blas_path",
     "parse_dtypes",
     "parse_shapes",
     "shape_table",
@@ -71,8 +68,9 @@ SHAPES: dict[str, dict[str, Dims]] = {
 }
 
 #: dtype names: "tf32" is float32 storage with TF32 matrix products allowed
-#: (``CUPY_TF32=1`` for CuPy, ``allow_tf32`` for torch); GPU only.
-DTYPES = ("float32", "tf32", "float16")
+#: (``CUPY_TF32=1`` for CuPy, ``allow_tf32`` for torch); GPU only. bfloat16
+#: needs ml_dtypes.
+DTYPES = ("float32", "tf32", "float16", "bfloat16")
 DEFAULT_DTYPES = {"gpu": ("float32", "tf32", "float16"), "cpu": ("float32",)}
 
 #: The layer's own stages, then the comparisons.
@@ -101,42 +99,6 @@ CEILING_SIZES = {
 #: Timed samples of each ceiling, before the sweep and again after it, whatever ``repeats`` is:
 #: a ceiling is the fastest sample, which a few show as well as many.
 CEILING_REPEATS = 10
-#: The ceiling product's side for a dtype without a BLAS path on the backend: NumPy's own
-#: float16 loops take about a minute for one 2048^3 product on 2 cores; 256^3 takes a fraction
-#: of a second.
-NO_BLAS_MATMUL_N = 256
-#: The dtypes whose matrix products NumPy hands to BLAS (sgemm, dgemm).
-NUMPY_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def has_blas_path(backend: str, dtype: str) -> bool:
-    """Whether the matrix products of a benchmark dtype run in a BLAS library on ``backend``.
-
-    On CuPy every benchmark dtype goes to cuBLAS. NumPy hands only float32
-    and float64 to BLAS; any other dtype (float16, bfloat16, ...) runs
-    NumPy's own loops, minutes per product at the CPU shapes.
-
-    Example:
-        >>> has_blas_path("numpy", "float16"), has_blas_path("numpy", "float32"), has_blas_path("cupy", "float16")
-        (False, True, True)
-    """
-    if backend == "cupy":
-        return True
-    try:
-        return storage_dtype(dtype) in NUMPY_BLAS_DTYPES
-    except TypeError:  # a dtype NumPy cannot store
-        return False
-
-
-def ceiling_matmul_n(backend: str, dtype: str, n: int) -> int:
-    """The side of the ceiling's square product for ``dtype``: ``n``, or at most
-    :data:`NO_BLAS_MATMUL_N` where the dtype has no BLAS path (see :func:`has_blas_path`).
-
-    Example:
-        >>> ceiling_matmul_n("numpy", "float16", 2048), ceiling_matmul_n("numpy", "float32", 2048)
-        (256, 2048)
-    """
-    return n if has_blas_path(backend, dtype) else min(n, NO_BLAS_MATMUL_N)
 
 
 def parse_shapes(items: str | Sequence[str] | None, table: dict[str, Dims]) -> list[tuple[str, Dims]]:
@@ -212,7 +174,7 @@ def storage_dtype(name: str) -> np.dtype:
         >>> storage_dtype("tf32")
         dtype('float32')
     """
-    return np.dtype(np.float32 if name == "tf32" else name)
+    return np.dtype(np.float32) if name == "tf32" else float_dtype(name)
 
 
 def tf32_plan(dtypes: Sequence[str], current: str | None) -> dict[str, list[str]]:
@@ -302,9 +264,6 @@ class BenchConfig:
             caller's part (``gpudense bench`` does it with threadpoolctl).
         torch: Time ``torch.nn.Linear`` too where torch imports.
         seed: Seed (>= 0) of the random inputs.
-        slow_dtypes: Time dtypes that have no BLAS path on the backend
-            (:func:`has_blas_path`: float16 on NumPy) too; by default they
-            are skipped, with a note.
 
     Raises:
         ValueError: a value out of range, an unknown backend, mode or dtype.
@@ -324,7 +283,6 @@ class BenchConfig:
     threads: int | None = None
     torch: bool = True
     seed: int = 0
-    slow_dtypes: bool = False
 
     def __post_init__(self) -> None:
         from gpudense.backends import BACKEND_NAMES
@@ -341,7 +299,6 @@ class BenchConfig:
             if getattr(self, name) is not None:
                 set_(self, name, int_at_least(name, getattr(self, name), low))
         set_(self, "torch", check_bool("torch", self.torch))
-        set_(self, "slow_dtypes", check_bool("slow_dtypes", self.slow_dtypes))
         set_(self, "seed", int_at_least("seed", self.seed, 0))
 
     def with_defaults(self, backend: str) -> BenchConfig:

@@ -44,7 +44,7 @@ __all__ = [
 
 #: ``(batch, n_out)`` shapes of ``dy``.
 SWEEP = [(65536, 4096), (8192, 16384), (1048576, 64), (256, 4096), (32, 1024)]
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "bfloat16")
 METHODS = ("gpudense kernel", "dy.sum(axis=0)", "ones @ dy (cuBLAS)")
 #: Bytes of the device-to-device copy.
 COPY_BYTES = 1 << 30
@@ -100,24 +100,32 @@ def result_row(
     return row
 
 
-def results_table(rows: Sequence[dict[str, Any]]) -> str:
+def results_table(rows: Sequence[dict[str, Any]], baseline: str = METHODS[0]) -> str:
     """The rows as a Markdown table: shape, dtype, method, median ms, GB/s, % of copy, kernel x.
 
-    "kernel x" is how many times longer a method takes than the gpudense
-    kernel on the same shape and dtype (a line under the table says so).
+    "kernel x" is how many times longer a method takes than the ``baseline``
+    method (the gpudense kernel) on the same shape, dtype and activation (a
+    line under the table says so). A row with a ``"skipped"`` entry was not
+    measured; the table says why.
     """
-    kernel_ms = {
-        (tuple(r["shape"]), r["dtype"]): r["median_ms"] for r in rows if r["method"] == METHODS[0]
-    }
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(r["shape"]), r["dtype"], r.get("activation")
+
+    kernel_ms = {key(r): r["median_ms"] for r in rows if r["method"] == baseline and "skipped" not in r}
     cells = []
     for r in rows:
-        k = kernel_ms.get((tuple(r["shape"]), r["dtype"]))
+        method = r["method"] + (f" ({r['activation']})" if r.get("activation") else "")
+        if "skipped" in r:
+            cells.append(["x".join(str(s) for s in r["shape"]), r["dtype"], f"{method}: skipped, {r['skipped']}",
+                          "-", "-", "-", ""])
+            continue
+        k = kernel_ms.get(key(r))
         frac = r["fraction_of_copy"]
         cells.append([
-            "x".join(str(s) for s in r["shape"]), r["dtype"], r["method"],
+            "x".join(str(s) for s in r["shape"]), r["dtype"], method,
             f"{r['median_ms']:.4f}", f"{r['gbps']:.1f}",
             "-" if frac is None or math.isnan(frac) else f"{100 * frac:.1f}",
-            f"{r['median_ms'] / k:.2f}" if k and r["method"] != METHODS[0] else "",
+            f"{r['median_ms'] / k:.2f}" if k and r["method"] != baseline else "",
         ])
     head = ["shape", "dtype", "method", "median ms", "GB/s", "% copy", "kernel x"]
     lines = markdown_table(head, cells, "lllrrrr")
@@ -125,9 +133,9 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(data: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``data`` to ``out_dir/device_check.json`` (folders created; NaN as null); returns the path."""
-    path = Path(out_dir) / "device_check.json"
+def write_json(data: dict[str, Any], out_dir: str | Path, name: str = "device_check.json") -> Path:
+    """Write ``data`` to ``out_dir/name`` (folders created; NaN as null); returns the path."""
+    path = Path(out_dir) / name
     write_text(path, json_text(data))
     return path
 
@@ -156,6 +164,9 @@ def time_methods(backend: Any, shape: tuple[int, int], dtype: str, *, l2_bytes: 
                  repeat: int, seed: int = 0) -> list[dict[str, Any]]:
     """Time the three :data:`METHODS` on one shape and dtype; one :func:`result_row` each.
 
+    A method that raises (an array-module operation missing for the dtype)
+    gets a row with ``"skipped"`` and the error instead of times.
+
     ``dy`` rotates through ``max(2, ceil(2 * l2_bytes / bytes of dy) + 1)``
     random buffers. The kernel's row also holds its relative error against a
     float64 sum of the first buffer.
@@ -170,7 +181,10 @@ def time_methods(backend: Any, shape: tuple[int, int], dtype: str, *, l2_bytes: 
     ones = xp.ones((1, batch), dt)
     # Correctness of the timed kernel on the first buffer, against float64.
     got = backend.to_numpy(backend.bias_grad(bufs[0], out)).astype(np.float64)
-    want = backend.to_numpy(bufs[0].astype(xp.float64).sum(axis=0))
+    try:
+        want = backend.to_numpy(bufs[0].astype(xp.float64).sum(axis=0))
+    except Exception:  # an array module without this dtype's conversion: sum on the host
+        want = backend.to_numpy(bufs[0]).astype(np.float64).sum(axis=0)
     rel = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
     fns: dict[str, Callable[[int], Any]] = {
         METHODS[0]: lambda i: backend.bias_grad(bufs[i % n_buf], out),
@@ -181,7 +195,12 @@ def time_methods(backend: Any, shape: tuple[int, int], dtype: str, *, l2_bytes: 
     moved = one + m * dt.itemsize
     rows = []
     for method, fn in fns.items():
-        times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
+        try:
+            times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
+        except Exception as exc:  # e.g. an array-module reduction this dtype lacks: say so, go on
+            rows.append({"method": method, "shape": [int(s) for s in shape], "dtype": dtype,
+                         "skipped": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+            continue
         extra: dict[str, Any] = {"buffers": n_buf, "buffer_bytes_total": n_buf * one}
         if method == METHODS[0]:
             extra["rel_error_vs_float64"] = rel
@@ -203,7 +222,9 @@ def run_device_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = Fal
         log: Receives one line per step (facts, copies, each shape timed).
 
     Returns:
-        ``(path, {"facts", "copy", "copy_at_end", "results"})``.
+        ``(path, {"facts", "copy", "copy_at_end", "results"})``. The file is
+        written after the copy and after each shape as well, so a run that
+        is stopped keeps what it measured (``copy_at_end`` is then missing).
 
     Raises:
         BackendUnavailableError: CuPy or a CUDA device is missing.
@@ -224,11 +245,13 @@ def run_device_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = Fal
     pool.free_all_blocks()
     log(f"device-to-device copy: {copy['gbps']:.1f} GB/s (read + write), median {copy['median_ms']:.3f} ms")
     rows: list[dict[str, Any]] = []
+    write_json({"facts": info, "copy": copy, "results": rows}, out_dir)
     for shape in shapes:
         for dtype in DTYPES:
             rows.extend(time_methods(backend, shape, dtype, l2_bytes=info["l2_bytes"],
                                      copy_gbps=copy["gbps"], repeat=repeat))
             pool.free_all_blocks()  # this shape's buffers are gone
+            write_json({"facts": info, "copy": copy, "results": rows}, out_dir)
             log(f"timed {shape} {dtype}")
     # The copy again at the end: a drift between the two shows clocks or other load changed meanwhile.
     copy_end = copy_check(backend, repeat=repeat, nbytes=copy_bytes)

@@ -32,7 +32,6 @@ from gpudense.benchmark.config import (
     STAGES,
     BenchConfig,
     ceiling_sizes,
-    has_blas_path,
     parse_shapes,
     shape_table,
     storage_dtype,
@@ -89,9 +88,14 @@ class _Torch:
 
     def tensor(self, a: Any) -> Any:
         torch = self.torch
+        bf16 = a.dtype.name == "bfloat16"  # torch knows no ml_dtypes: hand over the bits
+        if bf16:
+            a = a.view(np.uint16)
         if self.device == "cpu":
-            return torch.from_numpy(np.ascontiguousarray(a))
-        return torch.as_tensor(a, device="cuda")  # __cuda_array_interface__, no copy
+            t = torch.from_numpy(np.ascontiguousarray(a))
+        else:
+            t = torch.as_tensor(a, device="cuda")  # __cuda_array_interface__, no copy
+        return t.view(torch.bfloat16) if bf16 else t
 
     def make(self, x: Any, w: Any, b: Any, dy: Any) -> Callable[[], Any]:
         torch = self.torch
@@ -185,8 +189,8 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
     fns: dict[str, Callable[[int], Any]] = {
         "forward": lambda k: dense_forward(sets[k][0], sets[k][1], sets[k][2]),
-        "dx": lambda k: xp.matmul(sets[k][3], sets[k][1].T),
-        "dw": lambda k: xp.matmul(sets[k][0].T, sets[k][3]),
+        "dx": lambda k: backend.matmul(sets[k][3], sets[k][1].T),
+        "dw": lambda k: backend.matmul(sets[k][0].T, sets[k][3]),
         "db": lambda k: backend.bias_grad(sets[k][3]),
         "step": lambda k: (dense_forward(sets[k][0], sets[k][1], sets[k][2]),
                            dense_backward(sets[k][3], sets[k][0], sets[k][1])),
@@ -241,9 +245,9 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
     dtype is timed by :func:`bench_shape`; rates and fractions are added at
     the end. BLAS thread pools are left as they are: to run at
     ``config.threads``, limit them around the call (``gpudense bench`` does
-    it with threadpoolctl). A dtype without a BLAS path on the backend
-    (:func:`~gpudense.benchmark.config.has_blas_path`: float16 on NumPy) is
-    skipped, with a note, unless ``config.slow_dtypes``.
+    it with threadpoolctl). On NumPy, float16 and bfloat16 products go
+    through float32 BLAS (the backend's ``matmul``), as the layer computes
+    them; the run notes it.
 
     Args:
         config: The run; its defaults are filled in for the backend it names.
@@ -253,7 +257,7 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         copy_gbps: A copy bandwidth measured elsewhere (a TF32 child process
             gets its parent's); the copy ceiling is then not measured.
         on_note: Called with each note as soon as it is known; the notes
-            about skipped dtypes and torch come before anything is timed.
+            about dtypes and torch come before anything is timed.
         step_progress: Called after every call within a step as
             ``step_progress(done, total)``: ``done`` of the step's ``total``
             calls (so a progress bar moves within a long step).
@@ -266,7 +270,7 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
 
     Raises:
         ValueError: a bad shape name, or only dtypes the backend cannot run
-            (tf32 on NumPy; float16 on NumPy without ``slow_dtypes``).
+            (tf32 alone on NumPy).
         BackendUnavailableError: the backend cannot be used here.
         RuntimeError: a TF32 child process failed.
 
@@ -296,20 +300,9 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
             raise ValueError("dtypes: tf32 needs the cupy backend (TF32 is a GPU mode); "
                              "on a CPU use float32 or float16")
         note("tf32 rows skipped: TF32 is a GPU matrix-unit mode (backend is numpy)")
-    slow = [d for d in dtypes if not has_blas_path(be.name, d)]
-    if slow:
-        names, has = ", ".join(slow), "has" if len(slow) == 1 else "have"
-        if config.slow_dtypes:
-            note(f"{names} {has} no BLAS path on the {be.name} backend: timed anyway (--slow-dtypes); "
-                 "its matrix products are slow loops")
-        else:
-            dtypes = [d for d in dtypes if d not in slow]
-            if not dtypes:
-                raise ValueError(f"dtypes: {names} {has} no BLAS path on the {be.name} backend (its matrix "
-                                 "products take minutes at the CPU sweep's sizes); add --slow-dtypes to time it "
-                                 "anyway, or use float32")
-            note(f"{names} skipped: no BLAS path on the {be.name} backend (its matrix products are slow "
-                 "loops, minutes each at the CPU sweep's sizes); add --slow-dtypes to time it")
+    if not on_gpu and {"float16", "bfloat16"} & set(dtypes):
+        note("float16 and bfloat16 on NumPy: products in float32 (copies of the operands, one BLAS "
+             "call), rounded once; db.sum and db.ones use NumPy's own 16-bit loops")
     torch_ok = config.torch and torch_importable()
     if not torch_ok:
         note("torch.step not measured: " + ("--no-torch given" if not config.torch

@@ -49,9 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backend to time (default: auto)")
     parser.add_argument("--shapes", help="comma-separated shape names or BATCHxINxOUT")
     parser.add_argument("--dtypes", help=f"comma-separated, from {', '.join(DTYPES)}")
-    parser.add_argument("--slow-dtypes", action="store_true",
-                        help="also time dtypes without a BLAS path on this backend (float16 on NumPy: "
-                             "minutes per product at the CPU shapes); skipped with a note otherwise")
     parser.add_argument("--repeats", type=int_at_least(1),
                         help="timed repeats per stage (default 20; --quick 10)")
     parser.add_argument("--warmup", type=int_at_least(0), help="untimed warm-up calls per stage (default 2)")
@@ -70,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-run this command under `nsys profile -t cuda,nvtx -o OUT`")
 
 
-_FLAGS = ("backend", "shapes", "dtypes", "slow_dtypes", "repeats", "warmup", "threads", "quick", "smoke",
+_FLAGS = ("backend", "shapes", "dtypes", "repeats", "warmup", "threads", "quick", "smoke",
           "json", "table", "plot", "no_torch", "no_progress", "seed", "nsys")
 
 
@@ -101,7 +98,6 @@ def config_of(args: argparse.Namespace) -> BenchConfig:
         backend=args.backend, mode="smoke" if args.smoke else ("quick" if args.quick else "full"),
         shapes=args.shapes or None, dtypes=args.dtypes or None, repeats=args.repeats,
         warmup=args.warmup, threads=args.threads, torch=not args.no_torch, seed=args.seed,
-        slow_dtypes=bool(getattr(args, "slow_dtypes", False)),
     )
 
 

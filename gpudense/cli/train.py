@@ -95,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model and training")
     g.add_argument("--backend", choices=list(BACKEND_NAMES), default="auto",
                    help="auto (CuPy if a CUDA device is usable, else NumPy; default), numpy or cupy")
-    g.add_argument("--dtype", choices=["float16", "float32", "float64"], default="float32",
-                   help="parameter and data type (default float32)")
+    g.add_argument("--dtype", choices=["float16", "bfloat16", "float32", "float64"], default="float32",
+                   help="parameter and data type (default float32; bfloat16 needs ml_dtypes)")
     g.add_argument("--hidden", type=_hidden, default=DEFAULTS["hidden"], metavar="SIZES",
                    help="hidden layer sizes, comma-separated, e.g. 128,128 (default 256)")
     g.add_argument("--activation", choices=["relu", "gelu", "tanh"], default=DEFAULTS["activation"],

@@ -116,7 +116,7 @@ class Communicator:
         if op not in OPS:
             raise ValueError(f"op must be one of {OPS}; got {op!r}")
         self._check_array("allreduce", a)
-        if op == "mean" and np.dtype(a.dtype).kind != "f":
+        if op == "mean" and np.dtype(a.dtype).kind != "f" and np.dtype(a.dtype).name != "bfloat16":
             raise TypeError(f"allreduce(op='mean') needs a floating array; got dtype {a.dtype}")
         if self.size > 1 and a.size:
             self._allreduce_sum(a)

@@ -155,8 +155,8 @@ class MPICommunicator(Communicator):
     def _on_host_or_device(self, a: Any, call: Any) -> None:
         """Run the MPI ``call`` on ``a``: directly, or on a host copy written back to ``a``."""
         if isinstance(a, np.ndarray):
-            if a.dtype == np.float16 and not self._float16:
-                wide = a.astype(np.float32)  # this MPI has no half type: reduce in float32, round once
+            if (a.dtype == np.float16 and not self._float16) or a.dtype.name == "bfloat16":
+                wide = a.astype(np.float32)  # no half (or bfloat16) type in this MPI: reduce in float32, round once
                 call(wide)
                 a[...] = wide
             else:
@@ -164,7 +164,7 @@ class MPICommunicator(Communicator):
             return
         # A CuPy array: MPI does not see CUDA streams, so finish the queued work first.
         backend_of(a).synchronize()
-        if self.cuda_aware and (a.dtype != np.float16 or self._float16):
+        if self.cuda_aware and (a.dtype != np.float16 or self._float16) and a.dtype.name != "bfloat16":
             call(a)
             return
         if not self._staging_said:

@@ -33,8 +33,9 @@ class Optimizer:
 
     As in PyTorch, every parameter has its own step count: the number of
     steps that found a gradient for it (Adam's bias correction uses it).
-    16-bit parameters get a float32 master copy (state slot ``"master"``):
-    the update is applied to the master and the model's 16-bit array is
+    16-bit (float16 and bfloat16) parameters get a float32 master copy (state
+    slot ``"master"``): the update is applied to the master and the model's
+    16-bit array is
     rewritten from it after each step, so updates smaller than float16's
     spacing accumulate instead of rounding away. Values written into a
     16-bit parameter from outside the optimizer after its first step are
@@ -53,7 +54,7 @@ class Optimizer:
     SLOTS: tuple[str, ...] = ()
     #: Slots whose values are never negative (Adam's second moment "v"); a loaded state is checked.
     NON_NEGATIVE_SLOTS: tuple[str, ...] = ()
-    #: The slot holding float32 master copies of 16-bit parameters.
+    #: The slot holding float32 master copies of float16 and bfloat16 parameters.
     MASTER = "master"
     #: The update rule's name, as :meth:`gpudense.backends.Backend.optimizer_update` knows it.
     RULE = ""
@@ -263,9 +264,9 @@ class Optimizer:
         Checked: the optimizer type, the hyper-parameter names and ranges (as
         the constructor checks them), the step counts (each parameter's in
         ``[1, step]``), the slot names, the parameter names, shapes and dtypes
-        (float32 for the state of float16 parameters), that every slot
+        (float32 for the state of float16 and bfloat16 parameters), that every slot
         holds exactly the parameters that have stepped (``"master"``: those
-        of them that are float16), that every value is finite, and that the
+        of them that are float16 or bfloat16), that every value is finite, and that the
         slots in ``NON_NEGATIVE_SLOTS`` (Adam's ``v``) hold no negative value.
 
         Args:

@@ -53,7 +53,8 @@ def test_cupy_by_name_without_cupy_raises_naming_the_cause(fresh_backends, monke
 def test_import_is_lazy():
     """``import gpudense`` loads NumPy and gpudense's own modules only: no CuPy, and none of the
     optional packages (its time is measured in bench/, not asserted here)."""
-    heavy = ["cupy", "cupyx", "nvtx", "sklearn", "matplotlib", "tqdm", "threadpoolctl", "torch", "mpi4py"]
+    heavy = ["cupy", "cupyx", "nvtx", "sklearn", "matplotlib", "tqdm", "threadpoolctl", "torch", "mpi4py",
+             "ml_dtypes"]
     code = f"import sys, gpudense; print(*[m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []

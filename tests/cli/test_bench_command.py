@@ -115,7 +115,7 @@ def test_zero_warmup_and_explicit_repeats_are_kept():
 
 
 @pytest.mark.parametrize("argv, what", [
-    (["--dtypes", "bfloat16"], "dtypes: expected names from"),
+    (["--dtypes", "float8"], "dtypes: expected names from"),
     (["--seed", "-1"], "seed must be an int >= 0; got -1"),
     (["--shapes", "transformer", "--quick"], "BATCHxINxOUT"),
     (["--dtypes", "tf32"], "tf32 needs the cupy backend"),

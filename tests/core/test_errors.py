@@ -68,7 +68,7 @@ def test_backward_rejects(dy, exc, match):
         (dict(in_features=3, out_features=-1), ValueError, r"out_features must be a positive int; got -1"),
         (dict(in_features=2.0, out_features=2), ValueError, r"in_features must be a positive int; got 2.0"),
         (dict(in_features=True, out_features=2), ValueError, r"in_features must be a positive int; got True"),
-        (dict(in_features=2, out_features=2, dtype="int32"), TypeError, r"dtype must be float16, float32 or float64; got int32"),
+        (dict(in_features=2, out_features=2, dtype="int32"), TypeError, r"dtype must be float16, bfloat16, float32 or float64; got int32"),
         (dict(in_features=2, out_features=2, dtype="nonsense"), TypeError, r"got 'nonsense'"),
         (dict(in_features=2, out_features=2, backend="tpu"), ValueError, r"unknown backend 'tpu'; expected one of \('auto', 'numpy', 'cupy'\)"),
         (dict(in_features=2, out_features=2, backend=3), TypeError, r"backend must be a str"),

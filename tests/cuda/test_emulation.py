@@ -177,6 +177,26 @@ def test_literal_kernel_model_reads_everything_once_and_matches_the_emulation(
     assert (np.abs(got.astype(np.float64) - exact) <= bound * 1.0001 + 1e-300).all()
 
 
+@pytest.mark.parametrize("n_sm", [132, 108, 46])
+@pytest.mark.parametrize("batch, m, itemsize", [(5000, 33, 4), (3000, 20, 2), (2500, 9, 8), (600, 70, 2)])
+def test_literal_model_aligned_and_misaligned_give_the_same_bits_in_one_wave(rng, n_sm, batch, m, itemsize):
+    """H100/H200, A100 and a small GPU: the aligned and the misaligned layout of the same dY are
+    summed in one order (bitwise the same db, equal to the emulation) by a grid within one wave."""
+    results = []
+    for offset in (0, 1):  # the second one element off a 16-byte boundary: a head of 1
+        values, mem, base, ld = _layout(np.random.default_rng(batch + m), batch, m, itemsize, offset, 0)
+        plan = bias_grad_plan(batch, m, itemsize=itemsize, ld=ld, ptr=base * itemsize, n_sm=n_sm,
+                              blocks_per_sm=4)
+        assert plan.tiles * plan.n_chunks <= max(4 * n_sm, plan.tiles)
+        reads = np.zeros((batch, m), np.int64)
+        got = simulate_kernel(mem, base, ld, plan, reads=reads)
+        assert (reads == 1).all()
+        np.testing.assert_array_equal(got.view(np.uint8), emulate_bias_grad(values, plan).view(np.uint8))
+        results.append((plan.head, got))
+    assert results[0][0] != results[1][0] or (m * itemsize) % 16, "the two layouts differ in alignment"
+    np.testing.assert_array_equal(results[0][1].view(np.uint8), results[1][1].view(np.uint8))
+
+
 def test_literal_model_with_negative_pitch_and_accumulate(rng):
     values, mem, base, ld = _layout(rng, 90, 21, 4, 4, 3, order="reversed")
     assert ld < 0

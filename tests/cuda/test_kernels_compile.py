@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from gpudense.backends.cuda.loader import ENTRY_POINTS, NVRTC_OPTIONS, KernelCache, kernel_defines
+from kernel_build import parse_ptxas
+from gpudense._checks import float_dtype
+from gpudense.backends.cuda.loader import ENTRY_POINTS, NVRTC_OPTIONS, SUFFIX, KernelCache, kernel_defines
 
 KERNELS = sorted((Path(__file__).resolve().parents[2] / "kernels").glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]
@@ -26,23 +28,6 @@ NVCC = shutil.which("nvcc") or next(
 )
 
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (not on PATH or in /usr/local/cuda/bin)")
-
-
-def parse_ptxas(log: str) -> dict[str, dict[str, int]]:
-    """``{entry: {registers, stack, spill_stores, spill_loads}}`` from ``-Xptxas -v`` output."""
-    found: dict[str, dict[str, int]] = {}
-    for part in re.split(r"Compiling entry function ", log)[1:]:
-        name = re.match(r"'([^']+)'", part).group(1)
-        regs = re.search(r"Used (\d+) registers", part)
-        frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", part)
-        assert regs and frame, f"unparsed ptxas report for {name}:\n{part}"
-        found[name] = {
-            "registers": int(regs.group(1)),
-            "stack": int(frame.group(1)),
-            "spill_stores": int(frame.group(2)),
-            "spill_loads": int(frame.group(3)),
-        }
-    return found
 
 
 def test_there_are_kernels():
@@ -67,8 +52,19 @@ def test_kernel_compiles_without_spills(tmp_path, path, arch):
         assert sorted(report) == sorted(ENTRY_POINTS), report
 
 
+def _ptx_entries(text):
+    """``{entry name: its PTX body}``."""
+    parts = re.split(r"\.visible \.entry (\w+)\(", text)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
 def test_float32_sums_keep_subnormals_under_cupys_ftz_flag(tmp_path):
-    """CuPy builds RawModules with -ftz=true; the kernel's float32 additions must not flush."""
+    """CuPy builds RawModules with -ftz=true; the kernels' own float32 arithmetic must not flush.
+
+    The sums and the relu kernels contain no flushing operation at all (a NaN
+    test is unaffected by flushing). The tanh and gelu kernels call tanhf, whose
+    own code follows -ftz; their own additions and products are add.rn/mul.rn.
+    """
     path = next(p for p in KERNELS if p.name == "bias_grad.cu")
     ptx = tmp_path / "k.ptx"
     res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-ftz=true", *kernel_defines(), "-o", str(ptx), str(path)],
@@ -76,7 +72,15 @@ def test_float32_sums_keep_subnormals_under_cupys_ftz_flag(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     text = ptx.read_text()
     assert "add.rn.f32" in text
-    assert "add.ftz" not in text and "add.rn.ftz" not in text
+    entries = _ptx_entries(text)
+    assert sorted(entries) == sorted(ENTRY_POINTS)
+    for name, body in entries.items():
+        if "tanh" in name or "gelu" in name:
+            assert "add.rn.f32" in body or "mul.rn.f32" in body or "f64" in name, name
+            continue
+        flushing = set(re.findall(r"\b[a-z]+(?:\.[a-z0-9]+)*\.ftz\b[.a-z0-9]*", body))
+        flushing -= {"setp.nan.ftz.f32", "setp.num.ftz.f32"}
+        assert not flushing, f"{name} flushes subnormals: {sorted(flushing)}"
 
 
 def test_parse_ptxas_reads_spills():
@@ -127,6 +131,7 @@ def test_a_vector_width_other_than_the_vector_types_is_refused(tmp_path):
 
 HARNESS = r"""
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <barrier>
 #include <cstdint>
@@ -166,6 +171,10 @@ template <class T> static inline T __ldcs(const T* p) {
 
 static inline float gpudense_h2f(unsigned short h) { _Float16 v; std::memcpy(&v, &h, 2); return (float)v; }
 static inline unsigned short gpudense_f2h(float f) { _Float16 v = (_Float16)f; unsigned short h; std::memcpy(&h, &v, 2); return h; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline float gpudense_tanh(float a) { return std::tanh(a); }
+static inline double gpudense_tanh(double a) { return std::tanh(a); }
 
 #define GPUDENSE_HOST_EMULATION 1
 #include KERNEL_PATH
@@ -206,6 +215,30 @@ extern "C" void emu_pass2_##SUF(const ACC* ws, long long n_chunks, long long m, 
 EMU(f64, double, double)
 EMU(f32, float, float)
 EMU(f16, unsigned short, float)
+EMU(bf16, unsigned short, float)
+
+#define EMU_ACT(A, SUF, T, ACC)                                                                              \
+extern "C" void emu_act_##A##_##SUF(const T* dy, const T* sv, T* dz, long long batch, long long m,          \
+                                    long long ld, long long chunk_rows, int head, int vec_path, ACC* ws,    \
+                                    T* out, int final_pass, int accumulate,                                 \
+                                    unsigned gx, unsigned gy, unsigned bx, unsigned by) {                   \
+    launch(dim3{gx, gy, 1}, dim3{bx, by, 1}, [=] {                                                         \
+        act_bias_grad_##A##_##SUF(dy, sv, dz, batch, m, ld, chunk_rows, head, vec_path, ws, out, final_pass, \
+                                  accumulate); });                                                          \
+}                                                                                                          \
+extern "C" void emu_fwd_##A##_##SUF(T* z, const T* b, T* y, long long n, long long m, int has_bias, int vec, \
+                                    int write_z, unsigned gx, unsigned bx) {                                \
+    launch(dim3{gx, 1, 1}, dim3{bx, 1, 1}, [=] { bias_act_##A##_##SUF(z, b, y, n, m, has_bias, vec, write_z); }); \
+}
+#define EMU_ACTS(SUF, T, ACC) EMU_ACT(relu, SUF, T, ACC) EMU_ACT(gelu, SUF, T, ACC) EMU_ACT(tanh, SUF, T, ACC)
+EMU_ACTS(f64, double, double)
+EMU_ACTS(f32, float, float)
+EMU_ACTS(f16, unsigned short, float)
+EMU_ACTS(bf16, unsigned short, float)
+
+// The tanh the emulated kernels call, for the NumPy model of their gelu and tanh.
+extern "C" void emu_tanhf(const float* in, float* out, long long n) { for (long long i = 0; i < n; ++i) out[i] = gpudense_tanh(in[i]); }
+extern "C" void emu_tanh(const double* in, double* out, long long n) { for (long long i = 0; i < n; ++i) out[i] = gpudense_tanh(in[i]); }
 """
 
 GXX = shutil.which("g++")
@@ -249,6 +282,9 @@ EMU_CASES = [
     (50, 9, "float32", 0, 3, 2, False),  # vector path, a 1-column tail group
     (40, 7, "float16", 2, 1, 2, True),  # vector path, head and tail in one group
     (60, 11, "float64", 1, 1, 2, False),
+    (129, 67, "bfloat16", 5, 5, 2, False),  # bfloat16: 8 per 16-byte load, head and tail
+    (2300, 5, "bfloat16", 3, 3, 2, True),
+    (300, 40, "bfloat16", 0, 0, 3, False),
 ]
 
 
@@ -262,9 +298,9 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
     from gpudense.backends.cuda import bias_grad_plan, emulate_bias_grad
 
     rng = np.random.default_rng(batch * 1000 + m)
-    t = np.dtype(dtype)
+    t = float_dtype(dtype)
     acc = np.dtype(np.float64 if t == np.float64 else np.float32)
-    suffix = {"float64": "f64", "float32": "f32", "float16": "f16"}[dtype]
+    suffix = SUFFIX[dtype]
     ld = m + pad
     values = rng.standard_normal((batch, m)).astype(t)
     # dY inside a NaN-filled buffer that is itself 16-byte aligned: gaps poison any stray read.
@@ -309,6 +345,154 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
     np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
 
 
+def _host_tanh(lib):
+    """The tanh the host-compiled kernels call, as a function of a NumPy array (float32 or float64)."""
+    import ctypes
+
+    import numpy as np
+
+    def tanh(u):
+        u = np.ascontiguousarray(u)
+        out = np.empty_like(u)
+        fn = lib.emu_tanhf if u.dtype == np.float32 else lib.emu_tanh
+        fn(ctypes.c_void_p(u.ctypes.data), ctypes.c_void_p(out.ctypes.data), ctypes.c_longlong(u.size))
+        return out
+
+    return tanh
+
+
+def _aligned_buffer(n, t, fill=float("nan")):
+    """``n`` elements of dtype ``t`` starting at a 16-byte boundary, filled with ``fill``."""
+    import numpy as np
+
+    raw = np.full(n + 16, fill, t)
+    shift = (-raw.ctypes.data % 16) // t.itemsize
+    return raw[shift : shift + n]
+
+
+ACT_CASES = [
+    # batch, m, dtype, element offset shared by dy, saved and dz (16-byte units aside), n_sm, accumulate
+    (1, 1, "float32", 0, 2, False),
+    (0, 6, "float16", 0, 2, True),
+    (37, 13, "float32", 0, 2, False),  # 52-byte rows: element path
+    (64, 8, "float32", 0, 2, True),  # vector path, one chunk
+    (300, 40, "float32", 3, 2, False),  # head of 3 on all three arrays
+    (129, 24, "float16", 0, 2, True),
+    (2100, 4, "float32", 0, 2, False),  # several chunks: pass 2
+    (1030, 16, "bfloat16", 0, 3, True),
+    (90, 21, "bfloat16", 5, 2, False),
+    (64, 24, "bfloat16", 3, 2, True),  # vector path with a head of 3
+    (200, 17, "float64", 1, 2, False),
+    (4200, 2, "float64", 0, 1, True),
+]
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+@pytest.mark.parametrize("batch, m, dtype, offset, n_sm, accumulate", ACT_CASES)
+def test_fused_activation_gradient_on_the_host_matches_the_formula_and_the_sum_order(
+        emulated, activation, batch, m, dtype, offset, n_sm, accumulate):
+    """act_bias_grad_*: dy and saved each read once, dz exactly the element-wise formula, db bit-exact.
+
+    dz is compared with activation_math.activation_grad (the formula the NumPy
+    path and the blocks use), given the host build's own tanh; db with
+    emulate_bias_grad of that dz under the kernel's plan.
+    """
+    import ctypes
+
+    import numpy as np
+
+    from gpudense.activation_math import activation_forward
+    from gpudense.backends.cuda import bias_grad_plan, emulate_act_bias_grad
+
+    rng = np.random.default_rng(batch * 31 + m)
+    t = float_dtype(dtype)
+    acc = np.dtype(np.float64 if t == np.float64 else np.float32)
+    tanh = _host_tanh(emulated)
+    z = (3 * rng.standard_normal((batch, m))).astype(t)
+    z[::7, ::3] = 0  # relu's kink and gelu's centre
+    _, saved = activation_forward(np, activation, z.copy(), overwrite=True, tanh=tanh)
+    dy = rng.standard_normal((batch, m)).astype(t)
+    size = offset + max(batch, 1) * m + 32
+    # dy and saved in one buffer (the read counter covers both), 16-byte aligned regions.
+    region = -(-size // (16 // t.itemsize)) * (16 // t.itemsize)
+    mem = _aligned_buffer(2 * region, t)
+    mem[offset : offset + batch * m] = dy.ravel()
+    mem[region + offset : region + offset + batch * m] = saved.ravel()
+    dz_mem = _aligned_buffer(size, t)
+    plan = bias_grad_plan(batch, m, itemsize=t.itemsize, ld=m, ptr=offset * t.itemsize, n_sm=n_sm)
+    old = rng.standard_normal(m).astype(t)
+    out = old.copy() if accumulate else np.full(m, np.nan, t)
+    ws = np.full(plan.workspace_shape, np.nan, acc) if not plan.final_in_pass1 else out
+    counts = np.zeros(mem.size, np.int32)
+    emulated.emu_set_bounds(ctypes.c_size_t(mem.ctypes.data), ctypes.c_size_t(mem.ctypes.data + mem.nbytes),
+                            ctypes.c_size_t(t.itemsize), ctypes.c_void_p(counts.ctypes.data))
+    ll, i, u, p = ctypes.c_longlong, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
+    elem = t.itemsize
+    getattr(emulated, f"emu_act_{activation}_{SUFFIX[dtype]}")(
+        p(mem.ctypes.data + offset * elem), p(mem.ctypes.data + (region + offset) * elem),
+        p(dz_mem.ctypes.data + offset * elem), ll(batch), ll(m), ll(m), ll(plan.chunk_rows), i(plan.head),
+        i(plan.vec_path), p(ws.ctypes.data), p(out.ctypes.data), i(plan.final_in_pass1), i(accumulate),
+        u(plan.grid1[0]), u(plan.grid1[1]), u(plan.block1[0]), u(plan.block1[1]),
+    )
+    if not plan.final_in_pass1:
+        getattr(emulated, f"emu_pass2_{SUFFIX[dtype]}")(
+            p(ws.ctypes.data), ll(plan.n_chunks), ll(m), p(out.ctypes.data), i(accumulate),
+            u(plan.grid2[0]), u(plan.block2[0]), u(plan.block2[1]),
+        )
+    emulated.emu_bad_reads.restype = emulated.emu_misaligned.restype = ctypes.c_longlong
+    assert emulated.emu_bad_reads() == 0, "reads outside dy and saved"
+    assert emulated.emu_misaligned() == 0, "misaligned 16-byte loads"
+    expected = np.zeros(mem.size, np.int32)
+    expected[offset : offset + batch * m] = 1
+    expected[region + offset : region + offset + batch * m] = 1
+    assert (counts == expected).all(), "each element of dy and saved read once, nothing else"
+    got_dz = dz_mem[offset : offset + batch * m].reshape(batch, m)
+    want_dz, want_db = emulate_act_bias_grad(dy, saved, activation, plan, old, accumulate=accumulate, tanh=tanh)
+    np.testing.assert_array_equal(got_dz.view(np.uint8), want_dz.view(np.uint8))
+    assert np.isnan(dz_mem[:offset]).all() and np.isnan(dz_mem[offset + batch * m :]).all(), "dz written out of place"
+    np.testing.assert_array_equal(out.view(np.uint8), want_db.view(np.uint8))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+@pytest.mark.parametrize("batch, m, dtype, bias", [
+    (3, 8, "float32", True), (5, 7, "float32", True), (33, 16, "float16", False), (9, 24, "bfloat16", True),
+    (6, 5, "bfloat16", True), (40, 6, "float64", True), (0, 4, "float32", True), (1, 1, "float16", True),
+])
+def test_forward_bias_and_activation_on_the_host_match_the_formula(emulated, activation, batch, m, dtype, bias):
+    """bias_act_*: y = act(z + b) as activation_math computes it (z + b and act in the accumulator type)."""
+    import ctypes
+
+    import numpy as np
+
+    from gpudense.backends.cuda import emulate_bias_act
+    from gpudense.backends.cuda.plan import VECTOR_BYTES
+
+    rng = np.random.default_rng(batch + 100 * m)
+    t = float_dtype(dtype)
+    tanh = _host_tanh(emulated)
+    z = (4 * rng.standard_normal((batch, m))).astype(t)
+    z.flat[::5] = 0.0  # relu's kink
+    z.flat[1::7] = 30.0  # beyond gelu's clip: t is exactly 1
+    z.flat[2::7] = -30.0
+    b = rng.standard_normal(m).astype(t) if bias else None
+    zz = _aligned_buffer(max(z.size, 1), t)
+    zz[: z.size] = z.ravel()
+    yy = zz if activation != "gelu" else _aligned_buffer(max(z.size, 1), t)
+    bb = _aligned_buffer(m, t)
+    if bias:
+        bb[:] = b
+    vec = 1 if (m * t.itemsize) % VECTOR_BYTES else VECTOR_BYTES // t.itemsize
+    n = z.size
+    grid = max(1, min(-(-(n // vec) // 256), 3))  # few blocks: the grid-stride loop goes round
+    p, ll, i, u = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int, ctypes.c_uint
+    getattr(emulated, f"emu_fwd_{activation}_{SUFFIX[dtype]}")(
+        p(zz.ctypes.data), p(bb.ctypes.data), p(yy.ctypes.data), ll(n), ll(m), i(bias), i(vec > 1),
+        i(activation == "gelu"), u(grid), u(256))
+    want_y, want_saved = emulate_bias_act(z, b, activation, tanh=tanh)
+    np.testing.assert_array_equal(yy[:n].reshape(batch, m).view(np.uint8), want_y.view(np.uint8))
+    np.testing.assert_array_equal(zz[:n].reshape(batch, m).view(np.uint8), want_saved.view(np.uint8))
+
+
 # --------------------------------------------------------------------------
 # CupyBackend.bias_grad's launch code, driving the host-emulated kernels
 # --------------------------------------------------------------------------
@@ -321,6 +505,25 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
 
 PASS1_SIG = ["ptr", "i64", "i64", "i64", "i64", "i32", "i32", "ptr", "ptr", "i32", "i32"]
 PASS2_SIG = ["ptr", "i64", "i64", "ptr", "i32"]
+ACT_SIG = ["ptr", "ptr", *PASS1_SIG]  # dy, saved, dz, then pass 1's
+FWD_SIG = ["ptr", "ptr", "ptr", "i64", "i64", "i32", "i32", "i32"]
+
+
+def _signature(kernel):
+    """The argument kinds of a kernel, by its name."""
+    for prefix, sig in (("bias_grad_pass1_", PASS1_SIG), ("bias_grad_pass2_", PASS2_SIG),
+                        ("act_bias_grad_", ACT_SIG), ("bias_act_", FWD_SIG)):
+        if kernel.startswith(prefix):
+            return sig
+    raise AssertionError(f"unknown kernel {kernel}")
+
+
+def _emu_name(kernel):
+    """The host-emulated entry point of a kernel name: emu_pass1_f32, emu_act_relu_f16, emu_fwd_gelu_bf16."""
+    for prefix, emu in (("bias_grad_", "emu_"), ("act_bias_grad_", "emu_act_"), ("bias_act_", "emu_fwd_")):
+        if kernel.startswith(prefix):
+            return emu + kernel[len(prefix):]
+    raise AssertionError(f"unknown kernel {kernel}")
 
 
 class _FakeArray:
@@ -336,6 +539,12 @@ class _FakeArray:
         self.data = type("MemoryPointer", (), {"ptr": int(arr.__array_interface__["data"][0])})()
         self.device = _FakeDevice(0)
         assert isinstance(self.buffer, np.ndarray)
+
+    def copy(self):
+        """cupy.ndarray.copy: a new C-contiguous allocation at a 16-byte boundary (CuPy's pool: 512)."""
+        new = _aligned_buffer(max(self.arr.size, 1), self.dtype)[: self.arr.size].reshape(self.shape)
+        new[...] = self.arr
+        return _FakeArray(new)
 
 
 class _FakeDevice:
@@ -375,25 +584,55 @@ def _fake_cupy(lib, launches):
 
         def __call__(self, grid, block, args):
             kinds, cargs = zip(*(ctype_of(a) for a in args))
-            sig = PASS1_SIG if "pass1" in self.name else PASS2_SIG
+            sig = _signature(self.name)
             assert list(kinds) == sig, f"{self.name} called with {kinds}, signature {sig}"
             assert block[0] * block[1] == 256 and block[2] == 1 and grid[2] == 1
-            if "pass1" in self.name:
+            emu = getattr(lib, _emu_name(self.name))
+            ui = ctypes.c_uint
+            if self.name.startswith("bias_act_"):
+                z, b, y = args[:3]
+                assert z.flags.c_contiguous and y.flags.c_contiguous and b.flags.c_contiguous
+                assert z.data.ptr % 16 == 0 and y.data.ptr % 16 == 0 and b.data.ptr % 16 == 0
+                emu(*cargs, ui(grid[0]), ui(block[0]))
+                launches.append((self.name, None, None))
+            elif self.name.startswith("act_bias_grad_"):
+                dy, saved, dz = args[:3]
+                for a in (dy, saved, dz):  # the launch code hands over one shared layout
+                    assert a.flags.c_contiguous and a.data.ptr % 16 == 0, "dy, saved, dz: C-contiguous, aligned"
+                # dy and saved side by side in one buffer, so the read counter sees both.
+                n = dy.arr.size
+                region = -(-max(n, 1) // 8) * 8
+                both = np.full(2 * region + 8, np.nan, dy.dtype)
+                shift = (-both.ctypes.data % 16) // both.itemsize
+                both = both[shift : shift + 2 * region]
+                both[:n] = dy.arr.ravel()
+                both[region : region + n] = saved.arr.ravel()
+                counts = np.zeros(both.size, np.int32)
+                lib.emu_set_bounds(ctypes.c_size_t(both.ctypes.data),
+                                   ctypes.c_size_t(both.ctypes.data + both.nbytes),
+                                   ctypes.c_size_t(both.itemsize), ctypes.c_void_p(counts.ctypes.data))
+                cargs = (ctypes.c_void_p(both.ctypes.data),
+                         ctypes.c_void_p(both.ctypes.data + region * both.itemsize), *cargs[2:])
+                emu(*cargs, ui(grid[0]), ui(grid[1]), ui(block[0]), ui(block[1]))
+                lib.emu_bad_reads.restype = lib.emu_misaligned.restype = ctypes.c_longlong
+                assert lib.emu_bad_reads() == 0 and lib.emu_misaligned() == 0
+                want = np.zeros(both.size, np.int32)
+                want[:n] = want[region : region + n] = 1
+                assert (counts == want).all(), "each element of dy and saved read once, nothing else"
+                launches.append((self.name, counts, dy))
+            elif "pass1" in self.name:
                 dy = args[0]
                 buf = dy.buffer
                 counts = np.zeros(buf.size, np.int32)
                 lib.emu_set_bounds(ctypes.c_size_t(buf.ctypes.data), ctypes.c_size_t(buf.ctypes.data + buf.nbytes),
                                    ctypes.c_size_t(buf.itemsize), ctypes.c_void_p(counts.ctypes.data))
-                getattr(lib, "emu_" + self.name[len("bias_grad_"):])(
-                    *cargs, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0]),
-                    ctypes.c_uint(block[1]))
+                emu(*cargs, ui(grid[0]), ui(grid[1]), ui(block[0]), ui(block[1]))
                 lib.emu_bad_reads.restype = lib.emu_misaligned.restype = ctypes.c_longlong
                 assert lib.emu_bad_reads() == 0, "dY reads outside its allocation"
                 assert lib.emu_misaligned() == 0, "16-byte loads at addresses that are not 16-byte aligned"
                 launches.append((self.name, counts, dy))
             else:
-                getattr(lib, "emu_" + self.name[len("bias_grad_"):])(
-                    *cargs, ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]), ctypes.c_uint(block[1]))
+                emu(*cargs, ui(grid[0]), ui(block[0]), ui(block[1]))
                 launches.append((self.name, None, None))
 
     class Module:
@@ -411,6 +650,7 @@ def _fake_cupy(lib, launches):
 
     def ascontiguousarray(a):
         return _FakeArray(np.ascontiguousarray(a.arr))
+
 
     return SimpleNamespace(empty=empty, ascontiguousarray=ascontiguousarray, RawModule=Module,
                            cuda=SimpleNamespace(Device=_FakeDevice,
@@ -481,3 +721,77 @@ def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dty
     assert len(launches) == (1 if plan.final_in_pass1 else 2)
     want = emulate_bias_grad(values, plan, old, accumulate=accumulate)
     np.testing.assert_array_equal(result.view(np.uint8), want.view(np.uint8))
+
+
+ACT_GLUE_CASES = [
+    # batch, m, dtype, dy's layout, accumulate, bias
+    (300, 40, "float32", "contiguous", False, True),
+    (300, 40, "float32", "misaligned", True, True),  # dy copied to a 16-byte boundary
+    (77, 9, "float16", "strided", False, True),  # every other row: copied
+    (2100, 4, "bfloat16", "contiguous", True, True),  # split: pass 2
+    (50, 6, "float64", "contiguous", False, False),  # no bias: db not returned
+    (0, 4, "float32", "contiguous", True, True),
+]
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+@pytest.mark.parametrize("batch, m, dtype, layout, accumulate, bias", ACT_GLUE_CASES)
+def test_cupy_backend_fused_launches_on_emulated_kernels(emulated, activation, batch, m, dtype, layout,
+                                                         accumulate, bias):
+    """CupyBackend.bias_act and act_bias_grad drive the host-compiled kernels: arguments, layouts, results."""
+    import numpy as np
+
+    from gpudense.backends.cuda import CupyBackend, bias_grad_plan, blocks_per_sm
+    from gpudense.backends.cuda import emulate_act_bias_grad, emulate_bias_act
+
+    rng = np.random.default_rng(batch + 3 * m)
+    t = float_dtype(dtype)
+    tanh = _host_tanh(emulated)
+    launches = []
+    backend = CupyBackend.__new__(CupyBackend)
+    backend.xp = _fake_cupy(emulated, launches)
+    backend._kernels = KernelCache()
+    # Forward: the product z (fresh, aligned) and b.
+    z = (2 * rng.standard_normal((batch, m))).astype(t)
+    b = rng.standard_normal(m).astype(t)
+    zf = _aligned_buffer(max(z.size, 1), t)[: z.size].reshape(batch, m)
+    zf[...] = z
+    bf = _aligned_buffer(m, t)
+    bf[...] = b
+    y, saved = backend.bias_act(_FakeArray(zf), _FakeArray(bf), activation)
+    want_y, want_saved = emulate_bias_act(z, b, activation, tanh=tanh)
+    np.testing.assert_array_equal(y.arr.view(np.uint8), want_y.view(np.uint8))
+    np.testing.assert_array_equal(saved.arr.view(np.uint8), want_saved.view(np.uint8))
+    assert (saved is y) == (activation != "gelu")
+    # Backward: dy in the given layout.
+    dy = rng.standard_normal((batch, m)).astype(t)
+    if layout == "contiguous":
+        dyf = _aligned_buffer(max(dy.size, 1), t)[: dy.size].reshape(batch, m)
+        dyf[...] = dy
+        dy_arg = _FakeArray(dyf)
+    elif layout == "misaligned":
+        mem = _aligned_buffer(dy.size + 1, t)
+        mem[1:] = dy.ravel()
+        dy_arg = _FakeArray(mem[1:].reshape(batch, m), mem)
+    else:
+        mem = _aligned_buffer(2 * dy.size + 2 * m, t)
+        view = mem[: 2 * batch * m].reshape(2 * batch, m)[::2]
+        view[...] = dy
+        dy_arg = _FakeArray(view, mem)
+    old = rng.standard_normal(m).astype(t)
+    out = _FakeArray(old.copy()) if accumulate else None
+    launches.clear()
+    dz, db = backend.act_bias_grad(dy_arg, saved, activation, out, accumulate=accumulate, bias=bias)
+    name = f"act_bias_grad_{activation}_{SUFFIX[dtype]}"
+    assert [n for n, _, _ in launches][:1] == ([name] if m else [])
+    plan = bias_grad_plan(batch, m, itemsize=t.itemsize, ld=m, ptr=0, n_sm=3,
+                          blocks_per_sm=blocks_per_sm(64, regs_per_sm=65536, threads_per_sm=2048))
+    assert len(launches) == (1 if plan.final_in_pass1 else 2)
+    want_dz, want_db = emulate_act_bias_grad(dy, want_saved, activation, plan, old,
+                                             accumulate=accumulate and bias, tanh=tanh)
+    np.testing.assert_array_equal(dz.arr.view(np.uint8), want_dz.view(np.uint8))
+    if bias:
+        assert db is not None and (out is None or db is out)
+        np.testing.assert_array_equal(db.arr.view(np.uint8), want_db.view(np.uint8))
+    else:
+        assert db is None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gpudense import activation_math
 from gpudense.backends.cuda import plan
 from gpudense.backends.cuda.loader import (
     ENTRY_POINTS,
@@ -94,12 +95,13 @@ def test_wheel_ships_the_kernels_and_an_installed_gpudense_finds_them(tmp_path):
 
 
 def _defines():
-    """``{name: value}`` parsed from kernel_defines()."""
+    """``{name: value}`` parsed from kernel_defines() (ints, or floats as C reads them)."""
     found = {}
     for option in kernel_defines():
-        match = re.fullmatch(r"-D(GPUDENSE_[A-Z_]+)=(\d+)", option)
+        match = re.fullmatch(r"-D(GPUDENSE_[A-Z_]+)=(\d+|\d+\.\d+(?:e-?\d+)?)", option)
         assert match, f"not a -DNAME=VALUE option: {option!r}"
-        found[match.group(1)] = int(match.group(2))
+        value = match.group(2)
+        found[match.group(1)] = float(value) if "." in value else int(value)
     return found
 
 
@@ -108,8 +110,13 @@ def test_kernel_defines_are_the_plans_constants():
         "GPUDENSE_BLOCK": plan.BLOCK,
         "GPUDENSE_UNROLL": plan.UNROLL,
         "GPUDENSE_VECTOR_BYTES": plan.VECTOR_BYTES,
+        "GPUDENSE_GELU_C": activation_math.GELU_C,
+        "GPUDENSE_GELU_A": activation_math.GELU_A,
+        "GPUDENSE_GELU_CLIP": activation_math.GELU_CLIP,
     }
     assert _defines()["GPUDENSE_BLOCK"] == 256 and _defines()["GPUDENSE_UNROLL"] == 4
+    # The decimal text reads back as the very double activation_math computes with.
+    assert _defines()["GPUDENSE_GELU_C"] == (2 / 3.141592653589793) ** 0.5
 
 
 def test_kernel_file_defines_none_of_them_and_stops_without_them():

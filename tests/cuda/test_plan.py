@@ -17,12 +17,19 @@ from gpudense.backends.cuda.plan import (
     BLOCK,
     MAX_GRID_Y,
     MIN_ROWS_PER_THREAD,
+    SINGLE_PASS_BLOCK_BYTES,
     SINGLE_PASS_ROWS_PER_THREAD,
+    UNROLL,
     VECTOR_BYTES,
+    accumulator_dtype,
     bias_grad_plan,
     blocks_per_sm,
     cached_plan,
+    worst_case_tiles,
 )
+
+#: SM counts: H100 and H200 (132), A100 (108), a small GPU (46).
+DEVICES = [132, 108, 46]
 
 
 def _coverage(plan, base, ld):
@@ -139,3 +146,85 @@ def test_cached_plan_is_the_plan_and_is_remembered():
     first = cached_plan(5000, 70, 2, 72, 4, 9, 4)
     assert first == bias_grad_plan(5000, 70, itemsize=2, ld=72, ptr=4, n_sm=9, blocks_per_sm=4)
     assert cached_plan(5000, 70, 2, 72, 4, 9, 4) is first
+
+
+def _order(plan):
+    """What fixes the summation order of a column."""
+    return (plan.ty, plan.chunk_rows, plan.n_chunks, plan.ty2, plan.tx2)
+
+
+@pytest.mark.parametrize("n_sm", DEVICES)
+@settings(max_examples=80, deadline=None)
+@given(
+    batch=st.integers(0, 3 * 10**6),
+    m=st.integers(1, 5000),
+    itemsize=st.sampled_from([2, 4, 8]),
+    bps=st.integers(1, 8),
+)
+def test_grid_stays_in_one_wave_and_the_order_ignores_the_address(n_sm, batch, m, itemsize, bps):
+    """Every alignment and row pitch: at most one wave of blocks, and one summation order."""
+    vec = VECTOR_BYTES // itemsize
+    plans = [
+        bias_grad_plan(batch, m, itemsize=itemsize, ld=m + pad, ptr=off * itemsize, n_sm=n_sm, blocks_per_sm=bps)
+        for off in range(vec) for pad in (0, 1, vec)
+    ]
+    slots = n_sm * bps
+    worst = worst_case_tiles(m, itemsize)
+    for p in plans:
+        assert p.tiles <= worst
+        assert p.tiles * p.n_chunks <= max(slots, worst), p  # within the wave (or one chunk of a wider grid)
+    assert len({_order(p) for p in plans}) == 1
+
+
+@pytest.mark.parametrize("n_sm", DEVICES)
+@pytest.mark.parametrize("itemsize", [2, 4, 8])
+@pytest.mark.parametrize("batch, m", [(1048576, 64), (65536, 4096), (8192, 16384), (4096, 61), (300000, 7)])
+def test_misaligned_dy_stays_in_one_wave(n_sm, itemsize, batch, m):
+    """The shapes of the benchmark with dy one element off a 16-byte boundary."""
+    for bps in (1, 2, 4, 6):
+        aligned = bias_grad_plan(batch, m, itemsize=itemsize, ld=m, ptr=0, n_sm=n_sm, blocks_per_sm=bps)
+        shifted = bias_grad_plan(batch, m, itemsize=itemsize, ld=m, ptr=itemsize, n_sm=n_sm, blocks_per_sm=bps)
+        assert shifted.head == 1 or not shifted.vec_path
+        for p in (aligned, shifted):
+            assert p.tiles * p.n_chunks <= max(n_sm * bps, p.tiles), p
+        assert _order(aligned) == _order(shifted)
+
+
+def test_the_misaligned_example_of_a_tall_narrow_array():
+    """(1048576, 64) float32 one element off: two tiles, and the chunks sized for them (528 slots)."""
+    p = bias_grad_plan(1048576, 64, itemsize=4, ld=64, ptr=4, n_sm=132, blocks_per_sm=4)
+    assert p.head == 1 and p.tiles == 2 == worst_case_tiles(64, 4)
+    assert p.tiles * p.n_chunks <= 528
+
+
+def test_single_pass_is_chosen_by_the_bytes_a_block_streams():
+    """One chunk while a pass-1 block streams at most SINGLE_PASS_BLOCK_BYTES, split beyond."""
+    assert SINGLE_PASS_BLOCK_BYTES == BLOCK * VECTOR_BYTES * UNROLL * 4 == 64 * 1024
+    assert SINGLE_PASS_ROWS_PER_THREAD * BLOCK * VECTOR_BYTES == SINGLE_PASS_BLOCK_BYTES
+    for itemsize in (2, 4, 8):
+        for m in (1, 5, 64, 1000, 4096):
+            p = bias_grad_plan(1, m, itemsize=itemsize, ld=m, ptr=0, n_sm=132)
+            ty = p.ty
+            rows = SINGLE_PASS_ROWS_PER_THREAD * ty  # 16 rows per thread: 64 KiB per block
+            assert bias_grad_plan(rows, m, itemsize=itemsize, ld=m, ptr=0, n_sm=132).final_in_pass1
+            bigger = bias_grad_plan(rows + 1, m, itemsize=itemsize, ld=m, ptr=0, n_sm=132)
+            # Split, unless one chunk of tiles already fills the device.
+            assert (not bigger.final_in_pass1) or worst_case_tiles(m, itemsize) * 2 > 132 * 4
+
+
+def test_launch_arguments_are_built_once_per_plan():
+    p = cached_plan(5000, 70, 2, 72, 4, 9, 4)
+    assert p.pass1_scalars is p.pass1_scalars and p.pass2_scalars is p.pass2_scalars
+    assert [type(v) for v in p.pass1_scalars] == [np.int64] * 4 + [np.int32] * 2
+    assert tuple(int(v) for v in p.pass1_scalars) == (5000, 70, 72, p.chunk_rows, p.head, int(p.vec_path))
+    assert tuple(int(v) for v in p.pass2_scalars) == (p.n_chunks, 70)
+    assert type(p.final_flag) is np.int32 and int(p.final_flag) == int(p.final_in_pass1)
+
+
+def test_accumulator_by_dtype_name_includes_bfloat16():
+    from gpudense._checks import bfloat16_dtype
+
+    assert accumulator_dtype(bfloat16_dtype()) == np.float32 == accumulator_dtype(np.float16)
+    assert accumulator_dtype(np.float64) == np.float64
+    with pytest.raises(TypeError, match="got int32"):
+        accumulator_dtype(np.int32)

@@ -57,6 +57,15 @@ def test_float16_is_reduced_in_float32_where_mpi_has_no_half_type():
     assert a.dtype == np.float16 and a.tolist() == [0.5, 1.5, 2048.0]
 
 
+def test_bfloat16_is_reduced_in_float32_mpi_having_no_such_type():
+    bf16 = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes").bfloat16
+    comm = _engine(float16=True)
+    a = np.array([0.5, 1.5, 2048.0], bf16)
+    comm.allreduce(a, op="mean")
+    assert comm.comm.calls == [("Allreduce", np.float32)]
+    assert a.dtype == bf16 and a.tolist() == [0.5, 1.5, 2048.0]
+
+
 def test_the_engine_takes_numpy_and_cupy_arrays_only():
     with pytest.raises(TypeError, match="expected a numpy.ndarray or cupy.ndarray, got builtins.memoryview"):
         _engine(float16=True).allreduce(memoryview(b"abcd"))

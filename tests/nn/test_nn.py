@@ -253,12 +253,40 @@ def test_mlp_gradients_match_finite_differences(activation, rng):
 
 def test_mlp_layout_names_and_repr():
     model = MLP([4, 8, 8, 2], activation="gelu", backend="numpy", rng=0)
-    assert [type(b).__name__ for b in model] == ["Dense", "GELU", "Dense", "GELU", "Dense"]
+    # The hidden layers carry the activation; the last layer has none.
+    assert [(type(b).__name__, b.activation) for b in model] == [("Dense", "gelu"), ("Dense", "gelu"),
+                                                                 ("Dense", None)]
     assert [pg.name for pg in model.param_grads()] == ["0.w", "0.b", "2.w", "2.b", "4.w", "4.b"]
     assert all(pg.grad is None for pg in model.param_grads())
     assert "MLP(sizes=[4, 8, 8, 2], activation='gelu'" in repr(model)
-    assert "(1): GELU()" in repr(Sequential(*model.blocks))
+    assert "(1): Dense(in_features=8, out_features=8, activation='gelu'" in repr(Sequential(*model.blocks))
+    # A Sequential names its blocks by index; the MLP by position in Dense, act, Dense, act, Dense.
+    assert [pg.name for pg in Sequential(*model.blocks).param_grads()] == ["0.w", "0.b", "1.w", "1.b",
+                                                                          "2.w", "2.b"]
     assert model.config() == {"sizes": [4, 8, 8, 2], "activation": "gelu", "bias": True, "dtype": "float32"}
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+def test_mlp_equals_its_unfused_sequential_and_their_states_interchange(activation, rng):
+    """MLP's fused layers against Sequential(Dense, act, Dense, act, Dense) with the same weights."""
+    model = MLP([5, 7, 6, 3], activation=activation, dtype="float64", backend="numpy", rng=1)
+    act = {"relu": ReLU, "gelu": GELU, "tanh": Tanh}[activation]
+    unfused = Sequential(Dense(5, 7, dtype="float64", backend="numpy", rng=0), act(),
+                         Dense(7, 6, dtype="float64", backend="numpy", rng=0), act(),
+                         Dense(6, 3, dtype="float64", backend="numpy", rng=0))
+    unfused.load_state_dict(model.state_dict())  # the same names: 0, 2, 4
+    x = rng.standard_normal((9, 5))
+    dy = rng.standard_normal((9, 3))
+    np.testing.assert_allclose(model(x), unfused(x), rtol=1e-13, atol=1e-15)
+    dx, dx_ref = model.backward(dy, input_grad=True), unfused.backward(dy, input_grad=True)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-14)
+    for got, want in zip(model.param_grads(), unfused.param_grads()):
+        assert got.name == want.name
+        np.testing.assert_allclose(got.grad, want.grad, rtol=1e-12, atol=1e-14)
+    back = MLP([5, 7, 6, 3], activation=activation, dtype="float64", backend="numpy", rng=2)
+    back.load_state_dict(unfused.state_dict())
+    for a, b in zip(back.param_grads(), model.param_grads()):
+        np.testing.assert_array_equal(a.param, b.param)
 
 
 def test_mlp_is_seeded_the_same_on_every_call():

@@ -106,7 +106,9 @@ def test_an_optimizer_refuses_to_step_a_parameter_twice(rng):
     assert opt.step_count == 0 and pgs[0].param is d.w
 
 
-def test_mlp_builds_a_separate_activation_at_each_position():
+def test_mlp_builds_a_separate_layer_at_each_position():
+    """An MLP's hidden layers carry their activation (fused); no block is shared between positions."""
     model = MLP([4, 5, 5, 3], activation="tanh", backend="numpy", rng=0)
-    acts = [b for b in model if isinstance(b, Tanh)]
-    assert len(acts) == 2 and acts[0] is not acts[1]
+    layers = list(model)
+    assert [layer.activation for layer in layers] == ["tanh", "tanh", None]
+    assert len({id(layer) for layer in layers}) == 3

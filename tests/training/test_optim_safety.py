@@ -45,7 +45,7 @@ def assert_unchanged(before, model, opt):
 @pytest.mark.parametrize("factory", [Adam, AdamW, lambda m: SGD(m, momentum=0.9)])
 def test_a_read_only_parameter_is_one_clear_error_and_nothing_steps(factory):
     model, opt = stepped(factory)
-    model[2].w.flags.writeable = False
+    model[1].w.flags.writeable = False  # the second Dense layer, whose parameters are named 2.w, 2.b
     before = snapshot(model, opt)
     with pytest.raises(ValueError) as info:
         opt.step()
@@ -56,7 +56,7 @@ def test_a_read_only_parameter_is_one_clear_error_and_nothing_steps(factory):
 
 def test_a_mismatched_gradient_is_refused_before_any_parameter_steps():
     model, opt = stepped(Adam)
-    model[2].dw = model[2].dw[:, :1].copy()
+    model[1].dw = model[1].dw[:, :1].copy()  # the second Dense layer (2.w)
     before = snapshot(model, opt)
     with pytest.raises(ValueError, match="gradient of 2.w has shape"):
         opt.step()

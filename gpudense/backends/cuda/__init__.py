@@ -7,7 +7,9 @@ One module per idea:
   pure Python.
 * :mod:`~gpudense.backends.cuda.emulate`: :func:`emulate_bias_grad`, a NumPy
   model of the kernel's exact order of additions (the GPU tests' bitwise
-  reference).
+  reference), and the same for the fused activation kernels.
+* :mod:`~gpudense.backends.cuda.launch`: the launches (layouts, workspaces,
+  argument lists built once per plan).
 * :mod:`~gpudense.backends.cuda.loader`: the kernel source, its compiler
   options (:func:`kernel_defines`) and the NVRTC module, built once per
   process and device.
@@ -20,7 +22,7 @@ the loader can be used and tested on a machine without CuPy or a GPU.
 """
 
 from gpudense.backends.cuda.backend import CupyBackend, library_facts
-from gpudense.backends.cuda.emulate import emulate_bias_grad
+from gpudense.backends.cuda.emulate import emulate_act_bias_grad, emulate_bias_act, emulate_bias_grad
 from gpudense.backends.cuda.loader import (
     ENTRY_POINTS,
     KERNEL_FILE,
@@ -33,12 +35,14 @@ from gpudense.backends.cuda.plan import (
     BLOCK,
     MAX_GRID_Y,
     MIN_ROWS_PER_THREAD,
+    SINGLE_PASS_BLOCK_BYTES,
     SINGLE_PASS_ROWS_PER_THREAD,
     UNROLL,
     VECTOR_BYTES,
     BiasGradPlan,
     bias_grad_plan,
     blocks_per_sm,
+    worst_case_tiles,
 )
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "MAX_GRID_Y",
     "MIN_ROWS_PER_THREAD",
     "NVRTC_OPTIONS",
+    "SINGLE_PASS_BLOCK_BYTES",
     "SINGLE_PASS_ROWS_PER_THREAD",
     "UNROLL",
     "VECTOR_BYTES",
@@ -56,8 +61,11 @@ __all__ = [
     "KernelBuildError",
     "bias_grad_plan",
     "blocks_per_sm",
+    "emulate_act_bias_grad",
+    "emulate_bias_act",
     "emulate_bias_grad",
     "kernel_defines",
     "kernel_source",
     "library_facts",
+    "worst_case_tiles",
 ]

@@ -1,21 +1,18 @@
-"""The CuPy backend: the CuPy import check, library facts and the launch glue.
+"""The CuPy backend: the CuPy import check, library facts and the backend hooks.
 
-:class:`CupyBackend` implements the two backend hooks on CuPy's current
-stream: :meth:`~CupyBackend.matmul_acc` through cuBLAS and
-:meth:`~CupyBackend.bias_grad` through the two-pass kernel of
-``kernels/bias_grad.cu``, launched as :mod:`gpudense.backends.cuda.plan`
-says with the module :mod:`gpudense.backends.cuda.loader` builds.
+:class:`CupyBackend` implements the backend hooks on CuPy's current stream:
+the products through cuBLAS (:meth:`~CupyBackend.matmul`,
+:meth:`~CupyBackend.matmul_acc`), and the bias gradient, the forward pass's
+bias and activation and the fused activation gradient through the kernels of
+``kernels/bias_grad.cu`` (:meth:`~CupyBackend.bias_grad`,
+:meth:`~CupyBackend.bias_act`, :meth:`~CupyBackend.act_bias_grad`), launched
+by :mod:`gpudense.backends.cuda.launch` as :mod:`gpudense.backends.cuda.plan`
+says, with the module :mod:`gpudense.backends.cuda.loader` builds.
 :func:`library_facts` reports CuPy's and CUDA's versions for ``gpudense info``
 without needing a device (or CuPy).
 
 Nothing here imports CuPy at import time; :class:`CupyBackend` does when it
 is created (``get_backend("cupy")`` or ``"auto"``).
-
-Workspace: the pass-1 partial sums, ``(n_chunks, m)`` in the accumulator type,
-are allocated from CuPy's memory pool on every call (no cache of our own).
-CuPy's pool ties a freed block to the stream it was allocated on, so a
-workspace released after the launches on the current stream is reused only by
-later work on that stream: this is stream-safe without any synchronisation.
 """
 
 from __future__ import annotations
@@ -23,14 +20,12 @@ from __future__ import annotations
 import os
 from typing import Any, ContextManager
 
-import numpy as np
-
 from gpudense._nvtx import nvtx_provider, nvtx_range
 from gpudense.backends import BackendUnavailableError
 from gpudense.backends.base import Backend
-from gpudense.backends.cuda.loader import SUFFIX, DeviceKernels, KernelCache
+from gpudense.backends.cuda.launch import launch_act_bias_grad, launch_bias_act, launch_bias_grad
+from gpudense.backends.cuda.loader import DeviceKernels, KernelCache
 from gpudense.backends.cuda.optim_kernels import OptimizerKernels
-from gpudense.backends.cuda.plan import ACCUMULATOR, VECTOR_BYTES, cached_plan
 
 __all__ = ["CupyBackend", "library_facts"]
 
@@ -187,66 +182,36 @@ class CupyBackend(Backend):
 
         ``dy`` is used in place when its rows are unit-stride (any row pitch,
         any alignment to its itemsize); otherwise one contiguous copy is made.
-        float16 is summed in float32 and rounded once, also when
+        float16 and bfloat16 are summed in float32 and rounded once, also when
         accumulating (``out = round(out + sum)``).
 
         Args:
-            dy: CuPy array ``(batch, m)``, float16/32/64; ``batch`` may be 0.
+            dy: CuPy array ``(batch, m)``, float16, bfloat16, float32 or
+                float64; ``batch`` may be 0.
             out: Optional C-contiguous ``(m,)`` array of ``dy``'s dtype.
             accumulate: ``out += sum`` instead of ``out = sum`` (needs ``out``).
 
         Returns:
             ``out``, or a new ``(m,)`` array.
         """
-        cp = self.xp
-        dtype = np.dtype(dy.dtype)
-        if dtype not in SUFFIX:
-            raise TypeError(f"bias_grad needs float16, float32 or float64 dy; got {dy.dtype}")
-        if dy.ndim != 2:
-            raise ValueError(f"bias_grad needs a 2-D dy (batch, m); got shape {tuple(dy.shape)}")
-        batch, m = (int(s) for s in dy.shape)
         with dy.device:
-            if out is None:
-                if accumulate:
-                    raise ValueError("bias_grad(accumulate=True) needs out")
-                out = cp.empty(m, dtype)
-            elif out.shape != (m,) or np.dtype(out.dtype) != dtype or not out.flags.c_contiguous:
-                raise ValueError(
-                    f"out must be a C-contiguous array of shape ({m},) and dtype {dtype}; got shape "
-                    f"{tuple(out.shape)}, dtype {out.dtype}, c_contiguous={out.flags.c_contiguous}"
-                )
-            if m == 0:
-                return out
-            dy, ld = self._kernel_layout(dy)
-            k = self.kernels(dy.device.id)
-            suffix = SUFFIX[dtype]
-            pass1 = k.functions[f"bias_grad_pass1_{suffix}"]
-            plan = cached_plan(batch, m, dtype.itemsize, ld, dy.data.ptr % VECTOR_BYTES, k.n_sm,
-                                k.blocks_per_sm[f"bias_grad_pass1_{suffix}"])
-            i64, i32 = np.int64, np.int32
-            if plan.final_in_pass1:
-                ws = out  # not read or written when final_pass = 1
-            else:
-                ws = cp.empty(plan.workspace_shape, ACCUMULATOR[dtype])
-            pass1(plan.grid1, plan.block1,
-                  (dy, i64(batch), i64(m), i64(ld), i64(plan.chunk_rows), i32(plan.head),
-                   i32(plan.vec_path), ws, out, i32(plan.final_in_pass1), i32(accumulate)))
-            if not plan.final_in_pass1:
-                pass2 = k.functions[f"bias_grad_pass2_{suffix}"]
-                pass2(plan.grid2, plan.block2, (ws, i64(plan.n_chunks), i64(m), out, i32(accumulate)))
-        return out
+            return launch_bias_grad(self.xp, self.kernels(dy.device.id), dy, out, accumulate=accumulate)
 
-    def _kernel_layout(self, dy: Any) -> tuple[Any, int]:
-        """``(dy, ld)`` with unit-stride rows; copies only when the kernel cannot read ``dy`` as it is."""
-        item = dy.itemsize
-        batch, m = dy.shape
-        s0, s1 = dy.strides
-        usable = dy.data.ptr % item == 0 and s0 % item == 0 and (m <= 1 or s1 == item)
-        if not usable:
-            dy = self.xp.ascontiguousarray(dy)
-            s0 = dy.strides[0]
-        ld = s0 // item if batch > 1 else m
-        return dy, ld
+    def bias_act(self, z: Any, b: Any, activation: str) -> tuple[Any, Any]:
+        """``y = act(z + b)`` in one kernel pass over the fresh product ``z``; see :meth:`Backend.bias_act`."""
+        with z.device:
+            return launch_bias_act(self.xp, self.kernels(z.device.id), z, b, activation)
+
+    def act_bias_grad(self, dy: Any, saved: Any, activation: str, out: Any = None, *,
+                      accumulate: bool = False, bias: bool = True) -> tuple[Any, Any]:
+        """``dz`` and ``db`` in one fused kernel pass (and pass 2 when split); see :meth:`Backend.act_bias_grad`.
+
+        ``db`` is the sum of ``dz`` as stored, in the order of :meth:`bias_grad`'s
+        plan for the fused kernel: deterministic, float32 for 16-bit types.
+        """
+        with dy.device:
+            return launch_act_bias_grad(self.xp, self.kernels(dy.device.id), dy, saved, activation, out,
+                                        accumulate=accumulate, bias=bias)
 
     def optimizer_update(self, rule: str, *, w: Any, g: Any, state: dict[str, Any], p_low: Any,
                          scalars: dict[str, Any]) -> bool:

@@ -1,14 +1,16 @@
-"""The bias-gradient kernel's source, compiler options and compiled module.
+"""The kernels' source, compiler options and compiled module.
 
-``kernels/bias_grad.cu`` is read as text (:func:`kernel_source`), prefixed
-with a ``#line`` directive so that compiler messages name the file, and
-built with NVRTC through ``cupy.RawModule`` once per device
-(:class:`KernelCache`). The constants the kernel shares with the launch plan
-(block size, unroll depth, vector width) are defined in
-:mod:`gpudense.backends.cuda.plan` and given to the compiler as ``-D``
-options by :func:`kernel_defines`; the kernel file states none of them and
-stops with ``#error`` if one is missing. The tests compile the file with the
-same options through nvcc and as host C++.
+``kernels/bias_grad.cu`` (the bias gradient, the fused activation gradient
+and the forward pass's bias and activation) is read as text
+(:func:`kernel_source`), prefixed with a ``#line`` directive so that
+compiler messages name the file, and built with NVRTC through
+``cupy.RawModule`` once per device (:class:`KernelCache`). The constants the
+kernels share with Python (block size, unroll depth and vector width from
+:mod:`gpudense.backends.cuda.plan`; GELU's constants from
+:mod:`gpudense.activation_math`) are given to the compiler as ``-D`` options
+by :func:`kernel_defines`; the kernel file states none of them and stops
+with ``#error`` if one is missing. The tests compile the file with the same
+options through NVRTC (with CuPy's own options added), nvcc and as host C++.
 
 Nothing here imports CuPy at import time: :class:`DeviceKernels` receives
 the CuPy module from the backend.
@@ -21,8 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from gpudense.activation_math import ACTIVATION_NAMES, GELU_A, GELU_C, GELU_CLIP
 from gpudense.backends.cuda.plan import BLOCK, UNROLL, VECTOR_BYTES, blocks_per_sm
 
 __all__ = [
@@ -39,28 +40,36 @@ __all__ = [
 
 #: The kernel file, inside the kernels directory.
 KERNEL_FILE = "bias_grad.cu"
-#: Entry-point suffix per element type: ``bias_grad_pass1_f32`` sums float32.
-SUFFIX = {np.dtype(np.float64): "f64", np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
-#: The kernel file's entry points (``extern "C"``), both passes for every dtype.
-ENTRY_POINTS = tuple(f"bias_grad_pass{p}_{s}" for p in (1, 2) for s in ("f64", "f32", "f16"))
+#: Entry-point suffix per element type's name: ``bias_grad_pass1_f32`` sums float32.
+SUFFIX = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+#: The kernel file's entry points (``extern "C"``): for every dtype both bias-gradient
+#: passes, then per activation the fused gradient's pass 1 and the forward pass.
+ENTRY_POINTS = tuple(
+    [f"bias_grad_pass{p}_{s}" for p in (1, 2) for s in SUFFIX.values()]
+    + [f"{kind}_{a}_{s}" for kind in ("act_bias_grad", "bias_act") for a in ACTIVATION_NAMES
+       for s in SUFFIX.values()]
+)
 
 #: The repository root of a plain checkout (``gpudense/backends/cuda/`` is three levels down).
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def kernel_defines() -> tuple[str, ...]:
-    """The ``-D`` compiler options that give the kernel the launch plan's constants.
+    """The ``-D`` compiler options that give the kernel the constants it shares with Python.
 
     ``kernels/bias_grad.cu`` uses ``GPUDENSE_BLOCK`` (threads per block,
     :data:`~gpudense.backends.cuda.plan.BLOCK`), ``GPUDENSE_UNROLL`` (rows
-    loaded before the first add, :data:`~gpudense.backends.cuda.plan.UNROLL`)
-    and ``GPUDENSE_VECTOR_BYTES`` (bytes per vector load,
-    :data:`~gpudense.backends.cuda.plan.VECTOR_BYTES`) and defines none of
-    them. NVRTC, nvcc and a host C++ compiler all take these options.
+    loaded before the first add, :data:`~gpudense.backends.cuda.plan.UNROLL`),
+    ``GPUDENSE_VECTOR_BYTES`` (bytes per vector load,
+    :data:`~gpudense.backends.cuda.plan.VECTOR_BYTES`) and GELU's
+    ``GPUDENSE_GELU_C``, ``GPUDENSE_GELU_A`` and ``GPUDENSE_GELU_CLIP``
+    (:mod:`gpudense.activation_math`, written with ``repr``, which reads back
+    as the same double) and defines none of them. NVRTC, nvcc and a host C++
+    compiler all take these options.
 
     Returns:
         The options, e.g. ``("-DGPUDENSE_BLOCK=256", "-DGPUDENSE_UNROLL=4",
-        "-DGPUDENSE_VECTOR_BYTES=16")``.
+        "-DGPUDENSE_VECTOR_BYTES=16", "-DGPUDENSE_GELU_C=0.7978845608028654", ...)``.
 
     Example:
         >>> "-DGPUDENSE_BLOCK=256" in kernel_defines()
@@ -70,6 +79,9 @@ def kernel_defines() -> tuple[str, ...]:
         f"-DGPUDENSE_BLOCK={BLOCK}",
         f"-DGPUDENSE_UNROLL={UNROLL}",
         f"-DGPUDENSE_VECTOR_BYTES={VECTOR_BYTES}",
+        f"-DGPUDENSE_GELU_C={GELU_C!r}",
+        f"-DGPUDENSE_GELU_A={GELU_A!r}",
+        f"-DGPUDENSE_GELU_CLIP={GELU_CLIP!r}",
     )
 
 
@@ -132,7 +144,7 @@ def _with_line_directive(source: str, path: str) -> str:
 
 
 class DeviceKernels:
-    """The compiled bias-gradient kernels and launch facts of one device.
+    """The compiled kernels and launch facts of one device.
 
     Built with that device current. Attributes: ``path`` (the source file),
     ``functions`` (entry-point name to ``cupy.RawKernel``), ``n_sm`` (SMs on

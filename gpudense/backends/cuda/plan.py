@@ -9,6 +9,20 @@ follows to predict the kernel's result bit for bit.
 The constants the kernel shares with the plan (:data:`BLOCK`, :data:`UNROLL`,
 :data:`VECTOR_BYTES`) are defined here only; the kernel receives them as
 ``-D`` compiler options (:func:`gpudense.backends.cuda.loader.kernel_defines`).
+
+The same plan drives the fused activation-gradient kernel
+(``kernels/bias_act.cu``), whose bias sum follows the same order.
+
+The plan's cost model, in *rounds*: a pass-1 thread issues
+:data:`UNROLL` 16-byte loads, then adds them; one such round costs about one
+memory latency (0.5-1 us) while the device is not bandwidth-bound. A
+one-chunk plan runs ``tiles`` blocks and each thread needs
+``ceil(batch / ty) / UNROLL`` rounds. Splitting the batch into chunks shortens
+that to a round or two, but adds a second launch, the workspace and pass 2's
+own round trip: together about :data:`SINGLE_PASS_ROUNDS` rounds. So a batch
+is summed in one chunk (one launch, no workspace) when each pass-1 block
+streams at most :data:`SINGLE_PASS_BLOCK_BYTES` bytes, 16 bytes per thread
+and row for ``SINGLE_PASS_ROUNDS * UNROLL`` rows; beyond that, splitting pays.
 """
 
 from __future__ import annotations
@@ -23,13 +37,18 @@ __all__ = [
     "BLOCK",
     "MAX_GRID_Y",
     "MIN_ROWS_PER_THREAD",
+    "SINGLE_PASS_BLOCK_BYTES",
+    "SINGLE_PASS_ROUNDS",
     "SINGLE_PASS_ROWS_PER_THREAD",
     "UNROLL",
     "VECTOR_BYTES",
+    "ACCUMULATOR_BY_NAME",
     "BiasGradPlan",
+    "accumulator_dtype",
     "bias_grad_plan",
     "blocks_per_sm",
     "cached_plan",
+    "worst_case_tiles",
 ]
 
 #: Threads per block of both bias-gradient passes (``GPUDENSE_BLOCK`` in the kernel).
@@ -38,10 +57,16 @@ BLOCK = 256
 UNROLL = 4
 #: Fewest rows a pass-1 thread adds (chunks are a multiple of this times block.y).
 MIN_ROWS_PER_THREAD = 2
-#: A batch of at most this many rows per pass-1 thread is summed in one chunk (one launch).
-SINGLE_PASS_ROWS_PER_THREAD = 8
 #: Bytes per vector load (``GPUDENSE_VECTOR_BYTES`` in the kernel).
 VECTOR_BYTES = 16
+#: What splitting the batch costs, in rounds of UNROLL loads (see the module docstring):
+#: a second launch (2-4 us), the workspace written and read, and pass 2's own round.
+SINGLE_PASS_ROUNDS = 4
+#: A batch is one chunk (one launch, no workspace) when each pass-1 block streams at most
+#: this many bytes: 256 threads x 16 bytes x 16 rows = 64 KiB.
+SINGLE_PASS_BLOCK_BYTES = BLOCK * VECTOR_BYTES * UNROLL * SINGLE_PASS_ROUNDS
+#: The same bound in rows per pass-1 thread (16).
+SINGLE_PASS_ROWS_PER_THREAD = SINGLE_PASS_BLOCK_BYTES // (BLOCK * VECTOR_BYTES)
 #: Largest grid.y the CUDA launch accepts.
 MAX_GRID_Y = 65535
 #: The type the kernel adds in, per element type (also the workspace's dtype).
@@ -50,6 +75,25 @@ ACCUMULATOR = {
     np.dtype(np.float32): np.dtype(np.float32),
     np.dtype(np.float16): np.dtype(np.float32),
 }
+#: The accumulator by dtype name, bfloat16 included (its dtype needs ml_dtypes, so names are the keys).
+ACCUMULATOR_BY_NAME = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
+                       "float16": np.dtype(np.float32), "bfloat16": np.dtype(np.float32)}
+
+
+def accumulator_dtype(dtype: object) -> np.dtype:
+    """The type the kernels add ``dtype``'s values in: float64 for float64, else float32.
+
+    Raises:
+        TypeError: not float16, bfloat16, float32 or float64.
+
+    Example:
+        >>> accumulator_dtype(np.float16)
+        dtype('float32')
+    """
+    name = np.dtype(dtype).name
+    if name not in ACCUMULATOR_BY_NAME:
+        raise TypeError(f"the kernels sum float16, bfloat16, float32 or float64; got {name}")
+    return ACCUMULATOR_BY_NAME[name]
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -67,6 +111,7 @@ class BiasGradPlan:
     batch: int
     m: int
     itemsize: int
+    ld: int  #: row pitch in elements, as given
     vec: int  #: columns per pass-1 thread (16 bytes of elements)
     vec_path: bool  #: 16-byte loads (row pitch a multiple of 16 bytes)
     head: int  #: elements from the 16-byte boundary before column 0 to column 0 (vector path)
@@ -104,6 +149,23 @@ class BiasGradPlan:
     @property
     def block2(self) -> tuple[int, int, int]:
         return (self.tx2, self.ty2, 1)
+
+    @functools.cached_property
+    def pass1_scalars(self) -> tuple[np.int64, np.int64, np.int64, np.int64, np.int32, np.int32]:
+        """Pass 1's size arguments, built once per plan: ``(batch, m, ld, chunk_rows, head, vec_path)``."""
+        i64, i32 = np.int64, np.int32
+        return (i64(self.batch), i64(self.m), i64(self.ld), i64(self.chunk_rows), i32(self.head),
+                i32(self.vec_path))
+
+    @functools.cached_property
+    def pass2_scalars(self) -> tuple[np.int64, np.int64]:
+        """Pass 2's size arguments, built once per plan: ``(n_chunks, m)``."""
+        return (np.int64(self.n_chunks), np.int64(self.m))
+
+    @functools.cached_property
+    def final_flag(self) -> np.int32:
+        """``final_pass`` as the kernel takes it (1: pass 1 writes ``db``)."""
+        return np.int32(self.final_in_pass1)
 
 
 def blocks_per_sm(num_regs: int, *, regs_per_sm: int, threads_per_sm: int, block: int = BLOCK) -> int:
@@ -147,14 +209,16 @@ def bias_grad_plan(
     ``vec = VECTOR_BYTES // itemsize`` columns; ``tx`` threads across (a
     power of two, at most 32, enough for ``ceil(m / vec)`` column groups) and
     ``ty = BLOCK // tx`` threads down the batch. The grid is ``(tiles,
-    n_chunks)``; the number of chunks is the largest that keeps ``tiles *
-    n_chunks`` within ``n_sm * blocks_per_sm`` (one wave of resident blocks:
-    the whole device busy and no straggling partial wave, whether ``dy`` is
-    tall and narrow, short and wide or square), with at least
-    ``MIN_ROWS_PER_THREAD`` rows per thread; a batch of at most
-    ``SINGLE_PASS_ROWS_PER_THREAD * ty`` rows is one chunk, summed in a
-    single launch. Pass 2 reduces the ``n_chunks`` partial sums of each
-    column with ``(tx2, ty2)`` blocks, ``tx2`` a power of two up to 32 columns.
+    n_chunks)``. The number of chunks is the largest that keeps
+    :func:`worst_case_tiles` ``* n_chunks`` within ``n_sm * blocks_per_sm``
+    (one wave of resident blocks: the whole device busy and no straggling
+    partial wave, whether ``dy`` is tall and narrow, short and wide or
+    square, and whatever its address), with at least ``MIN_ROWS_PER_THREAD``
+    rows per thread; a batch whose pass-1 blocks would each stream at most
+    :data:`SINGLE_PASS_BLOCK_BYTES` is one chunk, summed in a single launch
+    (the module docstring gives the cost model behind that bound). Pass 2
+    reduces the ``n_chunks`` partial sums of each column with ``(tx2, ty2)``
+    blocks, ``tx2`` a power of two up to 32 columns.
 
     The summation order of a column depends on ``ty``, ``chunk_rows``,
     ``n_chunks`` and ``ty2`` only, which are functions of ``(batch, m,
@@ -197,14 +261,15 @@ def bias_grad_plan(
     groups = _ceil_div(m, vec)
     tx = min(32, _pow2_ceil(groups))
     ty = BLOCK // tx
-    nominal_tiles = _ceil_div(groups, tx)
     rows_step = ty * MIN_ROWS_PER_THREAD
     # One wave: tiles * n_chunks <= the resident-block slots (a second, partial
     # wave of a few blocks would run on a few SMs only and could add a third
-    # to the time), as many chunks as fit otherwise.
-    want_chunks = max(1, (n_sm * blocks_per_sm) // nominal_tiles)
-    if batch <= ty * SINGLE_PASS_ROWS_PER_THREAD:
-        want_chunks = 1  # tiny batch: one launch beats splitting it over more blocks
+    # to the time), as many chunks as fit otherwise. The tile count is taken
+    # at its worst over all addresses, so a misaligned dy (one more tile) stays
+    # in the wave too, and the chunking, hence the order, ignores the address.
+    want_chunks = max(1, (n_sm * blocks_per_sm) // worst_case_tiles(m, itemsize))
+    if _ceil_div(batch, ty) * BLOCK * VECTOR_BYTES <= SINGLE_PASS_BLOCK_BYTES:
+        want_chunks = 1  # small in bytes: one launch beats a split (see the module docstring)
     chunk_rows = max(rows_step, _ceil_div(_ceil_div(batch, want_chunks), rows_step) * rows_step)
     n_chunks = max(1, _ceil_div(batch, chunk_rows))
     if n_chunks > MAX_GRID_Y:
@@ -222,10 +287,28 @@ def bias_grad_plan(
     head = (ptr % VECTOR_BYTES) // itemsize if vec_path else 0
     tiles = _ceil_div(m + head, tx * vec)
     return BiasGradPlan(
-        batch=batch, m=m, itemsize=itemsize, vec=vec, vec_path=vec_path, head=head,
+        batch=batch, m=m, itemsize=itemsize, ld=ld, vec=vec, vec_path=vec_path, head=head,
         tx=tx, ty=ty, tiles=tiles, chunk_rows=chunk_rows, n_chunks=n_chunks,
         tx2=tx2, ty2=ty2, tiles2=tiles2,
     )
+
+
+def worst_case_tiles(m: int, itemsize: int) -> int:
+    """Pass-1 column tiles of an ``m``-column array at its worst alignment.
+
+    A tile is ``tx * vec`` columns; on the 16-byte path the tiles start up to
+    ``vec - 1`` columns before column 0 (the ``head``), which can add one
+    tile. The plan sizes its chunks from this count, which depends on ``(m,
+    itemsize)`` alone.
+
+    Example:
+        >>> worst_case_tiles(60, 4), worst_case_tiles(64, 4)  # 64 columns + a head need two tiles
+        (1, 2)
+    """
+    m, itemsize = int(m), int(itemsize)
+    vec = VECTOR_BYTES // itemsize
+    tx = min(32, _pow2_ceil(_ceil_div(m, vec)))
+    return _ceil_div(m + vec - 1, tx * vec)
 
 
 @functools.lru_cache(maxsize=512)

@@ -1,0 +1,252 @@
+"""The fused activation-gradient check on a GPU, cuBLASLt's epilogues as a comparator, and a compile smoke test.
+
+:func:`time_fused` times, per shape, dtype and activation, gpudense's fused
+pass (``dz = dy * act'(.)`` and ``db`` in one kernel, then pass 2 when the
+batch is split) against the unfused way (the activation's derivative as
+CuPy element-wise operations, then the bias-gradient kernel on ``dz``).
+:func:`time_epilogues` compares, where ``nvmath-python`` imports, cuBLASLt's
+``BGRADB`` (``dw = x.T @ dy`` with ``db`` in the GEMM's epilogue) and
+``DRELU_BGRAD`` (the next layer's ``dx`` GEMM with relu's derivative and
+``db`` in its epilogue) with gpudense's GEMM followed by its kernels; without
+nvmath the rows are recorded as skipped, with the reason.
+:func:`run_fused_check` runs both and writes ``fused_check.json`` after each
+shape, so a stopped run keeps what it measured. :func:`compile_smoke` checks
+in seconds that NVRTC and the CUDA headers CuPy needs are there.
+
+Timing is :mod:`gpudense.benchmark.device_check`'s: CUDA events, warm-up,
+medians, buffers rotating through more than twice the L2. No figure is
+asserted anywhere; the GPU run records them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gpudense._checks import float_dtype
+from gpudense.benchmark.ceilings import random_normal
+from gpudense.benchmark.device_check import copy_check, device_facts, result_row, write_json
+from gpudense.benchmark.timing import CudaTimer, time_per_call
+
+__all__ = [
+    "EPILOGUE_METHODS",
+    "FUSED_ACTIVATIONS",
+    "FUSED_DTYPES",
+    "FUSED_METHODS",
+    "FUSED_SWEEP",
+    "compile_smoke",
+    "run_fused_check",
+    "time_epilogues",
+    "time_fused",
+]
+
+#: ``(batch, n_out)`` shapes of ``dy`` for the fused rows.
+FUSED_SWEEP = [(65536, 4096), (1048576, 64), (256, 4096)]
+FUSED_DTYPES = ("float32", "bfloat16")
+FUSED_ACTIVATIONS = ("relu", "gelu")
+FUSED_METHODS = ("gpudense fused act'+db kernel", "unfused: act' (CuPy ops), then bias_grad")
+#: ``(batch, n_in, n_out)`` of the epilogue comparison.
+EPILOGUE_SHAPES = [(65536, 1024, 1024), (8192, 4096, 4096)]
+EPILOGUE_METHODS = ("gpudense dw GEMM + bias_grad", "cuBLASLt BGRADB (nvmath)",
+                    "gpudense dx GEMM + fused relu'+db", "cuBLASLt DRELU_BGRAD (nvmath)")
+
+
+def _buffers(xp: Any, shape: tuple[int, int], dtype: np.dtype, l2_bytes: int, seed: int, n_arrays: int) -> tuple[int, Any]:
+    one = shape[0] * shape[1] * dtype.itemsize * n_arrays
+    n_buf = max(2, math.ceil(2 * l2_bytes / one) + 1)
+    return n_buf, random_normal(xp, xp.random.default_rng(seed), (n_buf, *shape), dtype)
+
+
+def time_fused(backend: Any, shape: tuple[int, int], dtype: str, activation: str, *, l2_bytes: int,
+               copy_gbps: float, repeat: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Time the two :data:`FUSED_METHODS` on one shape, dtype and activation; one row each.
+
+    Both rows count the fused pass's own traffic (``dy`` and the saved array
+    read, ``dz`` written, ``db`` written), so their GB/s compare as their
+    times do. The fused row also holds the largest difference of its ``db``
+    from the unfused one, relative to the largest ``|db|``.
+    """
+    from gpudense.activation_math import activation_forward, activation_grad
+
+    xp = backend.xp
+    dt = float_dtype(dtype)
+    n_buf, dys = _buffers(xp, shape, dt, l2_bytes, seed, 2)
+    saved = [activation_forward(xp, activation, z, overwrite=True)[1] for z in
+             random_normal(xp, xp.random.default_rng(seed + 1), (n_buf, *shape), dt)]
+    out = xp.empty(shape[1], dt)
+
+    def unfused(i: int) -> Any:
+        dz = activation_grad(xp, activation, saved[i % n_buf], dys[i % n_buf])
+        return backend.bias_grad(dz, out)
+
+    fused_db = backend.to_numpy(backend.act_bias_grad(dys[0], saved[0], activation)[1]).astype(np.float64)
+    plain_db = backend.to_numpy(unfused(0)).astype(np.float64)
+    diff = float(np.abs(fused_db - plain_db).max() / max(np.abs(plain_db).max(), 1e-300))
+    fns: dict[str, Callable[[int], Any]] = {
+        FUSED_METHODS[0]: lambda i: backend.act_bias_grad(dys[i % n_buf], saved[i % n_buf], activation, out),
+        FUSED_METHODS[1]: unfused,
+    }
+    moved = 3 * shape[0] * shape[1] * dt.itemsize + shape[1] * dt.itemsize
+    timer = CudaTimer(xp)
+    rows = []
+    for method, fn in fns.items():
+        times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
+        extra: dict[str, Any] = {"activation": activation, "buffers": n_buf}
+        if method == FUSED_METHODS[0]:
+            extra["db_rel_diff_vs_unfused"] = diff
+        rows.append(result_row(method, shape, dtype, times_ms=times_ms, bytes_moved=moved, copy_gbps=copy_gbps,
+                               **extra))
+    return rows
+
+
+def _nvmath() -> tuple[Any, str]:
+    """``(nvmath.linalg.advanced, "")``, or ``(None, why it is unavailable)``."""
+    try:
+        from nvmath.linalg import advanced
+    except Exception as exc:  # not installed, or no matching CUDA libraries
+        return None, f"nvmath-python is not importable ({type(exc).__name__}: {exc})"
+    return advanced, ""
+
+
+def time_epilogues(backend: Any, dims: tuple[int, int, int], dtype: str, *, repeat: int,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """gpudense's GEMM + kernels against cuBLASLt's BGRADB and DRELU_BGRAD epilogues (nvmath); one row each.
+
+    ``dims = (batch, n_in, n_out)``. BGRADB: ``dw = x.T @ dy`` and ``db``.
+    DRELU_BGRAD: ``g = dz_next @ w_next.T`` (the next layer's ``dx``, here
+    ``w_next`` of shape ``(n_out, n_out)``) then ``dz = g * relu'(z)`` and
+    ``db``. Rows of the nvmath methods carry ``"skipped"`` where nvmath
+    cannot be used; an error inside nvmath is recorded the same way.
+    """
+    xp = backend.xp
+    dt = float_dtype(dtype)
+    batch, n_in, n_out = dims
+    gen = xp.random.default_rng(seed)
+    x = random_normal(xp, gen, (batch, n_in), dt)
+    dy = random_normal(xp, gen, (batch, n_out), dt)
+    w_next = random_normal(xp, gen, (n_out, n_out), dt, 1.0 / math.sqrt(n_out))
+    y = xp.maximum(random_normal(xp, gen, (batch, n_out), dt), 0)
+    timer = CudaTimer(xp)
+    flops_dw, flops_dx = 2 * batch * n_in * n_out, 2 * batch * n_out * n_out
+
+    def ours_dw(i: int) -> Any:
+        return backend.matmul(x.T, dy), backend.bias_grad(dy)
+
+    def ours_dx(i: int) -> Any:
+        return backend.act_bias_grad(backend.matmul(dy, w_next.T), y, "relu")
+
+    fns: dict[str, Callable[[int], Any] | str] = {EPILOGUE_METHODS[0]: ours_dw, EPILOGUE_METHODS[2]: ours_dx}
+    advanced, why = _nvmath()
+    if advanced is None:
+        fns[EPILOGUE_METHODS[1]] = fns[EPILOGUE_METHODS[3]] = why
+    else:
+        epilog = advanced.MatmulEpilog
+        try:
+            _, aux = advanced.matmul(dy, w_next.T, epilog=epilog.RELU_AUX)  # relu's mask, as cuBLASLt keeps it
+            fns[EPILOGUE_METHODS[1]] = lambda i: advanced.matmul(x.T, dy, epilog=epilog.BGRADB)
+            fns[EPILOGUE_METHODS[3]] = lambda i: advanced.matmul(dy, w_next.T, epilog=epilog.DRELU_BGRAD,
+                                                                 epilog_inputs={"relu_aux": aux["relu_aux"]})
+        except Exception as exc:  # an nvmath or cuBLASLt version that refuses the epilogue
+            fns[EPILOGUE_METHODS[1]] = fns[EPILOGUE_METHODS[3]] = f"nvmath failed: {type(exc).__name__}: {exc}"
+    rows = []
+    for method in EPILOGUE_METHODS:
+        fn = fns[method]
+        base = {"method": method, "shape": [batch, n_in, n_out], "dtype": dtype}
+        if isinstance(fn, str):
+            rows.append({**base, "skipped": fn})
+            continue
+        try:
+            times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
+        except Exception as exc:
+            rows.append({**base, "skipped": f"failed: {type(exc).__name__}: {exc}"})
+            continue
+        median = sorted(times_ms)[len(times_ms) // 2]
+        flops = flops_dw if method in EPILOGUE_METHODS[:2] else flops_dx
+        rows.append({**base, "median_ms": median, "times_ms": times_ms, "repeats": len(times_ms),
+                     "tflops": flops / (median * 1e-3) / 1e12})
+    return rows
+
+
+def run_fused_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = False, copy_bytes: int = 1 << 30,
+                    epilogues: bool = True, log: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
+    """Run :func:`time_fused` over the sweep (and :func:`time_epilogues`) on the CuPy backend.
+
+    Writes ``out_dir/fused_check.json`` (``{"facts", "copy", "fused",
+    "epilogues", "complete"}``) after every shape, ``complete`` true only at
+    the end. ``quick``: the smallest shape, 5 samples, no epilogues.
+
+    Returns:
+        ``(path, data)``.
+
+    Raises:
+        BackendUnavailableError: CuPy or a CUDA device is missing.
+    """
+    from gpudense.backends import get_backend
+
+    backend = get_backend("cupy")
+    pool = backend.xp.get_default_memory_pool()
+    info = device_facts(backend)
+    repeat = 5 if quick else repeat
+    copy = copy_check(backend, repeat=repeat, nbytes=copy_bytes)
+    pool.free_all_blocks()
+    data: dict[str, Any] = {"facts": info, "copy": copy, "fused": [], "epilogues": [], "complete": False}
+    path = write_json(data, out_dir, "fused_check.json")
+    for shape in FUSED_SWEEP[-1:] if quick else FUSED_SWEEP:
+        for dtype in FUSED_DTYPES:
+            for activation in FUSED_ACTIVATIONS:
+                data["fused"].extend(time_fused(backend, shape, dtype, activation, l2_bytes=info["l2_bytes"],
+                                                copy_gbps=copy["gbps"], repeat=repeat))
+                pool.free_all_blocks()
+                write_json(data, out_dir, "fused_check.json")
+                log(f"timed fused {shape} {dtype} {activation}")
+    if epilogues and not quick:
+        for dims in EPILOGUE_SHAPES:
+            for dtype in FUSED_DTYPES:
+                data["epilogues"].extend(time_epilogues(backend, dims, dtype, repeat=repeat))
+                pool.free_all_blocks()
+                write_json(data, out_dir, "fused_check.json")
+                log(f"timed epilogues {dims} {dtype}")
+    data["complete"] = True
+    return write_json(data, out_dir, "fused_check.json"), data
+
+
+SMOKE_SOURCE = r"""
+#include <cuda_fp16.h>
+extern "C" __global__ void gpudense_smoke(float* out) { out[0] = __half2float(__float2half(1.5f)); }
+"""
+
+
+def compile_smoke() -> str | None:
+    """None when NVRTC and the CUDA headers CuPy compiles with are usable here, else why not (one line).
+
+    Compiles a ten-line kernel that includes ``cuda_fp16.h`` through
+    ``cupy.RawModule`` and runs a float16 element-wise CuPy operation (which
+    CuPy also compiles with NVRTC, against the CUDA headers), on the current
+    device. Takes a second or two, so a GPU run can stop at once with the
+    cause instead of failing test by test.
+    """
+    try:
+        import cupy as cp
+    except ImportError as exc:
+        return f"CuPy is not importable ({exc}); install gpudense[cuda13] or gpudense[cuda12]"
+    try:
+        out = cp.zeros(1, cp.float32)
+        cp.RawModule(code=SMOKE_SOURCE).get_function("gpudense_smoke")((1,), (1,), (out,))
+        half = (cp.ones(4, cp.float16) * 2).sum()
+        if float(out[0]) != 1.5 or float(half) != 8.0:
+            return f"the smoke kernels ran but gave {float(out[0])} and {float(half)} (expected 1.5 and 8.0)"
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lowered = text.lower()
+        if "nvrtc" in lowered and ("load" in lowered or "not found" in lowered or "cannot" in lowered):
+            cause = "the NVRTC library is missing: pip install 'cuda-toolkit[nvrtc]==13.*' (or a CUDA toolkit)"
+        elif "cuda_fp16.h" in lowered or "could not open source file" in lowered or "cannot open" in lowered:
+            cause = ("the CUDA headers are missing (cuda_fp16.h): install the CUDA toolkit or the "
+                     "nvidia-cuda-runtime / nvidia-cuda-cccl wheels, or set CUDA_PATH")
+        else:
+            cause = "compiling or running a CUDA kernel failed"
+        return f"{cause}: {type(exc).__name__}: {text}"
+    return None
