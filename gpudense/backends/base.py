@@ -34,6 +34,9 @@ class Backend:
     name: str = ""
     #: The array module (``numpy`` or ``cupy``).
     xp: Any = None
+    #: Whether layers open their stages' NVTX ranges (``TrainConfig(profile=True)`` sets it for a
+    #: run); the public functions of :mod:`gpudense.functional` always do.
+    profiling: bool = False
 
     def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
         """``a @ b`` for 2-D ``a``, ``b`` of one dtype, into ``out`` when given (C-contiguous)."""
@@ -48,6 +51,18 @@ class Backend:
         """
         out += self.xp.matmul(a, b)
         return out
+
+    def weight_grad(self, x: Any, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
+        """``dw = x.T @ dy`` for 2-D ``x`` (batch, n_in) and ``dy`` (batch, n_out); returns ``dw``.
+
+        Written into ``out`` (C-contiguous ``(n_in, n_out)``) when given, or
+        added to it with ``accumulate`` (through :meth:`matmul_acc`). The
+        default is one product; a backend may pick a better form for a shape
+        (NumPy: an outer product for a batch of one).
+        """
+        if accumulate:
+            return self.matmul_acc(x.T, dy, out)
+        return self.matmul(x.T, dy, out=out)
 
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
         """Column sums of the 2-D ``dy`` (batch, m): ``db[j] = sum_k dy[k, j]``.

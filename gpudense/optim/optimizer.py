@@ -10,15 +10,16 @@ parameters, the state's validation and loading) is here, once.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from gpudense._checks import check_finite, check_number, is_count, wide_dtype
+from gpudense._checks import check_finite, check_number, int_at_least, is_count, wide_dtype
 from gpudense.backends import backend_of
 from gpudense.flat import CHUNK_BYTES
-from gpudense.optim.flatstate import Scratch, StateGroup, build_groups, run_chunks, signature
+from gpudense.optim.flatstate import Scratch, StateGroup, blas_threads, build_groups, run_chunks, signature
 
 __all__ = ["Optimizer", "PreparedState"]
 
@@ -75,7 +76,9 @@ class Optimizer:
         self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slot_names}
         self._groups: list[StateGroup] = []
         self._signature: tuple[Any, ...] | None = None
-        self._scratch: dict[tuple[str, np.dtype], Scratch] = {}
+        self._scratch: dict[tuple[str, np.dtype, int], list[Scratch]] = {}
+        self._threads: int | None = None
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None
 
     @property
     def slot_names(self) -> tuple[str, ...]:
@@ -130,6 +133,9 @@ class Optimizer:
             old = self.state
             self._groups = build_groups(pgs, self.SLOTS, self.MASTER, backend_of)
             self._signature = sig
+            flat = getattr(self.model, "flat", None)
+            for group in self._groups:  # a group laid out as the model's flat buffers steps through them
+                group.model_flat = flat if flat is not None and group.matches(flat) else None
             self.state = {slot: {} for slot in self.slot_names}
             where = {name: g for g in self._groups for name in g.names}
             for slot, arrays in old.items():  # carry the state of parameters that are still there
@@ -170,15 +176,35 @@ class Optimizer:
 
     def _step_group(self, group: StateGroup, items: list[tuple[int, str, Any, Any]]) -> None:
         backend = group.backend
+        runs: list[list[Any]] = []  # [first position, last position, t], consecutive with one step count
         for i, name, p, g in items:
             t = self.param_steps.get(name, 0) + 1
             self.param_steps[name] = t
-            part = group.slices[i]
             if t == 1:  # the parameter's first step: its state starts here (zeros, master = p)
-                for slot in part:
+                for slot in group.slices[i]:
                     self.state[slot][name] = group.view(slot, name)
                 if group.master:
                     self.state[self.MASTER][name][...] = p
+            if runs and runs[-1][1] == i - 1 and runs[-1][2] == t:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i, t])
+        flat = group.model_flat
+        if flat is not None and all(p is flat.param_views[i] and g is flat.grad_views[i] for i, _, p, g in items):
+            # the model's parameters and gradients are views of its flat buffers, laid out as the
+            # state: one update per run of consecutive parameters, over the buffers' spans
+            for first, last, t in runs:
+                start, stop = group.layout.span(first, last)
+                state = [group.buffers[slot][start:stop] for slot in self.SLOTS]
+                p_flat, g_flat = flat.params[start:stop], flat.grads[start:stop]
+                if group.master:
+                    self._apply(backend, group.buffers[self.MASTER][start:stop], g_flat, state, t, p_flat)
+                else:
+                    self._apply(backend, p_flat, g_flat, state, t, None)
+            return
+        for i, name, p, g in items:
+            t = self.param_steps[name]
+            part = group.slices[i]
             work = p if p.flags.c_contiguous else backend.xp.ascontiguousarray(p)
             flat_p, flat_g = work.reshape(-1), g.reshape(-1)
             state = [part[slot] for slot in self.SLOTS]
@@ -196,11 +222,35 @@ class Optimizer:
                                     p_low=p_low, scalars=scalars):
             return
         xp = backend.xp
-        key = (xp.__name__, np.dtype(w.dtype))
-        scratch = self._scratch.get(key)
-        if scratch is None:
-            scratch = self._scratch[key] = Scratch(xp, key[1], CHUNK_BYTES // key[1].itemsize)
-        run_chunks(xp, scratch, functools.partial(self._chunk, xp, scalars), w, g, state, p_low)
+        threads = self.threads if backend.name == "numpy" else 1
+        key = (xp.__name__, np.dtype(w.dtype), threads)
+        scratches = self._scratch.get(key)
+        if scratches is None:
+            n = CHUNK_BYTES // key[1].itemsize
+            scratches = self._scratch[key] = [Scratch(xp, key[1], n) for _ in range(threads)]
+        pool = None
+        if threads > 1:
+            if self._pool is None or self._pool[0] != threads:
+                self._pool = (threads, ThreadPoolExecutor(threads - 1, thread_name_prefix="gpudense-optim"))
+            pool = self._pool[1]
+        run_chunks(xp, scratches, functools.partial(self._chunk, xp, scalars), w, g, state, p_low, pool)
+
+    @property
+    def threads(self) -> int:
+        """CPU threads a step of the NumPy backend runs on (settable; >= 1).
+
+        Unless set, as many as NumPy's BLAS uses when first asked (read with
+        threadpoolctl, so ``threadpool_limits`` and ``gpudense train
+        --threads`` apply; 1 without threadpoolctl). A step splits its
+        chunks among the threads where there are at least two per thread.
+        """
+        if self._threads is None:
+            self._threads = blas_threads()
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        self._threads = None if value is None else int_at_least("threads", value, 1)
 
     def _scalars(self, t: int, dtype: np.dtype) -> dict[str, Any]:
         """The update's scalars for a parameter at its step ``t``, as ``dtype`` numbers (and int flags)."""

@@ -73,6 +73,8 @@ def test_bucket_bytes_must_be_a_positive_int(bucket_bytes):
 def test_fresh_gradients_are_packed_summed_and_unpacked(rng):
     model = MLP([4, 8, 3], backend="numpy", rng=0)
     _backward(model, rng)
+    for layer in model:  # arrays of their own, as a model without flat buffers has
+        layer.dw, layer.db = layer.dw.copy(), layer.db.copy()
     before = _grads(model)
     comm = load_fakes().Mirror(size=3)
     buckets = GradientBuckets(model, comm, bucket_bytes=40 * 4)
@@ -186,3 +188,17 @@ def test_gradients_in_a_flat_layout_with_alignment_gaps_are_reduced_in_place(rng
     buckets2 = GradientBuckets(model2, comm2)
     buckets2.allreduce()
     assert comm2.seen[0] is buckets2.buckets[0].buffer
+
+
+def test_an_mlps_gradients_are_reduced_in_place_from_its_flat_buffer(rng):
+    model = MLP([4, 8, 3], backend="numpy", rng=0)
+    _backward(model, rng)
+    before = _grads(model)
+    comm = load_fakes().Mirror(size=2)
+    buckets = GradientBuckets(model, comm)
+    buckets.allreduce()
+    assert buckets.buckets[0].buffer is None  # nothing packed
+    (seen,) = comm.seen
+    assert np.shares_memory(seen, model.flat.grads)
+    for name, g in _grads(model).items():
+        np.testing.assert_array_equal(g, 2 * before[name])

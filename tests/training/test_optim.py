@@ -632,3 +632,42 @@ def test_one_array_under_two_names_is_refused():
     with pytest.raises(ValueError, match="parameters 0.w and 2.w are one array"):
         SGD(Shared(x=w))
     assert (w == 1).all()
+
+
+@pytest.mark.parametrize("factory", [lambda m: Adam(m, lr=1e-3, weight_decay=0.01), lambda m: AdamW(m),
+                                     lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True)])
+def test_steps_split_over_threads_give_the_same_bits(factory):
+    from gpudense.flat import CHUNK_BYTES
+
+    n = 5 * CHUNK_BYTES // 4 + 7  # float32: five chunks and a part, enough for two threads
+    rng = np.random.default_rng(1)
+    p0, grads = rng.standard_normal(n).astype(np.float32), [rng.standard_normal(n).astype(np.float32) for _ in range(3)]
+    results = []
+    for threads in (1, 2, 3):
+        model = Params(x=p0.copy())
+        opt = factory(model)
+        opt.threads = threads
+        assert opt.threads == threads
+        for g in grads:
+            model.grads["x"] = g.copy()
+            opt.step()
+        results.append((model.params["x"], {s: a["x"].copy() for s, a in opt.state.items() if "x" in a}))
+    for params, state in results[1:]:
+        np.testing.assert_array_equal(params, results[0][0])
+        for slot, a in state.items():
+            np.testing.assert_array_equal(a, results[0][1][slot])
+
+
+def test_threads_default_to_the_blas_threads_and_take_positive_ints():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        assert Adam(Params(x=np.zeros(2))).threads == 1
+    opt = Adam(Params(x=np.zeros(2)))
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises((ValueError, TypeError), match="threads"):
+            opt.threads = bad
+    opt.threads = 4
+    assert opt.threads == 4
+    opt.threads = None  # back to the BLAS count
+    assert opt.threads >= 1

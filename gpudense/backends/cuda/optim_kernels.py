@@ -7,7 +7,8 @@ the parameter and the state once. The arithmetic is the same sequence of
 correctly rounded operations as the CPU path (each product, sum, quotient and
 square root rounded on its own, never fused into an FMA, subnormal numbers
 kept: see :data:`PREAMBLE`), so a GPU step gives the CPU step's bits. The
-subnormal flush is the CPU path's too.
+subnormal flush is the CPU path's too: an entry below ``tiny`` is multiplied
+by zero, which keeps its sign.
 
 This module only describes the kernels (:data:`SPECS`, pure text): it imports
 no CuPy. :class:`OptimizerKernels` builds them with the CuPy module it is
@@ -75,13 +76,13 @@ if (decoupled) w_ = mul_rn(w_, decay);
 T gw = (T)g;
 if (l2) gw = add_rn(mul_rn(w_, wd), gw);
 T m_ = add_rn(mul_rn(m, b1), mul_rn(gw, omb1));
-if (abs_of(m_) < tiny) m_ = 0;
+if (abs_of(m_) < tiny) m_ = mul_rn(m_, (T)0);
 T v_ = add_rn(mul_rn(v, b2), mul_rn(mul_rn(gw, gw), omb2));
 T d = add_rn(mul_rn(sqrt_rn(v_), c2), eps);
 w_ = sub_rn(w_, mul_rn(div_rn(m_, d), k));
 if (flush_all) {
-    if (v_ < tiny) v_ = 0;
-    if (abs_of(w_) < tiny) w_ = 0;
+    if (v_ < tiny) v_ = mul_rn(v_, (T)0);
+    if (abs_of(w_) < tiny) w_ = mul_rn(w_, (T)0);
 }
 m = m_;
 v = v_;
@@ -93,10 +94,10 @@ T w_ = w;
 T d = (T)g;
 if (l2) d = add_rn(mul_rn(w_, wd), d);
 T b_ = first ? d : add_rn(mul_rn(momentum, mu), d);
-if (abs_of(b_) < tiny) b_ = 0;
+if (abs_of(b_) < tiny) b_ = mul_rn(b_, (T)0);
 T e = nesterov ? add_rn(mul_rn(b_, mu), d) : b_;
 w_ = sub_rn(w_, mul_rn(e, lr));
-if (flush_all && abs_of(w_) < tiny) w_ = 0;
+if (flush_all && abs_of(w_) < tiny) w_ = mul_rn(w_, (T)0);
 momentum = b_;
 w = w_;
 """
@@ -105,7 +106,7 @@ T w_ = w;
 T d = (T)g;
 if (l2) d = add_rn(mul_rn(w_, wd), d);
 w_ = sub_rn(w_, mul_rn(d, lr));
-if (flush_all && abs_of(w_) < tiny) w_ = 0;
+if (flush_all && abs_of(w_) < tiny) w_ = mul_rn(w_, (T)0);
 w = w_;
 """
 _LOW = "\np_low = (P)w_;\n"
