@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 from gpudense.activation_math import activation_forward, activation_grad
 
@@ -128,6 +128,26 @@ class Backend:
             optimizer should run its chunked array code instead.
         """
         return False
+
+    @contextlib.contextmanager
+    def profiled(self, enabled: bool = True) -> Iterator[None]:
+        """Within the block, layers open their stages' NVTX ranges (:attr:`profiling`) when ``enabled``.
+
+        Example:
+            >>> from gpudense import get_backend
+            >>> be = get_backend("numpy")
+            >>> with be.profiled():
+            ...     be.profiling
+            True
+            >>> be.profiling
+            False
+        """
+        previous = self.profiling
+        self.profiling = previous or enabled
+        try:
+            yield
+        finally:
+            self.profiling = previous
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
         """A profiler range around a stage (a shared no-op where there is no profiler)."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from gpudense._checks import check_number
-from gpudense.optim.flatstate import FLUSH_PERIOD, flush_small
+from gpudense.optim.flatstate import flush_small
 from gpudense.optim.optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -49,18 +49,21 @@ class Adam(Optimizer):
             "weight_decay": check_number("weight_decay", hyper["weight_decay"]),
         }
 
-    def _scalars(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+    def _constants(self, dtype: np.dtype) -> dict[str, Any]:
         h = self.hyperparams
         b1, b2, lr, wd = h["beta1"], h["beta2"], h["lr"], h["weight_decay"]
         f = dtype.type
         return {
             "b1": f(b1), "omb1": f(1 - b1), "b2": f(b2), "omb2": f(1 - b2),
             "l2": int(bool(wd) and not self.decoupled), "wd": f(wd),
-            "decoupled": int(bool(wd) and self.decoupled), "decay": f(1 - lr * wd),
-            # denom = sqrt(v) / sqrt(1 - b2**t) + eps; step = lr / (1 - b1**t) * m / denom
-            "c2": f(1 / math.sqrt(1 - b2**t)), "eps": f(h["eps"]), "k": f(lr / (1 - b1**t)),
-            "tiny": f(np.finfo(dtype).tiny), "flush_all": int(t % FLUSH_PERIOD == 0),
+            "decoupled": int(bool(wd) and self.decoupled), "decay": f(1 - lr * wd), "eps": f(h["eps"]),
         }
+
+    def _per_step(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+        h = self.hyperparams
+        f = dtype.type
+        # denom = sqrt(v) / sqrt(1 - b2**t) + eps; step = lr / (1 - b1**t) * m / denom
+        return {"c2": f(1 / math.sqrt(1 - h["beta2"]**t)), "k": f(h["lr"] / (1 - h["beta1"]**t))}
 
     def _chunk(self, xp: Any, s: dict[str, Any], w: Any, g: Any, state: list[Any],
                ta: Any, tb: Any, mask: Any) -> None:

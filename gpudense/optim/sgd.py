@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from gpudense._checks import check_number
-from gpudense.optim.flatstate import FLUSH_PERIOD, flush_small
+from gpudense.optim.flatstate import flush_small
 from gpudense.optim.optimizer import Optimizer
 
 __all__ = ["SGD"]
@@ -55,14 +55,16 @@ class SGD(Optimizer):
             )
         return h
 
-    def _scalars(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+    def _constants(self, dtype: np.dtype) -> dict[str, Any]:
         h = self.hyperparams
         f = dtype.type
         return {
             "lr": f(h["lr"]), "mu": f(h["momentum"]), "wd": f(h["weight_decay"]),
             "l2": int(bool(h["weight_decay"])), "nesterov": int(bool(h["nesterov"])),
-            "first": int(t == 1), "tiny": f(np.finfo(dtype).tiny), "flush_all": int(t % FLUSH_PERIOD == 0),
         }
+
+    def _per_step(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+        return {"first": int(t == 1)}
 
     def _chunk(self, xp: Any, s: dict[str, Any], w: Any, g: Any, state: list[Any],
                ta: Any, tb: Any, mask: Any) -> None:
