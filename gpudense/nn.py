@@ -166,12 +166,14 @@ class Sequential:
     def to(self, backend: str | Backend) -> "Sequential":
         """Move every block to ``backend`` (in place); returns ``self``.
 
-        The flat buffers are made anew on ``backend``.
+        The flat buffers are made anew on ``backend`` (when it is another).
         """
         target = get_backend(backend)
+        before = self.backend
         for block in self.blocks:
             block.to(target)
-        self._flatten()
+        if target is not before or self.flat is None:
+            self._flatten()
         return self
 
     def _flatten(self) -> None:
