@@ -53,7 +53,7 @@ bench: $(VENV)/.stamp-bench
 # 200,000 x 784 synthetic data, layer steps against the BLAS floor and torch.nn.Linear, the
 # subnormal flush) into bench/results/cpu-compare-<date>/; about 45-60 minutes on 2 cores.
 # COMPARE_STAGES="digits layers" runs a subset (see bench/cpu_train_compare.sh).
-COMPARE_STAGES ?= digits synthetic layers subnormal
+COMPARE_STAGES ?= digits synthetic layers subnormal savedcheck
 
 bench-compare: $(VENV)/.stamp-bench+train
 	OUT=bench/results/cpu-compare-$(BENCH_DATE) STAGES="$(COMPARE_STAGES)" TORCH_SPEC="$(TORCH_SPEC)" 	  PY=$(PY) bash bench/cpu_train_compare.sh

@@ -14,13 +14,14 @@
 #                               torch.nn.Linear, at 2 threads (and 1)
 #   subnormal.{json,md}         per-epoch time of a 30,000-sample synthetic run with and without the
 #                               optimizer's subnormal flush (and with hardware FTZ/DAZ)
+#   savedcheck.{json,md}        what gpudense.saved's opt-in check of saved arrays costs per layer step
 #
 # Expected run time on a 2-core machine: about 45-60 minutes in all (synthetic about 25, layers about
-# 15, subnormal about 5, digits about 2). STAGES="digits layers" runs a subset.
+# 15, subnormal about 5, digits about 2, savedcheck about 1). STAGES="digits layers" runs a subset.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/results/cpu-compare-$(date -u +%Y-%m-%d)}
-STAGES=${STAGES:-"digits synthetic layers subnormal"}
+STAGES=${STAGES:-"digits synthetic layers subnormal savedcheck"}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 LAYER_SHAPES=128x64x64,1024x1024x1024,65536x64x64,256x4096x4096,8192x256x256,4096x784x10,1x4096x4096
 mkdir -p "$OUT"
@@ -46,7 +47,9 @@ for stage in $STAGES; do
     subnormal)
       "$PY" bench/subnormal_check.py --samples 30000 --epochs 4 --threads 1 \
         --json "$OUT/subnormal.json" --table "$OUT/subnormal.md" ;;
-    *) echo "unknown stage $stage (expected digits, synthetic, layers, subnormal)" >&2; exit 2 ;;
+    savedcheck)
+      "$PY" bench/saved_check_cost.py --threads 1 --json "$OUT/savedcheck.json" --table "$OUT/savedcheck.md" ;;
+    *) echo "unknown stage $stage (expected digits, synthetic, layers, subnormal, savedcheck)" >&2; exit 2 ;;
   esac
 done
 echo "wrote $OUT"
