@@ -36,8 +36,7 @@ import numpy as np
 from gpudense._checks import wide_dtype
 from gpudense.flat import FlatLayout, chunk_bounds
 
-__all__ = ["FLUSH_PERIOD", "Scratch", "StateGroup", "blas_threads", "build_groups", "flush_small", "run_chunks",
-           "signature"]
+__all__ = ["FLUSH_PERIOD", "Scratch", "StateGroup", "build_groups", "flush_small", "run_chunks", "signature"]
 
 #: Every this many steps of a parameter, its slowly decaying state and the parameter itself
 #: are flushed of subnormal numbers too (the fast-decaying state is flushed every step).
@@ -98,17 +97,6 @@ class StateGroup:
         """Set every state buffer to zero."""
         for buf in self.buffers.values():
             buf.fill(0)
-
-
-def blas_threads() -> int:
-    """The threads NumPy's BLAS uses now (threadpoolctl), or 1 where threadpoolctl is not installed."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return 1
-    pools = [d for d in threadpool_info() if d.get("user_api") == "blas"]
-    mine = [d for d in pools if "numpy" in str(d.get("filepath", ""))] or pools
-    return max(1, int(mine[0].get("num_threads") or 1)) if mine else 1
 
 
 def signature(pgs: Sequence[Any]) -> tuple[Any, ...]:

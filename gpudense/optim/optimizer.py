@@ -25,7 +25,6 @@ from gpudense.optim.flatstate import (
     FLUSH_PERIOD,
     Scratch,
     StateGroup,
-    blas_threads,
     build_groups,
     run_chunks,
     signature,
@@ -87,7 +86,7 @@ class Optimizer(CheckpointState):
         self._groups: list[StateGroup] = []
         self._signature: tuple[Any, ...] | None = None
         self._scratch: dict[tuple[str, np.dtype, int], list[Scratch]] = {}
-        self._threads: int | None = None
+        self._threads = 1
         self._constants_key: Any = None
         self._constants_of: dict[str, Any] = {}
         self._params: list[Any] = []  # the parameter arrays of the last step
@@ -254,20 +253,22 @@ class Optimizer(CheckpointState):
 
     @property
     def threads(self) -> int:
-        """CPU threads a step of the NumPy backend runs on (settable; >= 1).
+        """CPU threads a step of the NumPy backend runs on: 1 unless set (settable; >= 1).
 
-        Unless set, as many as NumPy's BLAS uses when first asked (read with
-        threadpoolctl, so ``threadpool_limits`` and ``gpudense train
-        --threads`` apply; 1 without threadpoolctl). A step splits its
-        chunks among the threads where there are at least two per thread.
+        A step splits its chunks among the threads where there are at least
+        two per thread (NumPy releases the GIL inside each operation). More
+        threads pay off only where cores are idle during the step: OpenBLAS's
+        worker threads keep spinning for about 0.1 s after each product, so
+        right after a backward pass on more than one BLAS thread they occupy
+        the cores the optimizer's threads would use. On the 2-core build
+        machine a second thread made a training step of a 784-1024-1024-10
+        network faster with one BLAS thread and no faster with two.
         """
-        if self._threads is None:
-            self._threads = blas_threads()
         return self._threads
 
     @threads.setter
-    def threads(self, value: int | None) -> None:
-        self._threads = None if value is None else int_at_least("threads", value, 1)
+    def threads(self, value: int) -> None:
+        self._threads = int_at_least("threads", value, 1)
 
     def _scalars(self, t: int, dtype: np.dtype) -> dict[str, Any]:
         """The update's scalars for a parameter at its step ``t``, as ``dtype`` numbers (and int flags).

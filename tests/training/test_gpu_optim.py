@@ -67,3 +67,26 @@ def test_gpu_steps_equal_cpu_steps_bit_for_bit(name, dtype):
         for k, a in named.items():
             np.testing.assert_array_equal(cp.asnumpy(opt_g.state[slot][k]), a, err_msg=f"{slot}/{k}")
     assert cupy_backend._optimizer_kernels._built, "the fused kernel did not run"
+
+
+def test_an_mlp_on_the_gpu_steps_through_its_flat_buffers():
+    from gpudense.losses import softmax_cross_entropy
+    from gpudense.nn import MLP
+
+    cupy_backend = get_backend("cupy")
+    cp = cupy_backend.xp
+    model = MLP([6, 9, 3], backend="cupy", rng=0)
+    assert model.flat is not None and isinstance(model.flat.params, cp.ndarray)
+    opt = Adam(model, lr=1e-2)
+    x = cp.asarray(np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32))
+    labels = cp.asarray(np.arange(8) % 3)
+    for _ in range(3):
+        _, g = softmax_cross_entropy(model(x), labels)
+        model.backward(g)
+        assert all(pg.grad is view for pg, view in zip(model.param_grads(), model.flat.grad_views))
+        opt.step()
+        opt.zero_grad()
+    assert opt._groups[0].model_flat is model.flat
+    assert ("adam", ("m", "v"), False) in cupy_backend._optimizer_kernels._built
+    for name, a in opt.state["m"].items():
+        assert isinstance(a, cp.ndarray) and cp.shares_memory(a, opt._groups[0].buffers["m"])

@@ -658,16 +658,11 @@ def test_steps_split_over_threads_give_the_same_bits(factory):
             np.testing.assert_array_equal(a, results[0][1][slot])
 
 
-def test_threads_default_to_the_blas_threads_and_take_positive_ints():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
-        assert Adam(Params(x=np.zeros(2))).threads == 1
+def test_threads_default_to_one_and_take_positive_ints():
     opt = Adam(Params(x=np.zeros(2)))
-    for bad in (0, -1, 1.5, "2"):
+    assert opt.threads == 1
+    for bad in (0, -1, 1.5, "2", None):
         with pytest.raises((ValueError, TypeError), match="threads"):
             opt.threads = bad
     opt.threads = 4
     assert opt.threads == 4
-    opt.threads = None  # back to the BLAS count
-    assert opt.threads >= 1
