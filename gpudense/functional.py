@@ -189,10 +189,22 @@ def forward_math(backend: Any, x: Any, w: Any, b: Any, activation: str | None, *
     None (then ``saved`` is None).
 
     Args:
+        backend: The backend of the arrays (e.g. ``layer.backend``).
+        x: Input, ``(..., n_in)``.
+        w: Weights, ``(n_in, n_out)``.
+        b: Bias, ``(n_out,)``, or None.
+        activation: ``"relu"``, ``"gelu"``, ``"tanh"`` or None.
         profile: Open the stage's NVTX range (``gpudense.forward``).
 
     Returns:
         ``DenseActOutput(y, saved)``, as :func:`dense_act_forward`.
+
+    Example:
+        >>> import numpy as np
+        >>> from gpudense import get_backend
+        >>> x = np.array([[1.0, -2.0]]); w = np.eye(2)
+        >>> forward_math(get_backend("numpy"), x, w, None, "relu", profile=False).y.tolist()
+        [[1.0, 0.0]]
     """
     n_in, n_out = w.shape
     shape = tuple(x.shape[:-1]) + (n_out,)
@@ -342,10 +354,27 @@ def backward_math(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation:
     given when ``accumulate``.
 
     Args:
+        backend: The backend of the arrays.
+        dy: dL/dy, ``(..., n_out)``.
+        x: The forward input, ``(..., n_in)``.
+        w: The weights, ``(n_in, n_out)``.
+        saved: What :func:`forward_math` returned as ``saved`` (None without an activation).
+        activation: The forward pass's activation, or None.
+        bias, input_grad, out, accumulate: As for :func:`dense_act_backward`;
+            ``out`` is always a :class:`DenseGrads`.
         profile: Open the stages' NVTX ranges.
 
     Returns:
         ``DenseGrads(dx, dw, db)``, as :func:`dense_act_backward`.
+
+    Example:
+        >>> import numpy as np
+        >>> from gpudense import get_backend
+        >>> x = np.ones((2, 3)); w = np.ones((3, 4)); dy = np.ones((2, 4))
+        >>> g = backward_math(get_backend("numpy"), dy, x, w, None, None, bias=True, input_grad=False,
+        ...                   out=DenseGrads(None, None, None), accumulate=False, profile=False)
+        >>> g.dx is None, g.dw.shape, g.db.tolist()
+        (True, (3, 4), [2.0, 2.0, 2.0, 2.0])
     """
     batch = _batch(x)
     n_out = w.shape[1]

@@ -223,6 +223,14 @@ class Dense:
 
         Raises:
             ValueError: an array that does not fit.
+
+        Example:
+            >>> layer = Dense(3, 2, backend="numpy", rng=0)
+            >>> buf = np.zeros(16, np.float32)
+            >>> w_before = layer.w.copy()
+            >>> layer.bind(buf[:6].reshape(3, 2), buf[6:8], np.zeros((3, 2), np.float32), np.zeros(2, np.float32))
+            >>> np.shares_memory(layer.w, buf), bool((layer.w == w_before).all())
+            (True, True)
         """
         shapes = {"w": (self.in_features, self.out_features), "dw": (self.in_features, self.out_features)}
         if self._has_bias:

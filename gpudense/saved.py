@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["check_saved", "checking_saved", "snapshot", "verify"]
+__all__ = ["check_saved", "checking_saved"]
 
 _enabled = os.environ.get("GPUDENSE_CHECK_SAVED", "").strip() not in ("", "0")
 
@@ -70,12 +70,21 @@ def check_saved(enabled: bool = True) -> bool:
 
 
 def checking_saved() -> bool:
-    """Whether saved arrays are checked (see :func:`check_saved`)."""
+    """Whether saved arrays are checked (see :func:`check_saved`).
+
+    Example:
+        >>> isinstance(checking_saved(), bool)
+        True
+    """
     return _enabled
 
 
 def snapshot(*arrays: Any) -> tuple[Any, ...] | None:
-    """Copies of ``arrays`` (None entries stay None) when the check is on, else None."""
+    """Copies of ``arrays`` (None entries stay None) when the check is on, else None.
+
+    What a block that keeps arrays for its backward pass calls in its forward
+    pass; its backward pass hands the result to :func:`verify`.
+    """
     if not _enabled:
         return None
     return tuple(None if a is None else a.copy() for a in arrays)

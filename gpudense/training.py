@@ -123,10 +123,9 @@ class TrainConfig:
         rng: The generator that shuffles the training set at the start of
             every epoch: a ``numpy.random.Generator`` (advanced in place; save
             its state to resume), an int seed, or None (fresh entropy).
-        profile: Wrap every epoch and every step in the NVTX ranges
-            ``gpudense.train.epoch`` / ``gpudense.train.step``
-            (``backend.nvtx_range``; a no-op without a profiler), and the
-            layers' stages in theirs (``backend.profiled``).
+        profile: Wrap every epoch, every step and the layers' stages in NVTX
+            ranges (``gpudense.train.epoch`` / ``gpudense.train.step``, and
+            ``backend.profiled``; a no-op without a profiler).
 
     Raises:
         ValueError, TypeError: a value out of range or of the wrong type.
