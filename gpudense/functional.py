@@ -72,7 +72,8 @@ class DenseGrads(NamedTuple):
 
 def _batch(x: Any) -> int:
     """Rows of the batch: the product of x's leading dimensions (1 for a single sample)."""
-    return math.prod(x.shape[:-1])
+    shape = x.shape
+    return shape[0] if len(shape) == 2 else math.prod(shape[:-1])
 
 
 def _check_layer(x: Any, w: Any, b: Any) -> None:

@@ -100,6 +100,8 @@ class NumpyBackend(Backend):
 
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
         out_dtype = dy.dtype
+        if out is not None and not accumulate and out_dtype in _NATIVE:  # straight into out: no temporary
+            return np.matmul(self._ones_of(dy.shape[0], out_dtype), dy, out=out)
         acc = wide_dtype(out_dtype)
         if acc != out_dtype:
             # 16-bit types are summed in float32, as the CUDA kernel does, then rounded once.

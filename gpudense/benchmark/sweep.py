@@ -169,14 +169,15 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
         no rates yet (:func:`~gpudense.benchmark.ceilings.add_rates`). The
         ``step`` row also has the :data:`FLOOR` ratio and samples.
     """
-    from gpudense.functional import dense_backward, dense_forward
+    from gpudense.functional import dense_forward
+    from gpudense.layer import Dense
 
     xp = backend.xp
     batch, n_in, n_out = dims
     dt = storage_dtype(dtype_name)
     s = dt.itemsize
     n_sets = rotating_sets_for(dims, s, cache_bytes=cache_bytes, budget_bytes=budget_bytes,
-                               max_sets=max_sets, copies=2 if torch_ok else 1)
+                               max_sets=max_sets, copies=3 if torch_ok else 2)
     gen = xp.random.default_rng(seed)
     sets = []
     for _ in range(n_sets):
@@ -186,14 +187,26 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
         dy = random_normal(xp, gen, (batch, n_out), dt)
         sets.append((x, w, b, dy))
     ones = xp.ones(batch, dtype=dt)
+    # "step" is the layer as training runs it: a Dense over each set's w and b (its parameters are
+    # those arrays), forward then backward into its kept gradient arrays, then zero_grad
+    layers = []
+    for x, w, b, dy in sets:
+        layer = Dense(n_in, n_out, dtype=dt, backend=backend, rng=0)
+        layer.w[...], layer.b[...] = w, b
+        layer.bind(w, b, xp.empty_like(w), xp.empty_like(b))
+        layers.append(layer)
+
+    def layer_step(k: int) -> None:
+        layers[k](sets[k][0])
+        layers[k].backward(sets[k][3])
+        layers[k].zero_grad()
 
     fns: dict[str, Callable[[int], Any]] = {
         "forward": lambda k: dense_forward(sets[k][0], sets[k][1], sets[k][2]),
         "dx": lambda k: backend.matmul(sets[k][3], sets[k][1].T),
         "dw": lambda k: backend.matmul(sets[k][0].T, sets[k][3]),
         "db": lambda k: backend.bias_grad(sets[k][3]),
-        "step": lambda k: (dense_forward(sets[k][0], sets[k][1], sets[k][2]),
-                           dense_backward(sets[k][3], sets[k][0], sets[k][1])),
+        "step": layer_step,
         "db.sum": lambda k: sets[k][3].sum(axis=0),
         "db.ones": lambda k: ones @ sets[k][3],
         # the floor of a step on this array module: its three bare products and one pass over dy
@@ -232,7 +245,7 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
             "flops": int(flops), "bytes": int(nbytes), "ratios": ratios,
             "n_sets": n_sets, "timer": timer.kind, **extra,
         })
-    del sets, fns
+    del sets, fns, layers
     return rows
 
 
