@@ -171,7 +171,8 @@ class Dense:
                    (x, self._saved), self._copies)
         accumulate = self.dw is not None
         out = DenseGrads(None, self.dw, self.db) if accumulate else self._grad_arrays()
-        if (input_grad is True or input_grad is False) and self._fits(dy, self.out_features) \
+        own = out.dw is self._dw_keep and out.db is self._db_keep  # else gradients set from outside: checked
+        if own and (input_grad is True or input_grad is False) and self._fits(dy, self.out_features) \
                 and dy.shape[:-1] == x.shape[:-1]:
             grads = backward_math(self.backend, dy, x, self.w, self._saved, self.activation,
                                   bias=self._has_bias, input_grad=input_grad, out=out, accumulate=accumulate,

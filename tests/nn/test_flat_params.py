@@ -218,3 +218,15 @@ def test_fit_profiles_the_layers_for_its_run_only():
     fit(model, SGD(model), make_synthetic(40, 4, 2), TrainConfig(epochs=1, rng=0, profile=True),
         on_batch=lambda *a: seen.append(model.backend.profiling))
     assert seen and all(seen) and model.backend.profiling is False
+
+
+def test_gradients_set_from_outside_are_checked_before_backward_adds_into_them():
+    layer = Dense(3, 2, backend="numpy", rng=0)
+    x = np.ones((4, 3), np.float32)
+    layer.backward(np.ones_like(layer(x)))
+    layer.dw = np.zeros((2, 3), np.float32)  # the wrong shape
+    with pytest.raises(ValueError, match=r"out.dw must be a C-contiguous array of shape \(3, 2\)"):
+        layer.backward(np.ones_like(layer(x)))
+    layer.dw = np.zeros((3, 2), np.float32)  # a fitting array of the caller's: added into
+    layer.backward(np.ones_like(layer(x)))
+    np.testing.assert_array_equal(layer.dw, np.full((3, 2), 4.0, np.float32))
