@@ -77,7 +77,8 @@ class Adam(Optimizer):
         xp.multiply(g, s["omb1"], out=ta)
         m *= s["b1"]
         m += ta
-        flush_small(xp, m, s["tiny"], ta, mask)
+        if s["tiny"]:
+            flush_small(xp, m, s["tiny"], ta, mask)
         xp.multiply(g, g, out=ta)
         ta *= s["omb2"]
         v *= s["b2"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gpudense._checks import check_number, int_at_least
+from gpudense._checks import check_bool, check_number, int_at_least
 from gpudense.backends import backend_of
 from gpudense.flat import CHUNK_BYTES
 from gpudense.optim.checkpoint_state import CheckpointState, PreparedState
@@ -87,6 +87,7 @@ class Optimizer(CheckpointState):
         self._signature: tuple[Any, ...] | None = None
         self._scratch: dict[tuple[str, np.dtype, int], list[Scratch]] = {}
         self._threads = 1
+        self._flush = True
         self._constants_key: Any = None
         self._constants_of: dict[str, Any] = {}
         self._params: list[Any] = []  # the parameter arrays of the last step
@@ -252,6 +253,23 @@ class Optimizer(CheckpointState):
         run_chunks(xp, scratches, functools.partial(self._chunk, xp, scalars), w, g, state, p_low, pool)
 
     @property
+    def flush_subnormals(self) -> bool:
+        """Whether steps set subnormal state (and, periodically, parameters) to zero: True unless set.
+
+        See :mod:`gpudense.optim.flatstate`. On a CPU whose arithmetic on
+        subnormal numbers is as fast as on normal ones (AMD's Zen cores, for
+        instance) the flush is pure cost, three operations per chunk of the
+        first moment: ``bench/subnormal_check.py`` measures both on a given
+        machine. Without it the results differ only below the dtype's
+        smallest normal number.
+        """
+        return self._flush
+
+    @flush_subnormals.setter
+    def flush_subnormals(self, value: bool) -> None:
+        self._flush = check_bool("flush_subnormals", value)
+
+    @property
     def threads(self) -> int:
         """CPU threads a step of the NumPy backend runs on: 1 unless set (settable; >= 1).
 
@@ -278,11 +296,13 @@ class Optimizer(CheckpointState):
         and ``flush_all`` (whether this step also flushes the slow state and
         the parameter, every :data:`~gpudense.optim.flatstate.FLUSH_PERIOD`).
         """
-        key = (dtype, tuple(self.hyperparams.items()))
+        key = (dtype, tuple(self.hyperparams.items()), self._flush)
         if self._constants_key != key:
-            self._constants_of = {**self._constants(dtype), "tiny": dtype.type(np.finfo(dtype).tiny)}
+            tiny = dtype.type(np.finfo(dtype).tiny if self._flush else 0)  # 0: nothing is below it
+            self._constants_of = {**self._constants(dtype), "tiny": tiny}
             self._constants_key = key
-        return {**self._constants_of, **self._per_step(t, dtype), "flush_all": int(t % FLUSH_PERIOD == 0)}
+        flush_all = int(self._flush and t % FLUSH_PERIOD == 0)
+        return {**self._constants_of, **self._per_step(t, dtype), "flush_all": flush_all}
 
     def _constants(self, dtype: np.dtype) -> dict[str, Any]:
         """The rule's scalars that do not depend on the step count, as ``dtype`` numbers (and int flags)."""

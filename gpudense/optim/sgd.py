@@ -80,7 +80,8 @@ class SGD(Optimizer):
             else:
                 buf *= s["mu"]
                 buf += d
-            flush_small(xp, buf, s["tiny"], tb, mask)
+            if s["tiny"]:
+                flush_small(xp, buf, s["tiny"], tb, mask)
             if s["nesterov"]:
                 xp.multiply(buf, s["mu"], out=tb)
                 tb += d

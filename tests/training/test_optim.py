@@ -666,3 +666,16 @@ def test_threads_default_to_one_and_take_positive_ints():
             opt.threads = bad
     opt.threads = 4
     assert opt.threads == 4
+
+
+def test_the_flush_can_be_switched_off():
+    tiny = np.finfo(np.float32).tiny
+    model = Params(x=np.ones(2, np.float32))
+    opt = Adam(model)
+    assert opt.flush_subnormals is True
+    opt.flush_subnormals = False
+    model.grads["x"] = np.array([tiny, 1.0], np.float32)
+    opt.step()
+    assert _is_subnormal(opt.state["m"]["x"])[0]  # (1 - b1) * tiny, kept
+    with pytest.raises(TypeError, match="flush_subnormals"):
+        opt.flush_subnormals = 1
