@@ -51,7 +51,7 @@ bench: $(VENV)/.stamp-bench
 
 # `make bench-compare`: every CPU comparison with PyTorch (training runs on digits and on
 # 200,000 x 784 synthetic data, layer steps against the BLAS floor and torch.nn.Linear, the
-# subnormal flush) into bench/results/cpu-compare-<date>/; about 45-60 minutes on 2 cores.
+# subnormal flush) into bench/results/cpu-compare-<date>/; about 20-30 minutes on 2 cores.
 # COMPARE_STAGES="digits layers" runs a subset (see bench/cpu_train_compare.sh).
 COMPARE_STAGES ?= digits synthetic layers subnormal savedcheck
 

@@ -16,8 +16,8 @@
 #                               optimizer's subnormal flush (and with hardware FTZ/DAZ)
 #   savedcheck.{json,md}        what gpudense.saved's opt-in check of saved arrays costs per layer step
 #
-# Expected run time on a 2-core machine: about 45-60 minutes in all (synthetic about 25, layers about
-# 15, subnormal about 5, digits about 2, savedcheck about 1). STAGES="digits layers" runs a subset.
+# Expected run time on a 2-core machine: about 20-30 minutes in all (synthetic about 10-20, layers
+# about 3, subnormal about 3, digits about 1, savedcheck about 1). STAGES="digits layers" runs a subset.
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-bench/results/cpu-compare-$(date -u +%Y-%m-%d)}
