@@ -33,7 +33,7 @@ def test_without_the_check_backward_reads_the_changed_input(not_checking):
     layer = Dense(3, 2, backend="numpy", rng=0)
     x = np.ones((4, 3), np.float32)
     dy = np.ones((4, 2), np.float32)
-    y = layer(x)
+    layer(x)
     x[:] = 5.0
     layer.backward(dy)
     np.testing.assert_array_equal(layer.dw, np.full((3, 2), 20.0, np.float32))  # x.T @ dy of the new x
