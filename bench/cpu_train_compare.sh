@@ -9,9 +9,10 @@
 #                               `gpudense train` runs digits), and the whole `gpudense train` command
 #   synthetic.{json,md}         200,000 x 784, hidden 1024,1024, batch 32, one epoch, at 1 and 2
 #                               threads, vs the same PyTorch loop
-#   layers-<n>t.{json,md,png}   `gpudense bench`: layer forward+backward of seven shapes (small, square, tall, wide, narrow, batch 1) vs the
-#                               floor (the same BLAS's three products + one pass over dy) and vs
-#                               torch.nn.Linear, at 2 threads (and 1)
+#   layers-<n>t.{json,md,png}   `gpudense bench`: layer forward+backward of seven shapes (small,
+#                               square, tall, wide, narrow, batch 1) vs the floor (the same BLAS's
+#                               three products + one pass over dy) and vs torch.nn.Linear, at 2
+#                               threads (and 1)
 #   subnormal.{json,md}         per-epoch time of a 30,000-sample synthetic run with and without the
 #                               optimizer's subnormal flush (and with hardware FTZ/DAZ)
 #   savedcheck.{json,md}        what gpudense.saved's opt-in check of saved arrays costs per layer step
