@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-.PHONY: train test info clean bench
+.PHONY: train test info clean bench bench-compare
 
 comma := ,
 
@@ -48,6 +48,15 @@ bench: $(VENV)/.stamp-bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m gpudense bench --backend numpy \
 	  --threads $(BENCH_THREADS) --seed 0 $(BENCH_ARGS) \
 	  --json $(BENCH_OUT).json --table $(BENCH_OUT).md --plot $(BENCH_OUT).png
+
+# `make bench-compare`: every CPU comparison with PyTorch (training runs on digits and on
+# 200,000 x 784 synthetic data, layer steps against the BLAS floor and torch.nn.Linear, the
+# subnormal flush) into bench/results/cpu-compare-<date>/; about 20-30 minutes on 2 cores.
+# COMPARE_STAGES="digits layers" runs a subset (see bench/cpu_train_compare.sh).
+COMPARE_STAGES ?= digits synthetic layers subnormal savedcheck
+
+bench-compare: $(VENV)/.stamp-bench+train
+	OUT=bench/results/cpu-compare-$(BENCH_DATE) STAGES="$(COMPARE_STAGES)" TORCH_SPEC="$(TORCH_SPEC)" 	  PY=$(PY) bash bench/cpu_train_compare.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -15,6 +15,7 @@ from gpudense._checks import check_float_array
 from gpudense.activation_math import activation_forward, activation_grad, check_activation
 from gpudense.backends import Backend, backend_of, get_backend
 from gpudense.layer import ParamGrad
+from gpudense.saved import snapshot, verify
 
 __all__ = ["ACTIVATIONS", "GELU", "ReLU", "Tanh", "get_activation"]
 
@@ -33,12 +34,18 @@ class _Activation:
 
     def __init__(self) -> None:
         self._saved: tuple[Any, ...] | None = None
+        self._copies: tuple[Any, ...] | None = None  # while gpudense.saved checks saved arrays
 
     def forward(self, x: Any) -> Any:
-        """``y = act(x)``; keeps what backward needs (``y``, or ``x`` for GELU)."""
+        """``y = act(x)``; keeps what backward needs (``y``, or ``x`` for GELU), without copying it.
+
+        Change the kept array in place only after :meth:`backward` (see
+        :mod:`gpudense.saved`).
+        """
         xp = _check_float("x", x)
         y, saved = activation_forward(xp, self.name, x)
         self._saved = (y, saved)
+        self._copies = snapshot(saved)
         return y
 
     __call__ = forward
@@ -46,6 +53,9 @@ class _Activation:
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
         """``dx = dy * act'(x)``; None when ``input_grad`` is False."""
         _, saved = self._take_saved(dy)
+        if self._copies is not None:
+            what = "its input x" if saved is not self._saved[0] else "its output y"
+            verify(f"{type(self).__name__}.backward", (what,), (saved,), self._copies)
         if not input_grad:
             return None
         return activation_grad(backend_of(dy).xp, self.name, saved, dy)
@@ -74,7 +84,7 @@ class _Activation:
     def to(self, backend: str | Backend) -> "_Activation":
         """Forget the saved forward state (it lived on the old backend); returns ``self``."""
         get_backend(backend)
-        self._saved = None
+        self._saved = self._copies = None
         return self
 
     def __repr__(self) -> str:

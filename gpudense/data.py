@@ -9,13 +9,14 @@ shape ``(n,)``, split into train and test parts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpudense._checks import as_generator, float_dtype, int_at_least
 
-__all__ = ["Dataset", "load_digits", "make_synthetic", "stratified_split"]
+__all__ = ["Dataset", "digits_arrays", "load_digits", "make_synthetic", "stratified_split"]
 
 
 @dataclass(frozen=True)
@@ -91,19 +92,20 @@ def load_digits(
     deviation (pixels constant in training, such as the always-blank corners,
     are only shifted); otherwise pixels (0..16) are scaled to [0, 1].
 
+    The images are read by :func:`digits_arrays` straight from the file
+    scikit-learn ships, without importing ``sklearn.datasets``.
+
     Raises:
         RuntimeError: scikit-learn is not installed (``pip install gpudense[train]``).
+
+    Example:
+        >>> load_digits().x_train.shape
+        (1438, 64)
     """
-    try:
-        from sklearn.datasets import load_digits as sk_load_digits
-    except ImportError as exc:
-        raise RuntimeError(
-            f"the digits dataset needs scikit-learn ({exc}); install it with pip install 'gpudense[train]'"
-        ) from exc
     dt = float_dtype(dtype)
-    bunch = sk_load_digits()
-    x = np.asarray(bunch.data, np.float64) / 16.0
-    y = np.asarray(bunch.target, np.int64)
+    pixels, target = digits_arrays()
+    x = pixels / 16.0
+    y = target
     train, test = stratified_split(y, test_fraction=test_fraction, rng=np.random.default_rng(seed))
     if standardize:
         mean = x[train].mean(axis=0)
@@ -111,6 +113,54 @@ def load_digits(
         x = (x - mean) / np.where(std > 0, std, 1.0)
     x = x.astype(dt)
     return Dataset("digits", x[train], y[train], x[test], y[test], n_classes=10)
+
+
+#: The digits file inside the scikit-learn package (as ``sklearn.datasets.load_digits`` reads it).
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The raw digits: pixels ``(1797, 64)`` float64 in 0..16 and labels ``(1797,)`` int64.
+
+    The same arrays as ``sklearn.datasets.load_digits()``'s ``data`` and
+    ``target``, read from the same gzip-compressed CSV file in scikit-learn's
+    package folder. Importing ``sklearn.datasets`` costs about a second (it
+    imports SciPy); finding the file and parsing it takes a few
+    milliseconds. Where the file is not where scikit-learn 0.2x-1.x keeps it,
+    ``sklearn.datasets.load_digits`` is called instead.
+
+    Raises:
+        RuntimeError: scikit-learn is not installed.
+
+    Example:
+        >>> pixels, labels = digits_arrays()
+        >>> pixels.shape, labels[:5].tolist()
+        ((1797, 64), [0, 1, 2, 3, 4])
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None:
+        raise RuntimeError(
+            "the digits dataset needs scikit-learn (it is not installed); "
+            "install it with pip install 'gpudense[train]'"
+        )
+    for folder in spec.submodule_search_locations or ():
+        path = Path(folder).joinpath(*DIGITS_FILE)
+        if path.is_file():
+            import gzip
+
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1], data[:, -1].astype(np.int64)
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the digits dataset needs scikit-learn ({exc}); install it with pip install 'gpudense[train]'"
+        ) from exc
+    bunch = sk_load_digits()
+    return np.asarray(bunch.data, np.float64), np.asarray(bunch.target, np.int64)
 
 
 def make_synthetic(

@@ -17,10 +17,16 @@ on NumPy), the bias gradient (``Backend.bias_grad``), the accumulating
 product ``dw += x.T @ dy`` (``Backend.matmul_acc``) and the activation's
 passes (``Backend.bias_act`` after the forward product, one pass adding
 ``b`` and applying the activation; ``Backend.act_bias_grad``, one pass
-forming ``dz`` and ``db`` together on CuPy). Each stage is one NVTX range:
-``gpudense.forward``, ``gpudense.backward.act`` (``dz`` and ``db`` of a
-layer with an activation), ``gpudense.backward.dx``, ``gpudense.backward.dw``,
-``gpudense.backward.db``.
+forming ``dz`` and ``db`` together on CuPy) and the weight gradient
+(``Backend.weight_grad``: an outer product for a batch of one on NumPy). Each
+stage is one NVTX range: ``gpudense.forward``, ``gpudense.backward.act``
+(``dz`` and ``db`` of a layer with an activation), ``gpudense.backward.dx``,
+``gpudense.backward.dw``, ``gpudense.backward.db``.
+
+The public functions check their arguments, then run :func:`forward_math`
+or :func:`backward_math`, the unchecked core. :class:`~gpudense.layer.Dense`
+checks its input once per call and calls the core directly, with the NVTX
+ranges only while its backend is profiling (``backend.profiling``).
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ __all__ = [
     "DenseActOutput",
     "DenseGrads",
     "SUPPORTED_DTYPES",
+    "backward_math",
     "dense_act_backward",
     "dense_act_forward",
     "dense_backward",
     "dense_forward",
+    "forward_math",
 ]
 
 #: Floating dtypes gpudense computes in that NumPy provides; bfloat16
@@ -64,7 +72,8 @@ class DenseGrads(NamedTuple):
 
 def _batch(x: Any) -> int:
     """Rows of the batch: the product of x's leading dimensions (1 for a single sample)."""
-    return math.prod(x.shape[:-1])
+    shape = x.shape
+    return shape[0] if len(shape) == 2 else math.prod(shape[:-1])
 
 
 def _check_layer(x: Any, w: Any, b: Any) -> None:
@@ -129,12 +138,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
     """
     backend = backend_of(x, w, b)
     _check_layer(x, w, b)
-    n_in, n_out = w.shape
-    with backend.nvtx_range("gpudense.forward"):
-        y = backend.matmul(x.reshape(_batch(x), n_in), w)
-        if b is not None:
-            y += b
-    return y.reshape(x.shape[:-1] + (n_out,))
+    return forward_math(backend, x, w, b, None, profile=True)[0]
 
 
 def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) -> DenseActOutput:
@@ -173,13 +177,56 @@ def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) 
         return DenseActOutput(dense_forward(x, w, b), None)
     backend = backend_of(x, w, b)
     _check_layer(x, w, b)
+    return forward_math(backend, x, w, b, act, profile=True)
+
+
+def forward_math(backend: Any, x: Any, w: Any, b: Any, activation: str | None, *,
+                 profile: bool) -> DenseActOutput:
+    """The forward pass without checks: ``act(x @ w + b)`` and what the backward pass needs.
+
+    For callers that have checked the arguments themselves (as
+    :func:`dense_act_forward` does): ``x``, ``w``, ``b`` arrays of
+    ``backend``, one dtype, fitting shapes; ``activation`` a checked name or
+    None (then ``saved`` is None).
+
+    Args:
+        backend: The backend of the arrays (e.g. ``layer.backend``).
+        x: Input, ``(..., n_in)``.
+        w: Weights, ``(n_in, n_out)``.
+        b: Bias, ``(n_out,)``, or None.
+        activation: ``"relu"``, ``"gelu"``, ``"tanh"`` or None.
+        profile: Open the stage's NVTX range (``gpudense.forward``).
+
+    Returns:
+        ``DenseActOutput(y, saved)``, as :func:`dense_act_forward`.
+
+    Example:
+        >>> import numpy as np
+        >>> from gpudense import get_backend
+        >>> x = np.array([[1.0, -2.0]]); w = np.eye(2)
+        >>> forward_math(get_backend("numpy"), x, w, None, "relu", profile=False).y.tolist()
+        [[1.0, 0.0]]
+    """
     n_in, n_out = w.shape
-    with backend.nvtx_range("gpudense.forward"):
-        z = backend.matmul(x.reshape(_batch(x), n_in), w)
-        y, saved = backend.bias_act(z, b, act)
     shape = tuple(x.shape[:-1]) + (n_out,)
+    if profile:
+        with backend.nvtx_range("gpudense.forward"):
+            y, saved = _forward_2d(backend, x.reshape(_batch(x), n_in), w, b, activation)
+    else:
+        y, saved = _forward_2d(backend, x.reshape(_batch(x), n_in), w, b, activation)
     y_out = y.reshape(shape)
+    if saved is None:
+        return DenseActOutput(y_out, None)
     return DenseActOutput(y_out, y_out if saved is y else saved.reshape(shape))
+
+
+def _forward_2d(backend: Any, x2: Any, w: Any, b: Any, activation: str | None) -> tuple[Any, Any]:
+    z = backend.matmul(x2, w)
+    if activation is not None:
+        return backend.bias_act(z, b, activation)
+    if b is not None:
+        z += b
+    return z, None
 
 
 def dense_backward(
@@ -233,13 +280,8 @@ def dense_backward(
         [4.0, 4.0, 4.0, 4.0]
     """
     backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate)
-    batch = _batch(x)
-    dy2 = dy.reshape(batch, w.shape[1])
-    db = None
-    if bias:
-        with backend.nvtx_range("gpudense.backward.db"):
-            db = backend.bias_grad(dy2, outs.db, accumulate=accumulate)
-    return _weight_and_input_grads(backend, dy2, x, w, input_grad, outs, accumulate, db)
+    return backward_math(backend, dy, x, w, None, None, bias=bias, input_grad=input_grad, out=outs,
+                         accumulate=accumulate, profile=True)
 
 
 def dense_act_backward(
@@ -297,12 +339,63 @@ def dense_act_backward(
             f"saved must be what dense_act_forward returned, of dy's shape {tuple(dy.shape)} and dtype "
             f"{dy.dtype}; got {describe_array(saved)}"
         )
+    return backward_math(backend, dy, x, w, saved, act, bias=bias, input_grad=input_grad, out=outs,
+                         accumulate=accumulate, profile=True)
+
+
+def backward_math(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str | None, *,
+                  bias: bool, input_grad: bool, out: DenseGrads, accumulate: bool,
+                  profile: bool) -> DenseGrads:
+    """The backward pass without checks, as :func:`dense_act_backward` computes it.
+
+    For callers that have checked the arguments themselves: ``dy``, ``x``,
+    ``w`` (and ``saved`` with an activation) arrays of ``backend`` of one
+    dtype and fitting shapes; ``out`` a :class:`DenseGrads` whose entries
+    are None or arrays that fit (C-contiguous), ``out.dw`` and ``out.db``
+    given when ``accumulate``.
+
+    Args:
+        backend: The backend of the arrays.
+        dy: dL/dy, ``(..., n_out)``.
+        x: The forward input, ``(..., n_in)``.
+        w: The weights, ``(n_in, n_out)``.
+        saved: What :func:`forward_math` returned as ``saved`` (None without an activation).
+        activation: The forward pass's activation, or None.
+        bias, input_grad, out, accumulate: As for :func:`dense_act_backward`;
+            ``out`` is always a :class:`DenseGrads`.
+        profile: Open the stages' NVTX ranges.
+
+    Returns:
+        ``DenseGrads(dx, dw, db)``, as :func:`dense_act_backward`.
+
+    Example:
+        >>> import numpy as np
+        >>> from gpudense import get_backend
+        >>> x = np.ones((2, 3)); w = np.ones((3, 4)); dy = np.ones((2, 4))
+        >>> g = backward_math(get_backend("numpy"), dy, x, w, None, None, bias=True, input_grad=False,
+        ...                   out=DenseGrads(None, None, None), accumulate=False, profile=False)
+        >>> g.dx is None, g.dw.shape, g.db.tolist()
+        (True, (3, 4), [2.0, 2.0, 2.0, 2.0])
+    """
     batch = _batch(x)
     n_out = w.shape[1]
-    with backend.nvtx_range("gpudense.backward.act"):
-        dz, db = backend.act_bias_grad(dy.reshape(batch, n_out), saved.reshape(batch, n_out), act,
-                                       outs.db, accumulate=accumulate, bias=bias)
-    return _weight_and_input_grads(backend, dz, x, w, input_grad, outs, accumulate, db)
+    dy2 = dy.reshape(batch, n_out)
+    if activation is None:
+        db = _stage(profile, backend, "gpudense.backward.db", backend.bias_grad, dy2, out.db,
+                    accumulate=accumulate) if bias else None
+        dz = dy2
+    else:
+        dz, db = _stage(profile, backend, "gpudense.backward.act", backend.act_bias_grad, dy2,
+                        saved.reshape(batch, n_out), activation, out.db, accumulate=accumulate, bias=bias)
+    return _weight_and_input_grads(backend, dz, x, w, input_grad, out, accumulate, db, profile)
+
+
+def _stage(profile: bool, backend: Any, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, inside the NVTX range ``name`` when ``profile``."""
+    if not profile:
+        return fn(*args, **kwargs)
+    with backend.nvtx_range(name):
+        return fn(*args, **kwargs)
 
 
 def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: Any,
@@ -340,22 +433,19 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
 
 
 def _weight_and_input_grads(backend: Any, dy2: Any, x: Any, w: Any, input_grad: bool, outs: DenseGrads,
-                            accumulate: bool, db: Any) -> DenseGrads:
+                            accumulate: bool, db: Any, profile: bool) -> DenseGrads:
     """``dx = dy2 @ w.T`` (when asked for) and ``dw = x.T @ dy2`` (added into ``outs.dw`` with ``accumulate``)."""
     n_in = w.shape[0]
     batch = dy2.shape[0]
     x2 = x.reshape(batch, n_in)
     dx = None
     if input_grad:
-        with backend.nvtx_range("gpudense.backward.dx"):
-            if outs.dx is None:
-                dx = backend.matmul(dy2, w.T).reshape(x.shape)
-            else:
-                backend.matmul(dy2, w.T, out=outs.dx.reshape(batch, n_in))
-                dx = outs.dx
-    with backend.nvtx_range("gpudense.backward.dw"):
-        if accumulate:
-            dw = backend.matmul_acc(x2.T, dy2, outs.dw)
+        if outs.dx is None:
+            dx = _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dy2, w.T).reshape(x.shape)
         else:
-            dw = backend.matmul(x2.T, dy2, out=outs.dw)
+            _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dy2, w.T,
+                   out=outs.dx.reshape(batch, n_in))
+            dx = outs.dx
+    dw = _stage(profile, backend, "gpudense.backward.dw", backend.weight_grad, x2, dy2, outs.dw,
+                accumulate=accumulate)
     return DenseGrads(dx, dw, db)

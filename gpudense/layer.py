@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudense._checks import array_kind, as_generator, check_bool, float_dtype, positive_int
+from gpudense._checks import array_kind, as_generator, check_bool, describe_array, float_dtype, positive_int
 from gpudense.activation_math import check_activation
 from gpudense.backends import Backend, get_backend
-from gpudense.functional import DenseGrads, dense_act_backward, dense_act_forward, dense_backward, dense_forward
+from gpudense.functional import DenseGrads, backward_math, dense_act_backward, dense_act_forward, forward_math
+from gpudense.saved import snapshot, verify
 
 __all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
 
@@ -96,6 +97,9 @@ class Dense:
         self.db: Any = None
         self._x: Any = None
         self._saved: Any = None  # what the activation's backward needs (None without one)
+        self._copies: Any = None  # copies of _x and _saved while gpudense.saved checks them
+        self._dw_keep: Any = None  # the gradient arrays, kept across zero_grad and reused
+        self._db_keep: Any = None
         self._has_bias = bias
         self.reset_parameters(rng)
 
@@ -111,33 +115,45 @@ class Dense:
         """
         gen = as_generator(rng)
         bound = 1.0 / math.sqrt(self.in_features)
-        w = gen.uniform(-bound, bound, size=(self.in_features, self.out_features))
-        self.w = self.backend.asarray(w, dtype=self.dtype)
+        w = self.backend.asarray(gen.uniform(-bound, bound, size=(self.in_features, self.out_features)),
+                                 dtype=self.dtype)
+        b = None
         if self._has_bias:
-            b = gen.uniform(-bound, bound, size=(self.out_features,))
-            self.b = self.backend.asarray(b, dtype=self.dtype)
-        else:
-            self.b = None
-        self.dw = self.db = self._x = self._saved = None
+            b = self.backend.asarray(gen.uniform(-bound, bound, size=(self.out_features,)), dtype=self.dtype)
+        if self.w is None:
+            self.w, self.b = w, b
+        else:  # in place: the arrays may be views of a model's flat buffer
+            self.w[...] = w
+            if b is not None:
+                self.b[...] = b
+        self.dw = self.db = self._x = self._saved = self._copies = None
 
     def forward(self, x: Any) -> Any:
         """``y = act(x @ w + b)`` for ``x`` of shape ``(..., in_features)``; keeps ``x`` for backward.
 
         With an activation, also keeps what its derivative needs (``y`` for
-        relu and tanh, ``x @ w + b`` for gelu).
+        relu and tanh, ``x @ w + b`` for gelu). Nothing is copied: change
+        ``x`` in place only after :meth:`backward` (see :mod:`gpudense.saved`).
         """
-        self._check_input("x", x)
-        if self.activation is None:
-            y = dense_forward(x, self.w, self.b)
+        if not self._fits(x, self.in_features):
+            self._check_input("x", x)  # a clear error, or an input only the checked path takes
+            y, saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
         else:
-            y, self._saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
-        self._x = x
+            y, saved = forward_math(self.backend, x, self.w, self.b, self.activation,
+                                    profile=self.backend.profiling)
+        self._x, self._saved = x, saved
+        self._copies = snapshot(x, saved)
         return y
 
     __call__ = forward
 
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
         """Add this batch's ``dw``, ``db`` to the gradients and return ``dx``.
+
+        The first backward after :meth:`zero_grad` writes the gradients into
+        the layer's kept gradient arrays (allocated once; views of a model's
+        flat gradient buffer inside a :class:`~gpudense.nn.Sequential`); later
+        ones add to them.
 
         Args:
             dy: dL/dy, the shape of the last forward output.
@@ -147,23 +163,98 @@ class Dense:
         Returns:
             ``dx``, shape of the last forward input, or None.
         """
-        if self._x is None:
+        x = self._x
+        if x is None:
             raise RuntimeError("Dense.backward called before forward: there is no saved input")
-        self._check_input("dy", dy)
-        out = None if self.dw is None else DenseGrads(None, self.dw, self.db)  # None: new gradient arrays
-        if self.activation is None:
-            grads = dense_backward(dy, self._x, self.w, bias=self._has_bias, input_grad=input_grad,
-                                   out=out, accumulate=out is not None)
-        else:
-            grads = dense_act_backward(dy, self._x, self.w, self._saved, activation=self.activation,
+        if self._copies is not None:
+            verify("Dense.backward", ("its input x", f"its output (what {self.activation} saves)"),
+                   (x, self._saved), self._copies)
+        accumulate = self.dw is not None
+        out = DenseGrads(None, self.dw, self.db) if accumulate else self._grad_arrays()
+        own = out.dw is self._dw_keep and out.db is self._db_keep  # else gradients set from outside: checked
+        if own and (input_grad is True or input_grad is False) and self._fits(dy, self.out_features) \
+                and dy.shape[:-1] == x.shape[:-1]:
+            grads = backward_math(self.backend, dy, x, self.w, self._saved, self.activation,
+                                  bias=self._has_bias, input_grad=input_grad, out=out, accumulate=accumulate,
+                                  profile=self.backend.profiling)
+        else:  # the checked path: a clear error for what does not fit
+            self._check_input("dy", dy)
+            grads = dense_act_backward(dy, x, self.w, self._saved, activation=self.activation,
                                        bias=self._has_bias, input_grad=input_grad, out=out,
-                                       accumulate=out is not None)
+                                       accumulate=accumulate)
         self.dw, self.db = grads.dw, grads.db
         return grads.dx
 
     def zero_grad(self) -> None:
-        """Forget the accumulated gradients (they become None, as PyTorch's ``set_to_none``)."""
+        """Forget the accumulated gradients: ``dw`` and ``db`` become None, as PyTorch's ``set_to_none``.
+
+        The arrays are kept and the next :meth:`backward` writes into them,
+        so no gradient memory is allocated per step: copy a gradient to keep
+        its values past the next backward.
+        """
         self.dw = self.db = None
+
+    def _grad_arrays(self) -> DenseGrads:
+        """``DenseGrads(None, dw, db)``: the kept gradient arrays, made on first use."""
+        if self._dw_keep is None:
+            self._dw_keep = self.backend.xp.empty((self.in_features, self.out_features), dtype=self.dtype)
+        if self._has_bias and self._db_keep is None:
+            self._db_keep = self.backend.xp.empty((self.out_features,), dtype=self.dtype)
+        return DenseGrads(None, self._dw_keep, self._db_keep)
+
+    def _fits(self, a: Any, size: int) -> bool:
+        """Whether ``a`` is an array of this layer's backend and dtype with ``size`` as its last dimension."""
+        return (type(a) is type(self.w) and a.dtype == self.dtype and a.ndim >= 1
+                and a.shape[-1] == size)
+
+    def bind(self, w: Any, b: Any, dw: Any, db: Any) -> None:
+        """Make the layer's parameters and gradient arrays the given arrays (views of a flat buffer).
+
+        The current values of ``w`` and ``b`` (and of the gradients, where a
+        backward has run since :meth:`zero_grad`) are copied in first, so the
+        layer computes the same as before. :class:`~gpudense.nn.Sequential`
+        uses this to lay all its layers' parameters and gradients out in two
+        flat buffers (:class:`~gpudense.flat.FlatParams`).
+
+        Args:
+            w, dw: C-contiguous ``(in_features, out_features)`` arrays of the
+                layer's backend and dtype.
+            b, db: C-contiguous ``(out_features,)`` arrays, or None for a
+                layer without a bias.
+
+        Raises:
+            ValueError: an array that does not fit.
+
+        Example:
+            >>> layer = Dense(3, 2, backend="numpy", rng=0)
+            >>> buf = np.zeros(16, np.float32)
+            >>> w_before = layer.w.copy()
+            >>> layer.bind(buf[:6].reshape(3, 2), buf[6:8], np.zeros((3, 2), np.float32), np.zeros(2, np.float32))
+            >>> np.shares_memory(layer.w, buf), bool((layer.w == w_before).all())
+            (True, True)
+        """
+        shapes = {"w": (self.in_features, self.out_features), "dw": (self.in_features, self.out_features)}
+        if self._has_bias:
+            shapes.update(b=(self.out_features,), db=(self.out_features,))
+        given = {"w": w, "b": b, "dw": dw, "db": db}
+        for name, shape in shapes.items():
+            a = given[name]
+            if (type(a) is not type(self.w) or tuple(a.shape) != shape or a.dtype != self.dtype
+                    or not a.flags.c_contiguous):
+                raise ValueError(f"bind: {name} must be a C-contiguous {type(self.w).__name__} of shape {shape} "
+                                 f"and dtype {self.dtype}; got {describe_array(a) if a is not None else None}")
+        w[...] = self.w
+        self.w = w
+        if self._has_bias:
+            b[...] = self.b
+            self.b = b
+        if self.dw is not None:
+            dw[...] = self.dw
+            self.dw = dw
+            if self._has_bias:
+                db[...] = self.db
+                self.db = db
+        self._dw_keep, self._db_keep = dw, (db if self._has_bias else None)
 
     def param_grads(self) -> list[ParamGrad]:
         """``[ParamGrad(name, param, grad), ...]`` for optimizers to walk.
@@ -191,7 +282,7 @@ class Dense:
         self.b = None if self.b is None else move(self.b)
         self.dw = None if self.dw is None else move(self.dw)
         self.db = None if self.db is None else move(self.db)
-        self._x = self._saved = None
+        self._x = self._saved = self._copies = self._dw_keep = self._db_keep = None
         self.backend = target
         return self
 
@@ -267,7 +358,7 @@ class Dense:
         self.w[...] = weight.T
         if bias is not None:
             self.b[...] = bias
-        self.dw = self.db = self._x = self._saved = None
+        self.dw = self.db = self._x = self._saved = self._copies = None
         return self
 
     @classmethod

@@ -27,7 +27,8 @@ import numpy as np
 from gpudense._checks import as_generator, check_bool, float_dtype, positive_int
 from gpudense.activation_math import check_activation
 from gpudense.activations import ACTIVATIONS, GELU, ReLU, Tanh, get_activation
-from gpudense.backends import Backend, get_backend
+from gpudense.backends import Backend, backend_of, get_backend
+from gpudense.flat import FlatLayout, FlatParams
 from gpudense.layer import Dense, ParamGrad
 
 __all__ = ["ACTIVATIONS", "GELU", "MLP", "ReLU", "Sequential", "Tanh", "get_activation"]
@@ -82,6 +83,11 @@ class Sequential:
             raise TypeError(
                 f"all Dense layers of a Sequential must have one dtype; got {sorted({b.dtype.name for b in dense})}"
             )
+        #: The parameters and gradients of every layer in two flat buffers
+        #: (:class:`~gpudense.flat.FlatParams`), or None where a block cannot
+        #: take views (a block of another kind with parameters).
+        self.flat: FlatParams | None = None
+        self._flatten()
 
     # -- containers ---------------------------------------------------------
     def __len__(self) -> int:
@@ -158,11 +164,44 @@ class Sequential:
             block.zero_grad()
 
     def to(self, backend: str | Backend) -> "Sequential":
-        """Move every block to ``backend`` (in place); returns ``self``."""
+        """Move every block to ``backend`` (in place); returns ``self``.
+
+        The flat buffers are made anew on ``backend`` (when it is another).
+        """
         target = get_backend(backend)
+        before = self.backend
         for block in self.blocks:
             block.to(target)
+        if target is not before or self.flat is None:
+            self._flatten()
         return self
+
+    def _flatten(self) -> None:
+        """Lay every layer's parameters and gradients out in :attr:`flat`, each layer's arrays views of it.
+
+        Done when the network is made and after :meth:`to`. Where a block
+        with parameters is not a :class:`~gpudense.layer.Dense` (or a
+        Sequential of them), or the parameters differ in dtype or array
+        type, :attr:`flat` stays None and every layer keeps its own arrays.
+        A nested Sequential's layers are bound to this network's buffers
+        (its own :attr:`flat` becomes None).
+        """
+        self.flat = None
+        pgs = self.param_grads()
+        layers = _bindable_layers(self.blocks)
+        if not pgs or layers is None or len({(type(pg.param), np.dtype(pg.param.dtype)) for pg in pgs}) != 1:
+            return
+        flat = FlatParams(FlatLayout([(pg.name, tuple(pg.param.shape)) for pg in pgs]),
+                          backend_of(pgs[0].param).xp, pgs[0].param.dtype)
+        k = 0
+        for layer in layers:
+            if layer.bias:
+                layer.bind(flat.param_views[k], flat.param_views[k + 1], flat.grad_views[k], flat.grad_views[k + 1])
+                k += 2
+            else:
+                layer.bind(flat.param_views[k], None, flat.grad_views[k], None)
+                k += 1
+        self.flat = flat
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``{name: numpy array}``, host copies of every parameter (names as :meth:`param_grads`)."""
@@ -208,6 +247,24 @@ class Sequential:
     def __repr__(self) -> str:
         lines = [f"  ({i}): {block!r}" for i, block in enumerate(self.blocks)]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _bindable_layers(blocks: SequenceType[Any]) -> list[Dense] | None:
+    """The Dense layers with parameters in ``param_grads`` order (nested Sequentials opened); None if a
+    block with parameters is neither. Nested Sequentials lose their own flat buffers."""
+    layers: list[Dense] = []
+    for block in blocks:
+        if isinstance(block, Sequential):
+            inner = _bindable_layers(block.blocks)
+            if inner is None:
+                return None
+            block.flat = None
+            layers += inner
+        elif isinstance(block, Dense):
+            layers.append(block)
+        elif block.param_grads():
+            return None
+    return layers
 
 
 def _positions(blocks: SequenceType[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -123,9 +123,9 @@ class TrainConfig:
         rng: The generator that shuffles the training set at the start of
             every epoch: a ``numpy.random.Generator`` (advanced in place; save
             its state to resume), an int seed, or None (fresh entropy).
-        profile: Wrap every epoch and every step in the NVTX ranges
-            ``gpudense.train.epoch`` / ``gpudense.train.step``
-            (``backend.nvtx_range``; a no-op without a profiler).
+        profile: Wrap every epoch, every step and the layers' stages in NVTX
+            ranges (``gpudense.train.epoch`` / ``gpudense.train.step``, and
+            ``backend.profiled``; a no-op without a profiler).
 
     Raises:
         ValueError, TypeError: a value out of range or of the wrong type.
@@ -429,7 +429,7 @@ def fit(
         dp = DataParallel(model, optimizer, comm, data=data, config=config, shuffle=shuffle, start_epoch=start_epoch)
         run_epoch, run_evaluate = dp.train_epoch, dp.evaluate
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.profiled(config.profile):
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
             perm = shuffle.permutation(n)

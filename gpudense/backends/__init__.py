@@ -69,6 +69,9 @@ def _check_name(name: Any, *, allow_auto: bool = True) -> str:
 
 def _load(name: str) -> Backend:
     """Import and instantiate backend ``name`` (not "auto"); raises if unusable."""
+    backend = _instances.get(name)  # made already: no lock (a dict read is atomic)
+    if backend is not None:
+        return backend
     with _lock:
         if name in _instances:
             return _instances[name]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterator
 
 from gpudense.activation_math import activation_forward, activation_grad
 
@@ -24,7 +24,9 @@ class Backend:
       activation after its product and their gradients (the formulas of
       :mod:`gpudense.activation_math` on NumPy, one pass each on CuPy).
 
-    The rest (:meth:`nvtx_range`, :meth:`asarray`, :meth:`to_numpy`,
+    :meth:`optimizer_update` runs an optimizer step as one fused kernel
+    where the backend has one (CuPy); elsewhere the optimizer's chunked
+    array code runs. The rest (:meth:`nvtx_range`, :meth:`asarray`, :meth:`to_numpy`,
     :meth:`synchronize`, :meth:`describe`) moves arrays and reports facts.
     """
 
@@ -32,6 +34,9 @@ class Backend:
     name: str = ""
     #: The array module (``numpy`` or ``cupy``).
     xp: Any = None
+    #: Whether layers open their stages' NVTX ranges (``TrainConfig(profile=True)`` sets it for a
+    #: run); the public functions of :mod:`gpudense.functional` always do.
+    profiling: bool = False
 
     def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
         """``a @ b`` for 2-D ``a``, ``b`` of one dtype, into ``out`` when given (C-contiguous)."""
@@ -46,6 +51,18 @@ class Backend:
         """
         out += self.xp.matmul(a, b)
         return out
+
+    def weight_grad(self, x: Any, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
+        """``dw = x.T @ dy`` for 2-D ``x`` (batch, n_in) and ``dy`` (batch, n_out); returns ``dw``.
+
+        Written into ``out`` (C-contiguous ``(n_in, n_out)``) when given, or
+        added to it with ``accumulate`` (through :meth:`matmul_acc`). The
+        default is one product; a backend may pick a better form for a shape
+        (NumPy: an outer product for a batch of one).
+        """
+        if accumulate:
+            return self.matmul_acc(x.T, dy, out)
+        return self.matmul(x.T, dy, out=out)
 
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
         """Column sums of the 2-D ``dy`` (batch, m): ``db[j] = sum_k dy[k, j]``.
@@ -90,6 +107,47 @@ class Backend:
         dz = activation_grad(self.xp, activation, saved, dy)
         db = self.bias_grad(dz, out, accumulate=accumulate) if bias else None
         return dz, db
+
+    def optimizer_update(self, rule: str, *, w: Any, g: Any, state: dict[str, Any], p_low: Any,
+                         scalars: dict[str, Any]) -> bool:
+        """Run one step of optimizer ``rule`` over 1-D arrays as one fused kernel, where the backend has one.
+
+        Args:
+            rule: ``"adam"`` (Adam and AdamW) or ``"sgd"``.
+            w: The array to update in place: the parameters, or their wide
+                master copy.
+            g: The gradients, ``w``'s length, in the parameters' dtype.
+            state: The rule's state arrays by slot name (``m``, ``v``;
+                ``momentum``), ``w``'s length and dtype, updated in place.
+            p_low: The 16-bit parameters to rewrite from ``w``, or None.
+            scalars: The rule's numbers and flags for this step, as
+                :mod:`gpudense.optim` computes them.
+
+        Returns:
+            True when done; False (the default, and NumPy's answer) when the
+            optimizer should run its chunked array code instead.
+        """
+        return False
+
+    @contextlib.contextmanager
+    def profiled(self, enabled: bool = True) -> Iterator[None]:
+        """Within the block, layers open their stages' NVTX ranges (:attr:`profiling`) when ``enabled``.
+
+        Example:
+            >>> from gpudense import get_backend
+            >>> be = get_backend("numpy")
+            >>> with be.profiled():
+            ...     be.profiling
+            True
+            >>> be.profiling
+            False
+        """
+        previous = self.profiling
+        self.profiling = previous or enabled
+        try:
+            yield
+        finally:
+            self.profiling = previous
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
         """A profiler range around a stage (a shared no-op where there is no profiler)."""

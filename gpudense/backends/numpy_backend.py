@@ -74,8 +74,34 @@ class NumpyBackend(Backend):
         out[...] = total
         return out
 
+    def weight_grad(self, x: Any, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
+        """``dw = x.T @ dy`` (or ``out += x.T @ dy``); a batch of one as an outer product.
+
+        float32 and float64 only, written (not added) into ``dw``: with one
+        row the product has an inner size of 1, and one multiply per element
+        (``x[0, i] * dy[0, j]``, the product's only term, so the same bits)
+        writes ``dw`` in one pass where a GEMM call costs several times more.
+        With an output of at most 16 columns and a batch of at least 256
+        rows, ``dw.T = dy.T @ x`` is computed instead: BLAS then splits the
+        long ``n_in`` side of the product across its threads.
+        """
+        batch, n_in = x.shape
+        n_out = dy.shape[1]
+        if not accumulate and x.dtype in _NATIVE:
+            if out is None:
+                out = np.empty((n_in, n_out), dtype=x.dtype)
+            if batch == 1:
+                return np.multiply(x.reshape(n_in, 1), dy, out=out)
+            if n_out <= 16 < n_in and batch >= 256:
+                np.matmul(dy.T, x, out=out.T)
+                return out
+            return np.matmul(x.T, dy, out=out)
+        return super().weight_grad(x, dy, out, accumulate=accumulate)
+
     def bias_grad(self, dy: Any, out: Any = None, *, accumulate: bool = False) -> Any:
         out_dtype = dy.dtype
+        if out is not None and not accumulate and out_dtype in _NATIVE:  # straight into out: no temporary
+            return np.matmul(self._ones_of(dy.shape[0], out_dtype), dy, out=out)
         acc = wide_dtype(out_dtype)
         if acc != out_dtype:
             # 16-bit types are summed in float32, as the CUDA kernel does, then rounded once.

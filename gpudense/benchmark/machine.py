@@ -119,6 +119,9 @@ def environment(backend: Any, threads: int | None) -> dict[str, Any]:
     except Exception as exc:  # ImportError, or a broken install
         env["torch"] = f"not importable ({type(exc).__name__})"
     else:
+        from gpudense.benchmark.isolation import torch_facts
+
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
+        env["torch_blas"] = torch_facts()  # torch's own BLAS (MKL in the pip wheels), CPU path, threads
     return env

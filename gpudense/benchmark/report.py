@@ -105,6 +105,8 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"backend {doc['settings']['backend']}; device: {env.get('device', env.get('cpu_model'))}; "
         f"threads {doc['settings']['threads']}; numpy {env.get('numpy')}; torch {env.get('torch')}",
         "thread pools: " + (pools or "threadpoolctl not installed"),
+        *([f"torch BLAS: {tb.get('blas')} ({tb.get('blas_version')}), CPU path {tb.get('cpu_capability')}, "
+           f"{tb.get('threads')} threads, {tb.get('parallel')}"] if (tb := env.get("torch_blas")) else []),
         f"OPENBLAS_CORETYPE={env_vars.get('OPENBLAS_CORETYPE')} "
         f"OPENBLAS_L2_SIZE={env_vars.get('OPENBLAS_L2_SIZE')}",
         "ceilings (fastest of the samples before and after the sweep): copy "

@@ -37,12 +37,21 @@ from gpudense.benchmark.config import (
     storage_dtype,
     tf32_plan,
 )
+from gpudense.benchmark.isolation import SpinDown
 from gpudense.benchmark.machine import environment, rotation_sizes, utc_now
 from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
 from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 
-__all__ = ["bench_shape", "bench_shape_calls", "run_child", "sweep", "torch_importable"]
+__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "bench_shape_calls", "rotating_sets_for", "run_child",
+           "sweep", "torch_importable"]
+
+#: Seconds of warm-up calls before every timed block (outside smoke mode).
+MIN_WARMUP_S = 0.1
+#: The step's floor, timed with the stages: the array module's three bare products
+#: (x @ w, dy @ w.T, x.T @ dy) and the one pass over dy of the bias gradient. The step row
+#: carries it as the ratio "floor" and as floor_samples_s / floor_stats; it is no row of its own.
+FLOOR = "floor"
 
 #: ``progress(done, total, what)``: ``done`` of ``total`` steps finished, ``what`` runs next.
 Progress = Callable[[int, int, str], None]
@@ -107,40 +116,68 @@ class _Torch:
         return step
 
 
-def bench_shape_calls(*, repeats: int, warmup: int, torch_ok: bool) -> int:
-    """How many calls :func:`bench_shape` makes: every stage and comparison, timed and warm-up.
+def rotating_sets_for(dims: tuple[int, int, int], itemsize: int, *, cache_bytes: int, budget_bytes: int,
+                      max_sets: int, copies: int = 1) -> int:
+    """How many input sets ``(x, w, b, dy)`` of a shape to rotate through.
+
+    Enough that what the least-reading stage touches (``db`` reads only
+    ``dy``; a stage reads at least ``x`` and ``w``) exceeds twice
+    ``cache_bytes`` (:func:`n_rotating_sets`), but never more sets than
+    ``budget_bytes`` holds: each set keeps all four arrays, ``copies`` times
+    (2 where torch keeps its own copy of them).
 
     Example:
-        >>> bench_shape_calls(repeats=4, warmup=0, torch_ok=False)  # 5 stages and 2 comparisons
-        28
+        >>> rotating_sets_for((1, 4096, 4096), 4, cache_bytes=32 << 20, budget_bytes=512 << 20, max_sets=512)
+        7
     """
-    return calls_of(len(STAGES) + len(COMPARISONS) - (not torch_ok), repeats=repeats, warmup=warmup)
+    batch, n_in, n_out = dims
+    reads = min(batch * n_in + n_in * n_out, batch * n_out) * itemsize
+    held = (batch * n_in + n_in * n_out + n_out + batch * n_out) * itemsize * copies
+    n = n_rotating_sets(reads, cache_bytes, budget_bytes=budget_bytes, max_sets=max_sets)
+    return max(1, min(n, budget_bytes // held))
+
+
+def bench_shape_calls(*, repeats: int, warmup: int, torch_ok: bool) -> int:
+    """How many calls :func:`bench_shape` makes: every stage, comparison and the floor, timed and warm-up.
+
+    Example:
+        >>> bench_shape_calls(repeats=4, warmup=0, torch_ok=False)  # 5 stages, 2 comparisons and the floor
+        32
+    """
+    return calls_of(len(STAGES) + len(COMPARISONS) - (not torch_ok) + 1, repeats=repeats, warmup=warmup)
 
 
 def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dtype_name: str,
                 repeats: int, warmup: int, cache_bytes: int, budget_bytes: int, torch_ok: bool,
                 threads: int | None, seed: int, max_sets: int = 512,
-                on_call: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+                on_call: Callable[[], None] | None = None, min_warmup_s: float = 0.0,
+                settle: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
     """Time all stages and comparisons for one shape and dtype.
 
-    Inputs rotate through enough random sets (:func:`n_rotating_sets`) that
-    what the least-reading stage (``db``, which reads only ``dy``) touches
-    exceeds ``cache_bytes``, within ``budget_bytes`` and ``max_sets``.
-    ``on_call`` is called after every call (:func:`bench_shape_calls` counts them).
+    Inputs rotate through enough random sets (:func:`rotating_sets_for`)
+    that what the least-reading stage (``db``, which reads only ``dy``)
+    touches exceeds ``cache_bytes``, within ``budget_bytes`` of memory and
+    ``max_sets``. ``on_call`` is called after every call
+    (:func:`bench_shape_calls` counts them). The stages run in blocks, in
+    alternating order from round to round, each warmed up for
+    ``min_warmup_s`` and preceded by ``settle`` (see
+    :func:`~gpudense.benchmark.timing.run_rounds`).
 
     Returns:
         One row per stage: shape, dims, dtype, stage, impl, samples and their
         statistics, flops and bytes, paired ratios, ``n_sets`` and ``timer``;
-        no rates yet (:func:`~gpudense.benchmark.ceilings.add_rates`).
+        no rates yet (:func:`~gpudense.benchmark.ceilings.add_rates`). The
+        ``step`` row also has the :data:`FLOOR` ratio and samples.
     """
-    from gpudense.functional import dense_backward, dense_forward
+    from gpudense.functional import dense_forward
+    from gpudense.layer import Dense
 
     xp = backend.xp
     batch, n_in, n_out = dims
     dt = storage_dtype(dtype_name)
     s = dt.itemsize
-    per_set = min(batch * n_in + n_in * n_out, batch * n_out) * s
-    n_sets = n_rotating_sets(per_set, cache_bytes, budget_bytes=budget_bytes, max_sets=max_sets)
+    n_sets = rotating_sets_for(dims, s, cache_bytes=cache_bytes, budget_bytes=budget_bytes,
+                               max_sets=max_sets, copies=3 if torch_ok else 2)
     gen = xp.random.default_rng(seed)
     sets = []
     for _ in range(n_sets):
@@ -150,16 +187,31 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
         dy = random_normal(xp, gen, (batch, n_out), dt)
         sets.append((x, w, b, dy))
     ones = xp.ones(batch, dtype=dt)
+    # "step" is the layer as training runs it: a Dense over each set's w and b (its parameters are
+    # those arrays), forward then backward into its kept gradient arrays, then zero_grad
+    layers = []
+    for x, w, b, dy in sets:
+        layer = Dense(n_in, n_out, dtype=dt, backend=backend, rng=0)
+        layer.w[...], layer.b[...] = w, b
+        layer.bind(w, b, xp.empty_like(w), xp.empty_like(b))
+        layers.append(layer)
+
+    def layer_step(k: int) -> None:
+        layers[k](sets[k][0])
+        layers[k].backward(sets[k][3])
+        layers[k].zero_grad()
 
     fns: dict[str, Callable[[int], Any]] = {
         "forward": lambda k: dense_forward(sets[k][0], sets[k][1], sets[k][2]),
         "dx": lambda k: backend.matmul(sets[k][3], sets[k][1].T),
         "dw": lambda k: backend.matmul(sets[k][0].T, sets[k][3]),
         "db": lambda k: backend.bias_grad(sets[k][3]),
-        "step": lambda k: (dense_forward(sets[k][0], sets[k][1], sets[k][2]),
-                           dense_backward(sets[k][3], sets[k][0], sets[k][1])),
+        "step": layer_step,
         "db.sum": lambda k: sets[k][3].sum(axis=0),
         "db.ones": lambda k: ones @ sets[k][3],
+        # the floor of a step on this array module: its three bare products and one pass over dy
+        FLOOR: lambda k: (xp.matmul(sets[k][0], sets[k][1]), xp.matmul(sets[k][3], sets[k][1].T),
+                          xp.matmul(sets[k][0].T, sets[k][3]), backend.bias_grad(sets[k][3])),
     }
     if torch_ok:
         tb = _Torch("cuda" if backend.name == "cupy" else "cpu", dtype_name, threads)
@@ -168,11 +220,17 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
 
     timer = timer_for(backend)
     samples = run_rounds(fns, n_sets=n_sets, repeats=repeats, warmup=warmup, timer=timer,
-                         nvtx=backend.nvtx_range, on_call=on_call)
+                         nvtx=backend.nvtx_range, on_call=on_call, min_warmup_s=min_warmup_s, alternate=True,
+                         settle=settle)
     rows = []
+    floor = samples.pop(FLOOR)
     for stage, ss in samples.items():
         flops, nbytes = stage_work(stage, batch, n_in, n_out, s)
         ratios = {}
+        extra: dict[str, Any] = {}
+        if stage == "step":
+            ratios[FLOOR] = paired_ratio(ss, floor)
+            extra = {"floor_samples_s": [float(v) for v in floor], "floor_stats": summarize(floor)}
         if stage == "step" and "torch.step" in samples:
             ratios["torch.step"] = paired_ratio(ss, samples["torch.step"])
         if stage == "db":
@@ -185,9 +243,9 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
                     ("gpudense" if stage in STAGES else "array-module"),
             "samples_s": [float(v) for v in ss], "stats": summarize(ss),
             "flops": int(flops), "bytes": int(nbytes), "ratios": ratios,
-            "n_sets": n_sets, "timer": timer.kind,
+            "n_sets": n_sets, "timer": timer.kind, **extra,
         })
-    del sets, fns
+    del sets, fns, layers
     return rows
 
 
@@ -278,6 +336,10 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         "notes": notes,
     }
     doc["environment"] = environment(be, threads)
+    # Contenders apart: every block warmed up for MIN_WARMUP_S, stages in alternating order, and on
+    # a CPU a wait for the previous block's BLAS/OpenMP worker threads to stop spinning.
+    min_warmup_s = 0.0 if mode == "smoke" else MIN_WARMUP_S
+    settle = SpinDown() if not on_gpu and mode != "smoke" else None
     tasks = [(n, d, dt) for dt in plan["here"] for n, d in shapes]
     total = len(tasks) + 2
     sizes = ceiling_sizes(on_gpu, mode)
@@ -306,7 +368,8 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         rows += bench_shape(be, shape_name=name, dims=dims, dtype_name=dt, repeats=repeats,
                             warmup=warmup, cache_bytes=cache, budget_bytes=budget,
                             torch_ok=torch_ok, threads=threads, seed=config.seed + i,
-                            max_sets=2 if mode == "smoke" else 512, on_call=on_call)
+                            max_sets=2 if mode == "smoke" else 512, on_call=on_call,
+                            min_warmup_s=min_warmup_s, settle=settle)
     report(total - 1, "ceilings again", n_ceiling_calls)
     after = measure_ceilings(be, plan["here"], sizes=sizes, repeats=repeats, warmup=warmup,
                              copy=copy_gbps is None, threads=threads, on_call=on_call)
@@ -320,6 +383,8 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
             rows += child["rows"]
             notes += [f"[CUPY_TF32={value} child] {n}" for n in child["notes"]]
     add_rates(rows, ceilings)
+    doc["isolation"] = {"min_warmup_s": min_warmup_s, "order": "alternating",
+                        "spin_down": settle.summary() if settle is not None else None}
     doc["ceilings"] = ceilings
     doc["rows"] = rows
     return doc

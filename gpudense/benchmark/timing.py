@@ -93,16 +93,18 @@ def calls_of(n_fns: int, *, repeats: int, warmup: int, rounds: int = 4) -> int:
 
 def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: int, warmup: int,
                timer: Any, nvtx: Callable[[str], ContextManager[Any]], rounds: int = 4,
-               on_call: Callable[[], None] | None = None) -> dict[str, list[float]]:
+               on_call: Callable[[], None] | None = None, min_warmup_s: float = 0.0,
+               alternate: bool = False, settle: Callable[[], Any] | None = None) -> dict[str, list[float]]:
     """Time every ``fns[name](set_index)``; return its samples in seconds, per name.
 
     The repeats are split into ``rounds``; in each round every stage runs in
-    turn as one block: ``warmup`` untimed calls, then its share of timed
-    calls. Blocks keep one library's idle worker threads (OpenBLAS, OpenMP
-    spin a while after a call) from running into the next stage's timed
-    call, and rounds spread every stage over the whole run, so a slow phase
-    of a shared machine hits all of them alike. Timed call ``i`` uses input
-    set ``i % n_sets``; sample ``i`` of two stages comes from the same round.
+    turn as one block: ``warmup`` untimed calls (and more until they have
+    lasted ``min_warmup_s``), then its share of timed calls. Blocks keep one
+    library's idle worker threads (OpenBLAS, OpenMP spin a while after a
+    call) from running into the next stage's timed call, and rounds spread
+    every stage over the whole run, so a slow phase of a shared machine hits
+    all of them alike. Timed call ``i`` uses input set ``i % n_sets``;
+    sample ``i`` of two stages comes from the same round.
 
     Args:
         fns: stage name -> a call on input set ``k``.
@@ -113,9 +115,17 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
         nvtx: ``nvtx(name)`` is a context manager around each timed block
             (the backend's ``nvtx_range``).
         rounds: How many rounds to split the repeats into.
-        on_call: Called after every call, warm-up or timed (outside the
-            timed region), e.g. to move a progress bar; :func:`calls_of`
-            counts them.
+        on_call: Called after every timed call and each of the ``warmup``
+            warm-up calls (outside the timed region), e.g. to move a progress
+            bar; :func:`calls_of` counts them. The calls that stretch a
+            warm-up to ``min_warmup_s`` are not counted.
+        min_warmup_s: The least wall time, in seconds, the warm-up of each
+            block lasts (at least ``warmup`` calls all the same).
+        alternate: Run the stages in reverse order in every other round, so
+            that no stage always follows the same one.
+        settle: Called before every block, e.g. a
+            :class:`~gpudense.benchmark.isolation.SpinDown` that waits for the
+            previous block's worker threads to go idle.
 
     Returns:
         name -> ``repeats`` samples in seconds.
@@ -127,11 +137,18 @@ def run_rounds(fns: dict[str, Callable[[int], Any]], *, n_sets: int, repeats: in
     samples: dict[str, list[float]] = {name: [] for name in fns}
     tick = on_call or (lambda: None)
     done = 0
-    for share in split_repeats(repeats, rounds):
-        for name, fn in fns.items():
-            for w in range(warmup):
-                fn((done + w) % n_sets)
-                tick()
+    names = list(fns)
+    for r, share in enumerate(split_repeats(repeats, rounds)):
+        for name in (names[::-1] if alternate and r % 2 else names):
+            fn = fns[name]
+            if settle is not None:
+                settle()
+            warm, until = 0, time.perf_counter() + min_warmup_s
+            while warm < warmup or (min_warmup_s > 0 and time.perf_counter() < until):
+                fn((done + warm) % n_sets)
+                if warm < warmup:
+                    tick()
+                warm += 1
             with nvtx(f"bench.{name}"):
                 for i in range(done, done + share):
                     k = i % n_sets

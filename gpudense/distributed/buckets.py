@@ -5,8 +5,8 @@ each and at most ``bucket_bytes`` (a parameter larger than that has a bucket
 of its own). Each bucket is one flat, contiguous array per step:
 
 * where the gradients already are consecutive views into one contiguous
-  buffer (an optimizer that owns flat gradient storage), that buffer's span
-  is all-reduced in place: no copy;
+  buffer (a model whose gradients live in a flat buffer, see
+  :mod:`gpudense.flat`), that buffer's span is all-reduced in place: no copy;
 * otherwise the gradients are packed into the bucket's own flat buffer
   (allocated once, on the model's backend), the buffer is all-reduced, and
   the sums are unpacked into the gradients.
@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gpudense._checks import int_at_least
+from gpudense.flat import ALIGN
 
 __all__ = ["DEFAULT_BUCKET_BYTES", "Bucket", "GradientBuckets"]
 
@@ -79,19 +80,24 @@ class Bucket:
         True when each array is C-contiguous with the bucket's dtype and
         shape, all share one C-contiguous owner (themselves, for a bucket of
         one array), the first at some offset and each next one right after
-        the previous.
+        the previous or after a gap of fewer than :data:`gpudense.flat.ALIGN`
+        elements (the padding a :class:`~gpudense.flat.FlatLayout` leaves to
+        start every array on a cache line). The span includes the gaps: an
+        all-reduce sums them too, and nothing reads them.
         """
         owner = _owner(arrays[0])
         if owner is None or not owner.flags.c_contiguous or owner.dtype != self.dtype:
             return None
         item = self.dtype.itemsize
-        start = (_address(arrays[0]) - _address(owner)) // item
+        base = _address(owner)
+        start = (_address(arrays[0]) - base) // item
         position = start
         for a, shape, n in zip(arrays, self.shapes, self.sizes):
+            offset, rest = divmod(_address(a) - base, item)
             if (_owner(a) is not owner or a.dtype != self.dtype or tuple(a.shape) != shape
-                    or not a.flags.c_contiguous or _address(a) != _address(owner) + position * item):
+                    or not a.flags.c_contiguous or rest or not position <= offset < position + ALIGN):
                 return None
-            position += n
+            position = offset + n
         if start < 0 or position > owner.size:
             return None
         return owner.reshape(-1)[start:position]

@@ -6,17 +6,21 @@ An optimizer takes the model (anything with ``param_grads()``, such as
 parameter **in place** (the arrays the model holds are the arrays that
 change) and skipping those whose gradient is None. Per-parameter state
 (momentum buffers, Adam's moments) is keyed by the parameter's name and
-created on the first step that sees its gradient.
+starts on the first step that sees its gradient.
 
-The math is written against the parameters' array module: one temporary the
-size of the parameter per step (float16: also a float32 copy of the
-gradient), no copies of the parameters. Each parameter
-has its own step count, as in PyTorch (a parameter without a gradient on some
-steps gets Adam's bias correction for the steps it took). For float16
-parameters the optimizer keeps a float32 master copy and float32 state; the
-update is applied to the master and the parameter is rewritten from it, so
-small updates and weight decay are not lost to float16 rounding (a float16
-Adam second moment would also underflow).
+The state of all parameters of one dtype lies in one flat buffer per slot
+(:mod:`gpudense.optim.flatstate`); ``optimizer.state[slot][name]`` are views
+of it. On a GPU a step is one elementwise kernel per buffer; on a CPU it runs
+through the buffers in cache-sized chunks of in-place NumPy operations, with
+a few chunk-sized temporaries and no copies of the parameters. State entries
+that fall below the smallest normal number are set to zero (subnormal
+arithmetic is slow on many CPUs). Each parameter has its own step count, as
+in PyTorch (a parameter without a gradient on some steps gets Adam's bias
+correction for the steps it took). For 16-bit parameters the optimizer keeps
+a float32 master copy and float32 state; the update is applied to the master
+and the parameter is rewritten from it, so small updates and weight decay are
+not lost to float16 rounding (a float16 Adam second moment would also
+underflow).
 
 Example:
     >>> import numpy as np

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from gpudense._checks import check_number
+from gpudense.optim.flatstate import flush_small
 from gpudense.optim.optimizer import Optimizer
 
 __all__ = ["Adam", "AdamW"]
@@ -27,6 +30,7 @@ class Adam(Optimizer):
     """
 
     SLOTS = ("m", "v")
+    RULE = "adam"
     NON_NEGATIVE_SLOTS = ("v",)
     decoupled = False
 
@@ -45,40 +49,49 @@ class Adam(Optimizer):
             "weight_decay": check_number("weight_decay", hyper["weight_decay"]),
         }
 
-    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
+    def _constants(self, dtype: np.dtype) -> dict[str, Any]:
         h = self.hyperparams
         b1, b2, lr, wd = h["beta1"], h["beta2"], h["lr"], h["weight_decay"]
-        m = self._slot(xp, "m", name, p)
-        v = self._slot(xp, "v", name, p)
-        if self.decoupled and wd:
-            p *= 1 - lr * wd  # AdamW: decay the weights, not the gradient
-        tmp = xp.empty(p.shape, dtype=m.dtype)  # the one temporary
+        f = dtype.type
+        return {
+            "b1": f(b1), "omb1": f(1 - b1), "b2": f(b2), "omb2": f(1 - b2),
+            "l2": int(bool(wd) and not self.decoupled), "wd": f(wd),
+            "decoupled": int(bool(wd) and self.decoupled), "decay": f(1 - lr * wd), "eps": f(h["eps"]),
+        }
 
-        def grad_into_tmp() -> None:
-            if wd and not self.decoupled:
-                xp.multiply(p, wd, out=tmp)  # Adam's L2 term
-                xp.add(tmp, g, out=tmp)
-            else:
-                tmp[...] = g
+    def _per_step(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+        h = self.hyperparams
+        f = dtype.type
+        # denom = sqrt(v) / sqrt(1 - b2**t) + eps; step = lr / (1 - b1**t) * m / denom
+        return {"c2": f(1 / math.sqrt(1 - h["beta2"]**t)), "k": f(h["lr"] / (1 - h["beta1"]**t))}
 
-        grad_into_tmp()
-        tmp *= 1 - b1
-        m *= b1
-        m += tmp
-        grad_into_tmp()
-        tmp *= tmp
-        tmp *= 1 - b2
-        v *= b2
-        v += tmp
-        bc1 = 1 - b1**t
-        bc2 = 1 - b2**t
-        # denom = sqrt(v / bc2) + eps; step = (lr / bc1) * m / denom
-        xp.sqrt(v, out=tmp)
-        tmp *= 1 / math.sqrt(bc2)
-        tmp += h["eps"]
-        xp.divide(m, tmp, out=tmp)
-        tmp *= lr / bc1
-        p -= tmp
+    def _chunk(self, xp: Any, s: dict[str, Any], w: Any, g: Any, state: list[Any],
+               ta: Any, tb: Any, mask: Any) -> None:
+        m, v = state
+        if s["decoupled"]:
+            w *= s["decay"]  # AdamW: decay the weights, not the gradient
+        if s["l2"]:
+            xp.multiply(w, s["wd"], out=tb)  # Adam's L2 term
+            tb += g
+            g = tb
+        xp.multiply(g, s["omb1"], out=ta)
+        m *= s["b1"]
+        m += ta
+        if s["tiny"]:
+            flush_small(xp, m, s["tiny"], ta, mask)
+        xp.multiply(g, g, out=ta)
+        ta *= s["omb2"]
+        v *= s["b2"]
+        v += ta
+        xp.sqrt(v, out=ta)
+        ta *= s["c2"]
+        ta += s["eps"]
+        xp.divide(m, ta, out=ta)
+        ta *= s["k"]
+        w -= ta
+        if s["flush_all"]:
+            flush_small(xp, v, s["tiny"], ta, mask, signed=False)
+            flush_small(xp, w, s["tiny"], ta, mask)
 
 
 class AdamW(Adam):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from gpudense._checks import check_number
+from gpudense.optim.flatstate import flush_small
 from gpudense.optim.optimizer import Optimizer
 
 __all__ = ["SGD"]
@@ -24,6 +27,8 @@ class SGD(Optimizer):
         weight_decay: L2 penalty added to the gradient, >= 0.
         nesterov: Nesterov momentum (needs momentum > 0).
     """
+
+    RULE = "sgd"
 
     def __init__(self, model: Any, *, lr: float = 0.1, momentum: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
@@ -50,31 +55,40 @@ class SGD(Optimizer):
             )
         return h
 
-    def _update(self, xp: Any, name: str, p: Any, g: Any, t: int) -> None:
+    def _constants(self, dtype: np.dtype) -> dict[str, Any]:
         h = self.hyperparams
-        lr, mu, wd = h["lr"], h["momentum"], h["weight_decay"]
-        wide = p.dtype  # float32 master for float16 parameters
-        own = False  # whether d is a temporary of ours, free to scale in place
+        f = dtype.type
+        return {
+            "lr": f(h["lr"]), "mu": f(h["momentum"]), "wd": f(h["weight_decay"]),
+            "l2": int(bool(h["weight_decay"])), "nesterov": int(bool(h["nesterov"])),
+        }
+
+    def _per_step(self, t: int, dtype: np.dtype) -> dict[str, Any]:
+        return {"first": int(t == 1)}
+
+    def _chunk(self, xp: Any, s: dict[str, Any], w: Any, g: Any, state: list[Any],
+               ta: Any, tb: Any, mask: Any) -> None:
         d = g
-        if wd:
-            d = xp.multiply(p, wd, out=xp.empty(p.shape, dtype=wide))
-            d += g
-            own = True
-        if mu:
-            buf = self.state["momentum"].get(name)
-            if buf is None:
-                buf = self.state["momentum"][name] = d.astype(wide, copy=True)
+        if s["l2"]:
+            xp.multiply(w, s["wd"], out=ta)
+            ta += g
+            d = ta
+        if state:  # momentum
+            (buf,) = state
+            if s["first"]:
+                buf[...] = d
             else:
-                buf *= mu
+                buf *= s["mu"]
                 buf += d
-            if h["nesterov"]:
-                nd = buf * mu
-                nd += d
-                d, own = nd, True
+            if s["tiny"]:
+                flush_small(xp, buf, s["tiny"], tb, mask)
+            if s["nesterov"]:
+                xp.multiply(buf, s["mu"], out=tb)
+                tb += d
+                d = tb
             else:
-                d, own = buf, False
-        if own:
-            d *= lr
-            p -= d
-        else:
-            p -= lr * d
+                d = buf
+        xp.multiply(d, s["lr"], out=ta)
+        w -= ta
+        if s["flush_all"]:
+            flush_small(xp, w, s["tiny"], ta, mask)

@@ -43,6 +43,7 @@ def test_sweep_returns_a_valid_document_with_every_stage(fresh_backends):
         assert set(db["ratios"]) == {"db.sum", "db.ones"}
     assert doc["ceilings"]["copy"]["threads"] == 1 and doc["ceilings"]["copy"]["verified"] is True
     assert "torch.step not measured: --no-torch given" in doc["notes"]
+    assert doc["isolation"] == {"min_warmup_s": 0.0, "order": "alternating", "spin_down": None}  # smoke mode
     # ceilings, two shapes, ceilings again, then done
     assert seen == [(0, 4, "ceilings"), (1, 4, "tiny float32"), (2, 4, "3x5x2 float32"),
                     (3, 4, "ceilings again"), (4, 4, "done")]
@@ -139,3 +140,28 @@ def test_sweep_runs_the_other_cupy_tf32_dtypes_in_a_child_and_merges_them(
     merged = next(r for r in doc["rows"] if r["dtype"] == child_dtype)
     assert merged["tflops"] == pytest.approx(1.0) and merged["frac_flops"] == pytest.approx(0.25)
     assert f"[CUPY_TF32={child_value} child] from the child" in doc["notes"]
+
+
+def test_step_rows_carry_the_floor_of_three_products_and_one_pass(fresh_backends):
+    doc = sweep(_small(repeats=3))
+    for row in doc["rows"]:
+        if row["stage"] == "step":
+            assert sweep_module.FLOOR in row["ratios"] and row["ratios"][sweep_module.FLOOR] > 0
+            assert len(row["floor_samples_s"]) == 3 and row["floor_stats"]["n"] == 3
+        else:
+            assert sweep_module.FLOOR not in row["ratios"] and "floor_stats" not in row
+    assert sweep_module.FLOOR not in {r["stage"] for r in doc["rows"]}
+
+
+@pytest.mark.parametrize("dims", [(1, 4096, 4096), (256, 4096, 4096), (1048576, 64, 64), (128, 64, 64), (3, 5, 2)])
+@pytest.mark.parametrize("copies", [1, 2])
+def test_rotating_sets_never_hold_more_than_the_budget(dims, copies):
+    batch, n_in, n_out = dims
+    budget = 512 << 20
+    n = sweep_module.rotating_sets_for(dims, 4, cache_bytes=32 << 20, budget_bytes=budget, max_sets=512,
+                                       copies=copies)
+    held = (batch * n_in + n_in * n_out + n_out + batch * n_out) * 4 * copies
+    assert 1 <= n <= 512
+    assert n == 1 or n * held <= budget  # a batch-1 layer's 64 MiB w counts, not only the 16 KiB dy it reads
+    if held * 512 <= budget:  # small shapes: enough sets to pass twice the cache, up to max_sets
+        assert n == min(512, -(-2 * (32 << 20) // (min(batch * n_in + n_in * n_out, batch * n_out) * 4)))

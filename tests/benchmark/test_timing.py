@@ -103,3 +103,44 @@ def test_timer_for_picks_cuda_events_only_for_cupy():
     fake_xp = types.SimpleNamespace(cuda=types.SimpleNamespace(Event=object))
     assert isinstance(timing.timer_for(types.SimpleNamespace(name="cupy", xp=fake_xp)), timing.CudaTimer)
     assert timing.CpuTimer().time(lambda: None) >= 0.0
+
+
+def test_run_rounds_alternates_the_order_and_settles_before_every_block():
+    calls: list[str] = []
+    settles: list[int] = []
+
+    class FakeTimer:
+        kind = "fake"
+
+        def time(self, fn):
+            fn()
+            return 1.0
+
+    fns = {name: (lambda k, name=name: calls.append(name)) for name in ("a", "b", "c")}
+    timing.run_rounds(fns, n_sets=1, repeats=4, warmup=1, timer=FakeTimer(),
+                      nvtx=lambda name: contextlib.nullcontext(), rounds=2, alternate=True,
+                      settle=lambda: settles.append(len(calls)))
+    # round 1: a b c, round 2: c b a; each block one warm-up call and two timed calls
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["c"] * 3 + ["b"] * 3 + ["a"] * 3
+    assert settles == [0, 3, 6, 9, 12, 15]  # before every block, none inside one
+
+
+def test_run_rounds_warms_each_block_up_for_at_least_min_warmup_s():
+    import time
+
+    stamps: dict[str, list[float]] = {"a": [], "b": []}
+
+    class FakeTimer:
+        kind = "fake"
+
+        def time(self, fn):
+            fn()
+            return 1.0
+
+    fns = {name: (lambda k, name=name: stamps[name].append(time.perf_counter())) for name in stamps}
+    samples = timing.run_rounds(fns, n_sets=2, repeats=1, warmup=1, timer=FakeTimer(),
+                                nvtx=lambda name: contextlib.nullcontext(), rounds=1, min_warmup_s=0.02)
+    assert samples == {"a": [1.0], "b": [1.0]}
+    for name, ts in stamps.items():
+        assert len(ts) >= 3  # the warm-up calls, then the one timed call
+        assert ts[-1] - ts[0] >= 0.02  # the timed call came only after 0.02 s of warm-up calls

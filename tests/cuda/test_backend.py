@@ -186,3 +186,27 @@ def test_the_skip_reason_here_names_the_missing_driver():
             get_backend("cupy")
     finally:
         _reset_for_tests()
+
+
+def test_without_a_driver_library_auto_does_not_import_cupy():
+    import ctypes
+    import subprocess
+    import sys
+
+    pytest.importorskip("cupy", reason="CuPy is not installed here")
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        pass
+    else:
+        pytest.skip("an NVIDIA driver library is installed here")
+    code = ("import sys, warnings; warnings.simplefilter('ignore'); import gpudense; "
+            "from gpudense.backends import auto_backend_reason; "
+            "print(gpudense.get_backend('auto').name, 'cupy' in sys.modules); print(auto_backend_reason()[1])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GPUDENSE_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    first, reason = out.splitlines()[:2]
+    assert first == "numpy False"  # fell back without importing CuPy
+    import cupy
+
+    assert f"CuPy {cupy.__version__} is installed but no CUDA device is usable: no NVIDIA driver found" in reason

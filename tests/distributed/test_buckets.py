@@ -73,6 +73,8 @@ def test_bucket_bytes_must_be_a_positive_int(bucket_bytes):
 def test_fresh_gradients_are_packed_summed_and_unpacked(rng):
     model = MLP([4, 8, 3], backend="numpy", rng=0)
     _backward(model, rng)
+    for layer in model:  # arrays of their own, as a model without flat buffers has
+        layer.dw, layer.db = layer.dw.copy(), layer.db.copy()
     before = _grads(model)
     comm = load_fakes().Mirror(size=3)
     buckets = GradientBuckets(model, comm, bucket_bytes=40 * 4)
@@ -151,3 +153,52 @@ def test_one_process_needs_no_collective(rng):
     buckets = GradientBuckets(model, LocalCommunicator())
     buckets.allreduce()
     assert buckets.buckets[0].buffer is None
+
+
+def test_gradients_in_a_flat_layout_with_alignment_gaps_are_reduced_in_place(rng):
+    from gpudense.flat import ALIGN, FlatLayout
+
+    model = MLP([4, 8, 3], backend="numpy", rng=0)
+    _backward(model, rng)
+    before = _grads(model)
+    pgs = model.param_grads()
+    layout = FlatLayout([(pg.name, pg.grad.shape) for pg in pgs])
+    assert layout.size > sum(pg.grad.size for pg in pgs)  # the layout leaves gaps: 8 and 3 are no multiples of 16
+    flat = np.full(layout.size, np.nan, np.float32)  # whatever the gaps hold is never read
+    dense = [block for block in model if isinstance(block, Dense)]
+    for layer, (w, b) in zip(dense, (("0.w", "0.b"), ("2.w", "2.b"))):
+        for attr, name in (("dw", w), ("db", b)):
+            view = layout.view(flat, name)
+            view[...] = getattr(layer, attr)
+            setattr(layer, attr, view)
+    comm = load_fakes().Mirror(size=2)
+    buckets = GradientBuckets(model, comm)
+    buckets.allreduce()
+    assert buckets.buckets[0].buffer is None  # nothing was packed
+    (seen,) = comm.seen
+    assert np.shares_memory(seen, flat) and seen.size == layout.offsets[-1] + layout.sizes[-1]
+    for name, g in _grads(model).items():
+        np.testing.assert_array_equal(g, 2 * before[name])
+    # a gap of ALIGN elements or more is no layout of ours: packed
+    model2 = MLP([4, 3], backend="numpy", rng=0)
+    _backward(model2, rng)
+    spaced = np.zeros(12 + ALIGN + 3, np.float32)
+    model2[0].dw, model2[0].db = spaced[:12].reshape(4, 3), spaced[12 + ALIGN:]
+    comm2 = load_fakes().Mirror(size=2)
+    buckets2 = GradientBuckets(model2, comm2)
+    buckets2.allreduce()
+    assert comm2.seen[0] is buckets2.buckets[0].buffer
+
+
+def test_an_mlps_gradients_are_reduced_in_place_from_its_flat_buffer(rng):
+    model = MLP([4, 8, 3], backend="numpy", rng=0)
+    _backward(model, rng)
+    before = _grads(model)
+    comm = load_fakes().Mirror(size=2)
+    buckets = GradientBuckets(model, comm)
+    buckets.allreduce()
+    assert buckets.buckets[0].buffer is None  # nothing packed
+    (seen,) = comm.seen
+    assert np.shares_memory(seen, model.flat.grads)
+    for name, g in _grads(model).items():
+        np.testing.assert_array_equal(g, 2 * before[name])

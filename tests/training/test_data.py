@@ -44,3 +44,24 @@ def test_synthetic_set_is_deterministic_and_chunked():
     np.testing.assert_array_equal(half.x_train, a.x_train.astype(np.float16))
     with pytest.raises(ValueError, match="n_classes"):
         make_synthetic(100, 3, 1)
+
+
+def test_digits_read_from_the_bundled_file_equal_sklearns_loader():
+    sk_datasets = pytest.importorskip("sklearn.datasets", reason="the digits set comes with scikit-learn")
+    from gpudense.data import digits_arrays
+
+    pixels, labels = digits_arrays()
+    bunch = sk_datasets.load_digits()
+    assert pixels.dtype == np.float64 and labels.dtype == np.int64
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+
+
+def test_digits_are_read_without_importing_sklearn_datasets():
+    import subprocess
+    import sys
+
+    code = ("import sys; from gpudense.data import load_digits; load_digits(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -445,3 +445,237 @@ def test_loaded_state_is_the_optimizers_own():
     assert saved["step"] == 2 and opt.step_count == 3
     opt.lr = 0.25
     assert prepared.hyperparams["lr"] == saved["hyperparams"]["lr"] == 1e-3
+
+
+# -- flat state buffers, chunks, subnormal numbers ------------------------------------
+
+
+def _step_mlp(opt, model, x):
+    y = model(x)
+    model.backward(np.ones_like(y))
+    opt.step()
+    opt.zero_grad()
+
+
+@pytest.mark.parametrize("factory", [lambda m: Adam(m), lambda m: SGD(m, momentum=0.9)])
+def test_state_of_all_parameters_lies_in_one_aligned_buffer_per_slot(factory):
+    model = MLP([3, 5, 7, 2], backend="numpy", rng=0)
+    opt = factory(model)
+    _step_mlp(opt, model, np.ones((4, 3), np.float32))
+    for slot in opt.SLOTS:
+        arrays = opt.state[slot]
+        assert sorted(arrays) == ["0.b", "0.w", "2.b", "2.w", "4.b", "4.w"]
+        bases = {id(a.base) for a in arrays.values()}
+        assert len(bases) == 1  # views of one flat buffer
+        base = next(iter(arrays.values())).base
+        assert base.ndim == 1 and base.flags.c_contiguous
+        shapes = {pg.name: pg.param.shape for pg in model.param_grads()}
+        for name, a in arrays.items():
+            assert a.shape == shapes[name]
+            assert (a.ctypes.data - base.ctypes.data) % 64 == 0  # every array starts on a cache line
+        starts = sorted(a.ctypes.data for a in arrays.values())
+        assert len(set(starts)) == len(starts)  # no two share memory
+        assert not any(np.shares_memory(a, b) for a in arrays.values() for b in arrays.values() if a is not b)
+
+
+def ref_adam_arrays(p, grads, lr, b1, b2, eps):
+    """Adam in float64 arrays, straight from the update rule (for parameters too big for ref_adam's loops)."""
+    p = p.astype(np.float64)
+    m = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    return p
+
+
+def test_a_parameter_larger_than_a_chunk_is_updated_everywhere(rng):
+    from gpudense.flat import CHUNK_BYTES
+
+    n = 3 * CHUNK_BYTES // 8 + 5  # float64: three chunks and a part
+    p0 = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) for _ in range(3)]
+    got, _ = run(lambda m: Adam(m, lr=0.01), p0, grads)
+    np.testing.assert_allclose(got, ref_adam_arrays(p0, grads, 0.01, 0.9, 0.999, 1e-8), rtol=1e-12, atol=1e-14)
+    got, _ = run(lambda m: SGD(m, lr=0.1, momentum=0.9), p0, grads)
+    np.testing.assert_allclose(got[:50], ref_sgd(p0[:50], [g[:50] for g in grads], 0.1, 0.9), rtol=1e-12)
+    np.testing.assert_allclose(got[-50:], ref_sgd(p0[-50:], [g[-50:] for g in grads], 0.1, 0.9), rtol=1e-12)
+
+
+def _is_subnormal(a):
+    a = np.abs(a)
+    return (a > 0) & (a < np.finfo(a.dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_first_moment_never_holds_a_subnormal_number(dtype):
+    # A unit that fired once and then died: m = 0.1 * 1e-30 decays by 0.9 per step. Without the
+    # flush it would pass through the subnormal range (about 150 steps in float32) before 0.
+    tiny = np.finfo(dtype).tiny
+    model = Params(x=np.ones(3, dtype))
+    opt = Adam(model, lr=1e-3)
+    first = np.array([1e-30, -1e-30, tiny], dtype)  # tiny: (1 - b1) * tiny is subnormal at once
+    steps = 1000 if dtype == np.float32 else 8000
+    for t in range(steps):
+        model.grads["x"] = first.copy() if t == 0 else np.zeros(3, dtype)
+        opt.step()
+        assert not _is_subnormal(opt.state["m"]["x"]).any(), t
+    assert (opt.state["m"]["x"] == 0).all()
+
+
+def test_second_moment_and_parameters_are_flushed_every_flush_period_steps():
+    from gpudense.optim.flatstate import FLUSH_PERIOD
+
+    tiny = np.finfo(np.float32).tiny
+    model = Params(x=np.array([tiny / 4, -tiny / 2, 1.0], np.float32))  # two subnormal parameters
+    opt = Adam(model, lr=1e-3, betas=(0.9, 0.5))
+    g = np.array([0.0, 0.0, 1e-19], np.float32)  # v = 0.5 * 1e-38: subnormal on the first step
+    for t in range(1, 2 * FLUSH_PERIOD + 1):
+        model.grads["x"] = g.copy() if t == 1 else np.zeros(3, np.float32)
+        opt.step()
+        if t == 1:
+            assert _is_subnormal(opt.state["v"]["x"])[2]  # allowed between flushes
+        if t % FLUSH_PERIOD == 0:
+            assert not _is_subnormal(opt.state["v"]["x"]).any()
+            assert not _is_subnormal(model.params["x"]).any()
+            assert model.params["x"][:2].tolist() == [0.0, 0.0]
+        elif t < FLUSH_PERIOD:
+            assert model.params["x"][0] == tiny / 4  # untouched in between: the flush is periodic
+
+
+def test_sgd_momentum_never_holds_a_subnormal_number():
+    model = Params(x=np.zeros(2, np.float32))
+    opt = SGD(model, lr=0.1, momentum=0.5)
+    for t in range(300):
+        model.grads["x"] = np.array([1e-20, 3e-38], np.float32) if t == 0 else np.zeros(2, np.float32)
+        opt.step()
+        assert not _is_subnormal(opt.state["momentum"]["x"]).any(), t
+    assert (opt.state["momentum"]["x"] == 0).all()
+
+
+def test_state_follows_parameters_that_appear_later():
+    # the optimizer regroups when the model's parameters change; state of the others carries on
+    p0 = np.linspace(-1, 1, 6)
+    grads = [np.full(6, 0.1 * k) for k in range(1, 5)]
+    full, _ = run(lambda m: Adam(m, lr=0.01), p0, grads)
+    model = Params(x=p0.copy())
+    opt = Adam(model, lr=0.01)
+    for g in grads[:2]:
+        model.grads["x"] = g.copy()
+        opt.step()
+    model.params["y"] = np.ones(3)
+    model.grads["y"] = None
+    for g in grads[2:]:
+        model.grads = {"x": g.copy(), "y": np.ones(3)}
+        opt.step()
+    np.testing.assert_array_equal(model.params["x"], full)
+    assert opt.param_steps == {"x": 4, "y": 2}
+    np.testing.assert_allclose(model.params["y"], ref_adam(np.ones(3), [np.ones(3)] * 2, 0.01, 0.9, 0.999, 1e-8),
+                               rtol=1e-12)
+
+
+def test_non_contiguous_parameters_are_updated_in_place(problem):
+    p0, grads = problem
+    base = np.zeros((7, 2))
+    model = Params(x=base[:, 0])  # a strided view
+    model.params["x"][...] = p0
+    opt = SGD(model, lr=0.05, momentum=0.9)
+    for g in grads:
+        model.grads["x"] = g.copy()
+        opt.step()
+    np.testing.assert_allclose(base[:, 0], ref_sgd(p0, grads, 0.05, 0.9), rtol=1e-12, atol=1e-14)
+    assert (base[:, 1] == 0).all()
+
+
+def test_read_only_parameters_and_repeated_names_are_refused():
+    w = np.ones(3)
+    w.flags.writeable = False
+    model = Params(x=w)
+    model.grads["x"] = np.ones(3)
+    with pytest.raises(ValueError, match="parameter x is read-only"):
+        Adam(model).step()
+
+    class Twice(Params):
+        def param_grads(self):
+            return [ParamGrad("a", self.params["a"], self.grads["a"])] * 2
+
+    model = Twice(a=np.ones(2))
+    model.grads["a"] = np.ones(2)
+    with pytest.raises(ValueError, match=r"names must be unique; \['a'\]"):
+        SGD(model).step()
+
+
+def test_a_refused_step_changes_nothing():
+    model = Params(a=np.ones(3), b=np.ones(2), c=np.ones(4))
+    opt = Adam(model, lr=0.1)
+    model.grads = {"a": np.ones(3), "b": np.ones(2), "c": np.ones(4)}
+    opt.step()
+    before = opt.state_dict()
+    params = {k: v.copy() for k, v in model.params.items()}
+    model.grads = {"a": np.ones(3), "b": np.ones(2), "c": np.ones(5)}  # the last gradient does not fit
+    with pytest.raises(ValueError, match="gradient of c has shape"):
+        opt.step()
+    for k, v in params.items():
+        np.testing.assert_array_equal(model.params[k], v)  # a and b were not stepped either
+    _assert_same_state(opt.state_dict(), before)
+    assert opt.step_count == 1
+
+
+def test_one_array_under_two_names_is_refused():
+    w = np.ones(3)
+
+    class Shared(Params):
+        def param_grads(self):
+            return [ParamGrad("0.w", w, np.ones(3)), ParamGrad("2.w", w, np.ones(3))]
+
+    with pytest.raises(ValueError, match="parameters 0.w and 2.w are one array"):
+        SGD(Shared(x=w))
+    assert (w == 1).all()
+
+
+@pytest.mark.parametrize("factory", [lambda m: Adam(m, lr=1e-3, weight_decay=0.01), lambda m: AdamW(m),
+                                     lambda m: SGD(m, lr=0.1, momentum=0.9, nesterov=True)])
+def test_steps_split_over_threads_give_the_same_bits(factory):
+    from gpudense.flat import CHUNK_BYTES
+
+    n = 5 * CHUNK_BYTES // 4 + 7  # float32: five chunks and a part, enough for two threads
+    rng = np.random.default_rng(1)
+    p0, grads = rng.standard_normal(n).astype(np.float32), [rng.standard_normal(n).astype(np.float32) for _ in range(3)]
+    results = []
+    for threads in (1, 2, 3):
+        model = Params(x=p0.copy())
+        opt = factory(model)
+        opt.threads = threads
+        assert opt.threads == threads
+        for g in grads:
+            model.grads["x"] = g.copy()
+            opt.step()
+        results.append((model.params["x"], {s: a["x"].copy() for s, a in opt.state.items() if "x" in a}))
+    for params, state in results[1:]:
+        np.testing.assert_array_equal(params, results[0][0])
+        for slot, a in state.items():
+            np.testing.assert_array_equal(a, results[0][1][slot])
+
+
+def test_threads_default_to_one_and_take_positive_ints():
+    opt = Adam(Params(x=np.zeros(2)))
+    assert opt.threads == 1
+    for bad in (0, -1, 1.5, "2", None):
+        with pytest.raises((ValueError, TypeError), match="threads"):
+            opt.threads = bad
+    opt.threads = 4
+    assert opt.threads == 4
+
+
+def test_the_flush_can_be_switched_off():
+    tiny = np.finfo(np.float32).tiny
+    model = Params(x=np.ones(2, np.float32))
+    opt = Adam(model)
+    assert opt.flush_subnormals is True
+    opt.flush_subnormals = False
+    model.grads["x"] = np.array([tiny, 1.0], np.float32)
+    opt.step()
+    assert _is_subnormal(opt.state["m"]["x"])[0]  # (1 - b1) * tiny, kept
+    with pytest.raises(TypeError, match="flush_subnormals"):
+        opt.flush_subnormals = 1

@@ -17,7 +17,12 @@ is created (``get_backend("cupy")`` or ``"auto"``).
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import os
+import re
+import sys
+from pathlib import Path
 from typing import Any, ContextManager
 
 from gpudense._nvtx import nvtx_provider, nvtx_range
@@ -25,6 +30,7 @@ from gpudense.backends import BackendUnavailableError
 from gpudense.backends.base import Backend
 from gpudense.backends.cuda.launch import launch_act_bias_grad, launch_bias_act, launch_bias_grad
 from gpudense.backends.cuda.loader import DeviceKernels, KernelCache
+from gpudense.backends.cuda.optim_kernels import OptimizerKernels
 
 __all__ = ["CupyBackend", "library_facts"]
 
@@ -36,7 +42,18 @@ def _unavailable(message: str, *, cupy_installed: bool) -> BackendUnavailableErr
 
 
 def _import_cupy() -> Any:
-    """Import CuPy and check that a CUDA device is usable; raise with the cause."""
+    """Import CuPy and check that a CUDA device is usable; raise with the cause.
+
+    Where CuPy is installed but not yet imported and the NVIDIA driver's
+    library cannot be loaded, no device can be usable: that is said without
+    importing CuPy, which takes about a tenth of a second (``backend="auto"``
+    asks on every start of ``gpudense train``).
+    """
+    if "cupy" not in sys.modules and _no_driver_library():
+        version = _installed_cupy_version()
+        if version is not None:
+            raise _unavailable(f"CuPy {version} is installed but no CUDA device is usable: {_NO_DRIVER}",
+                               cupy_installed=True)
     try:
         import cupy
     except ImportError as exc:
@@ -59,6 +76,42 @@ def _import_cupy() -> Any:
     return cupy
 
 
+_NO_DRIVER = "no NVIDIA driver found (libcuda cannot be loaded); install the NVIDIA driver, or use the numpy backend"
+
+
+def _no_driver_library() -> bool:
+    """Whether the NVIDIA driver's library (libcuda on Linux, nvcuda.dll on Windows) cannot be loaded."""
+    if sys.platform.startswith("linux"):
+        names = ("libcuda.so.1", "libcuda.so")
+    elif sys.platform == "win32":
+        names = ("nvcuda.dll",)
+    else:  # no NVIDIA driver library to look for: CuPy tells
+        return False
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return False
+    return True
+
+
+def _installed_cupy_version() -> str | None:
+    """CuPy's version read from its package without importing it; None where CuPy is not installed."""
+    spec = importlib.util.find_spec("cupy")
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or ():
+        try:
+            text = (Path(folder) / "_version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
+        if m:
+            return m.group(1)
+    return "(version unknown)"
+
+
 def _why_no_device(cupy: Any, exc: Exception) -> str:
     """Why the CUDA runtime found no device, in words: no driver at all, a driver too old, or CuPy's own.
 
@@ -72,7 +125,7 @@ def _why_no_device(cupy: Any, exc: Exception) -> str:
     except Exception:  # a CUDA install too broken to answer: CuPy's words are all there is
         return str(exc)
     if driver == 0:
-        return "no NVIDIA driver found (libcuda cannot be loaded); install the NVIDIA driver, or use the numpy backend"
+        return _NO_DRIVER
     if driver < runtime:
         return (
             f"the NVIDIA driver supports CUDA up to {_cuda_version(driver)} but this CuPy needs CUDA "
@@ -131,6 +184,7 @@ class CupyBackend(Backend):
         # CuPy reads CUPY_TF32 once, at import; so do we (see matmul_acc).
         self._tf32 = os.environ.get("CUPY_TF32", "0").strip() not in ("", "0")
         self._kernels = KernelCache()
+        self._optimizer_kernels = OptimizerKernels(self.xp)
 
     # -- kernels -----------------------------------------------------------
 
@@ -210,6 +264,11 @@ class CupyBackend(Backend):
         with dy.device:
             return launch_act_bias_grad(self.xp, self.kernels(dy.device.id), dy, saved, activation, out,
                                         accumulate=accumulate, bias=bias)
+
+    def optimizer_update(self, rule: str, *, w: Any, g: Any, state: dict[str, Any], p_low: Any,
+                         scalars: dict[str, Any]) -> bool:
+        """One optimizer step over flat arrays as one ``ElementwiseKernel`` (see :mod:`.optim_kernels`)."""
+        return self._optimizer_kernels.update(rule, w=w, g=g, state=state, p_low=p_low, scalars=scalars)
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
         """An NVTX range (``nvtx`` package, else ``cupy.cuda.nvtx``, else a no-op)."""
