@@ -44,10 +44,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import gpudense  # noqa: E402,F401  before NumPy, as in `gpudense train`: it shortens OpenBLAS's idle spin
+import numpy as np  # noqa: E402
 
 CONTENDERS = ("gpudense", "torch")
 
@@ -103,11 +104,13 @@ def gpudense_model(args: argparse.Namespace, ds: Any) -> Any:
 
 
 def run_gpudense(args: argparse.Namespace, ds: Any) -> list[dict[str, float]]:
+    from gpudense._blas import step_threads
     from gpudense.optim import Adam
     from gpudense.training import evaluate, train_epoch
 
     model = gpudense_model(args, ds)
     opt = Adam(model, lr=args.lr)
+    opt.threads = step_threads(model.backend)  # as `gpudense train` sets it
     rng = np.random.default_rng(args.seed)
     n = ds.x_train.shape[0]
     epochs = []

@@ -7,14 +7,19 @@
 to neuron ``j``. ``import gpudense`` never imports CuPy.
 """
 
-from gpudense.backends import (
+# Before anything imports NumPy (and so OpenBLAS): see gpudense/_blas.py.
+from gpudense._blas import shorten_openblas_spin
+
+shorten_openblas_spin()
+
+from gpudense.backends import (  # noqa: E402
     Backend,
     BackendUnavailableError,
     GpudenseFallbackWarning,
     auto_backend_reason,
     get_backend,
 )
-from gpudense.functional import (
+from gpudense.functional import (  # noqa: E402
     DenseActOutput,
     DenseGrads,
     dense_act_backward,
@@ -22,7 +27,7 @@ from gpudense.functional import (
     dense_backward,
     dense_forward,
 )
-from gpudense.layer import Dense, ParamGrad
+from gpudense.layer import Dense, ParamGrad  # noqa: E402
 
 __version__ = "0.1.0"
 

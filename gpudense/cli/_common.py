@@ -132,3 +132,4 @@ def progress_bar(total: int, *, enabled: bool, file: Any = None, **kwargs: Any) 
     except ImportError:
         return _NoBar()
     return tqdm(total=total, file=sys.stderr if file is None else file, leave=False, **kwargs)
+

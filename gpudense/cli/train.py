@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gpudense import training
+from gpudense._blas import step_threads
 from gpudense.backends import BACKEND_NAMES
 from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
 from gpudense.cli._checkpoints import saved_history, stopped_note
@@ -317,6 +318,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     model = MLP(sizes, activation=args.activation, dtype=args.dtype, backend=args.backend,
                 rng=np.random.default_rng(init_seq))
     optimizer = _make_optimizer(args, model)
+    optimizer.threads = step_threads(model.backend)  # as many as the products use, where that pays
     shuffle_rng = np.random.default_rng(shuffle_seq)
 
     start_epoch = 0

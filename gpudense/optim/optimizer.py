@@ -275,12 +275,14 @@ class Optimizer(CheckpointState):
 
         A step splits its chunks among the threads where there are at least
         two per thread (NumPy releases the GIL inside each operation). More
-        threads pay off only where cores are idle during the step: OpenBLAS's
-        worker threads keep spinning for about 0.1 s after each product, so
-        right after a backward pass on more than one BLAS thread they occupy
-        the cores the optimizer's threads would use. On the 2-core build
-        machine a second thread made a training step of a 784-1024-1024-10
-        network faster with one BLAS thread and no faster with two.
+        threads pay off only where cores are idle during the step. OpenBLAS's
+        idle worker threads spin for ``2**OPENBLAS_THREAD_TIMEOUT`` cycles
+        after each product before they sleep; with OpenBLAS's default (about
+        0.1 s) they occupy, right after a backward pass on more than one BLAS
+        thread, the cores the optimizer's threads would use, and a second
+        thread gains nothing. ``import gpudense`` shortens that spin when it
+        can (:mod:`gpudense._blas`), and :func:`gpudense._blas.step_threads`
+        gives the count that pays (``gpudense train`` uses it).
         """
         return self._threads
 

@@ -1,0 +1,86 @@
+"""How long OpenBLAS's idle worker threads spin, set before NumPy loads OpenBLAS.
+
+After each threaded product, OpenBLAS keeps its worker threads spinning for
+``2**OPENBLAS_THREAD_TIMEOUT`` cycles (28 by default: about 0.1 s) before they
+sleep. During a training step that spin occupies the cores the optimizer's
+own threads would use right after the backward pass. ``import gpudense``
+therefore sets ``OPENBLAS_THREAD_TIMEOUT=18`` (about 0.1 ms: the products of
+one step still follow each other within it, so they find their threads
+awake) when the variable is unset and NumPy is not imported yet; OpenBLAS
+reads it once, when NumPy loads it. A value set by the user is kept.
+:func:`short_spin` tells whether the spin in effect is short, which is when
+an optimizer step gains from more than one thread (see
+``Optimizer.threads``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+__all__ = ["SHORT_SPIN", "SPIN_VARIABLE", "blas_thread_count", "short_spin", "step_threads"]
+
+#: The environment variable OpenBLAS reads: log2 of the cycles an idle worker spins.
+SPIN_VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
+#: The value gpudense sets (when unset): 2**18 cycles, about 0.1 ms.
+SHORT_SPIN = 18
+
+_short: bool | None = None
+
+
+def _is_short(value: str | None) -> bool:
+    try:
+        return value is not None and int(value) <= 20
+    except ValueError:
+        return False
+
+
+def shorten_openblas_spin() -> None:
+    """Set ``OPENBLAS_THREAD_TIMEOUT`` to :data:`SHORT_SPIN` unless it is set or NumPy is loaded."""
+    global _short
+    if "numpy" not in sys.modules:
+        os.environ.setdefault(SPIN_VARIABLE, str(SHORT_SPIN))
+        _short = _is_short(os.environ.get(SPIN_VARIABLE))
+    elif _short is None:  # NumPy came first: OpenBLAS read whatever the environment said then
+        _short = _is_short(os.environ.get(SPIN_VARIABLE))
+
+
+def short_spin() -> bool:
+    """Whether OpenBLAS's idle threads in this process spin briefly (``OPENBLAS_THREAD_TIMEOUT`` <= 20).
+
+    Example:
+        >>> isinstance(short_spin(), bool)
+        True
+    """
+    if _short is None:
+        shorten_openblas_spin()
+    return bool(_short)
+
+
+def blas_thread_count() -> int | None:
+    """The most threads any BLAS pool of this process runs with now (threadpoolctl), or None without it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [int(p.get("num_threads") or 1) for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts, default=None)
+
+
+def step_threads(backend: Any) -> int:
+    """The threads an optimizer step on ``backend`` should use now (``Optimizer.threads``).
+
+    As many as the BLAS products run on, on the NumPy backend where
+    OpenBLAS's idle threads sleep soon enough to leave the cores to the step
+    (:func:`short_spin`); else one. ``gpudense train`` sets it;
+    ``docs/training.md`` gives the measured effect.
+
+    Example:
+        >>> from gpudense.backends import get_backend
+        >>> step_threads(get_backend("numpy")) >= 1
+        True
+    """
+    if getattr(backend, "name", None) != "numpy" or not short_spin():
+        return 1
+    return blas_thread_count() or 1
