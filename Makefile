@@ -56,7 +56,8 @@ bench: $(VENV)/.stamp-bench
 COMPARE_STAGES ?= digits synthetic layers subnormal savedcheck
 
 bench-compare: $(VENV)/.stamp-bench+train
-	OUT=bench/results/cpu-compare-$(BENCH_DATE) STAGES="$(COMPARE_STAGES)" TORCH_SPEC="$(TORCH_SPEC)" 	  PY=$(PY) bash bench/cpu_train_compare.sh
+	OUT=bench/results/cpu-compare-$(BENCH_DATE) STAGES="$(COMPARE_STAGES)" TORCH_SPEC="$(TORCH_SPEC)" \
+	  PY=$(PY) bash bench/cpu_train_compare.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
