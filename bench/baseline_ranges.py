@@ -1,7 +1,7 @@
 """Print the figures docs/benchmarking.md ("Baseline figures") quotes, from committed JSONs.
 
-    python bench/baseline_ranges.py bench/results/cpu-2026-11-27.json \
-        bench/results/cpu-2026-11-27-1thread.json
+    python bench/baseline_ranges.py bench/results/cpu-2026-11-29.json \
+        bench/results/cpu-2026-11-29-1thread.json
 
 Per file (thread count): the ceilings, each shape's step time and paired ratio
 to torch, the range of %FLOP and %BW over the matrix-product stages (forward,
