@@ -28,6 +28,8 @@ The modules, each one idea:
 * :mod:`~gpudense.benchmark.ceilings`: the copy and matrix-product ceilings;
 * :mod:`~gpudense.benchmark.machine`: caches, device memory, versions, thread pools;
 * :mod:`~gpudense.benchmark.sweep`: :func:`~gpudense.benchmark.sweep.sweep`, ``config -> document``;
+* :mod:`~gpudense.benchmark.torch_linear`: the PyTorch contender (``torch.nn.Linear``), and whether
+  torch's 16-bit CPU product is fast enough to time;
 * :mod:`~gpudense.benchmark.report`: the table, the JSON document and its check, the plot;
 * :mod:`~gpudense.benchmark.device_check`: the bias-gradient kernel against
   ``dy.sum(axis=0)`` and ``ones @ dy`` on a GPU (``bench/device_check.py``).

@@ -18,8 +18,6 @@ import sys
 import tempfile
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from gpudense.benchmark.ceilings import (
     add_rates,
     ceiling_calls,
@@ -42,6 +40,7 @@ from gpudense.benchmark.machine import environment, rotation_sizes, utc_now
 from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
 from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
+from gpudense.benchmark.torch_linear import TORCH_SLOW_RATIO, TorchLinear, torch_cpu_slowdown, torch_importable
 
 __all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "bench_shape_calls", "rotating_sets_for", "run_child",
            "sweep", "torch_importable"]
@@ -57,63 +56,6 @@ FLOOR = "floor"
 Progress = Callable[[int, int, str], None]
 #: ``step_progress(done, total)``: ``done`` of the current step's ``total`` calls made.
 StepProgress = Callable[[int, int], None]
-
-
-def torch_importable() -> bool:
-    """Whether ``import torch`` works here (a broken install counts as not)."""
-    try:
-        import torch  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-class _Torch:
-    """``torch.nn.Linear`` forward+backward on the benchmark's own data."""
-
-    def __init__(self, device: str, dtype_name: str, threads: int | None) -> None:
-        import torch
-
-        self.torch = torch
-        self.device = device
-        if device == "cpu" and threads:
-            torch.set_num_threads(threads)
-        if device == "cuda":
-            tf32 = dtype_name == "tf32"
-            matmul = torch.backends.cuda.matmul
-            if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; allow_tf32 is deprecated there
-                matmul.fp32_precision = "tf32" if tf32 else "ieee"
-            else:
-                matmul.allow_tf32 = tf32
-
-    def tensor(self, a: Any) -> Any:
-        torch = self.torch
-        bf16 = a.dtype.name == "bfloat16"  # torch knows no ml_dtypes: hand over the bits
-        if bf16:
-            a = a.view(np.uint16)
-        if self.device == "cpu":
-            t = torch.from_numpy(np.ascontiguousarray(a))
-        else:
-            t = torch.as_tensor(a, device="cuda")  # __cuda_array_interface__, no copy
-        return t.view(torch.bfloat16) if bf16 else t
-
-    def make(self, x: Any, w: Any, b: Any, dy: Any) -> Callable[[], Any]:
-        torch = self.torch
-        n_in, n_out = w.shape
-        lin = torch.nn.Linear(n_in, n_out, device=self.device, dtype=self.tensor(w).dtype)
-        with torch.no_grad():
-            lin.weight.copy_(self.tensor(w).T)  # torch keeps (n_out, n_in)
-            lin.bias.copy_(self.tensor(b))
-        tx = self.tensor(x).requires_grad_(True)
-        tdy = self.tensor(dy)
-
-        def step() -> None:
-            lin.weight.grad = None
-            lin.bias.grad = None
-            tx.grad = None
-            lin(tx).backward(tdy)
-
-        return step
 
 
 def rotating_sets_for(dims: tuple[int, int, int], itemsize: int, *, cache_bytes: int, budget_bytes: int,
@@ -214,7 +156,7 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
                           xp.matmul(sets[k][0].T, sets[k][3]), backend.bias_grad(sets[k][3])),
     }
     if torch_ok:
-        tb = _Torch("cuda" if backend.name == "cupy" else "cpu", dtype_name, threads)
+        tb = TorchLinear("cuda" if backend.name == "cupy" else "cpu", dtype_name, threads)
         steps = [tb.make(*st) for st in sets]
         fns["torch.step"] = lambda k: steps[k]()
 
@@ -320,6 +262,14 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
     if not torch_ok:
         note("torch.step not measured: " + ("--no-torch given" if not config.torch
                                             else "torch is not importable"))
+    torch_skip = set()
+    for dt in dtypes if torch_ok and not on_gpu else ():
+        if dt in ("float16", "bfloat16"):
+            slowdown = torch_cpu_slowdown(dt, threads)
+            if slowdown > TORCH_SLOW_RATIO:
+                torch_skip.add(dt)
+                note(f"torch.step not measured for {dt}: torch's {dt} matrix product on this CPU takes "
+                     f"{slowdown:.0f}x its float32 time (a 256^3 probe; no native {dt} GEMM here)")
     plan = tf32_plan(dtypes, os.environ.get("CUPY_TF32")) if on_gpu else {
         "here": dtypes, "1": [], "0": []}
     cache, budget = rotation_sizes(be)
@@ -364,10 +314,11 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
         before["copy"] = {"gbps": copy_gbps, "how": "measured by the parent process"}
     rows: list[dict[str, Any]] = []
     for i, (name, dims, dt) in enumerate(tasks):
-        report(1 + i, f"{name} {dt}", bench_shape_calls(repeats=repeats, warmup=warmup, torch_ok=torch_ok))
+        with_torch = torch_ok and dt not in torch_skip
+        report(1 + i, f"{name} {dt}", bench_shape_calls(repeats=repeats, warmup=warmup, torch_ok=with_torch))
         rows += bench_shape(be, shape_name=name, dims=dims, dtype_name=dt, repeats=repeats,
                             warmup=warmup, cache_bytes=cache, budget_bytes=budget,
-                            torch_ok=torch_ok, threads=threads, seed=config.seed + i,
+                            torch_ok=with_torch, threads=threads, seed=config.seed + i,
                             max_sets=2 if mode == "smoke" else 512, on_call=on_call,
                             min_warmup_s=min_warmup_s, settle=settle)
     report(total - 1, "ceilings again", n_ceiling_calls)

@@ -34,6 +34,33 @@ def test_float16_on_numpy_runs_through_float32_blas_with_a_note_first(fresh_back
     assert notes[0] in doc["notes"]
 
 
+def test_torch_is_not_timed_in_a_16_bit_dtype_it_has_no_fast_product_for(monkeypatch, fresh_backends):
+    """Where torch's CPU float16 product is many times its float32 one, torch.step is left out of that
+    dtype's rows, with a note before the sweep; a dtype where it is fast keeps its comparison."""
+    from gpudense.benchmark import sweep as sweep_mod
+
+    slowdown = {"float16": 37.0, "bfloat16": 1.5}
+    monkeypatch.setattr(sweep_mod, "torch_importable", lambda: True)
+    monkeypatch.setattr(sweep_mod, "torch_cpu_slowdown", lambda dt, threads: slowdown[dt])
+    made = []
+
+    class FakeTorch:
+        def __init__(self, device, dtype_name, threads):
+            made.append(dtype_name)
+
+        def make(self, x, w, b, dy):
+            return lambda: None
+
+    monkeypatch.setattr(sweep_mod, "TorchLinear", FakeTorch)
+    notes = []
+    doc = sweep(_small(dtypes="float16,bfloat16", torch=True), on_note=notes.append)
+    torch_rows = {r["dtype"] for r in doc["rows"] if r["stage"] == "torch.step"}
+    assert torch_rows == {"bfloat16"} and set(made) == {"bfloat16"}
+    skipped = [n for n in notes if n.startswith("torch.step not measured for float16")]
+    assert len(skipped) == 1 and "37x its float32 time" in skipped[0], notes
+    assert not any("for bfloat16" in n for n in notes)
+
+
 def test_the_ceiling_product_is_the_backends_own(monkeypatch, fresh_backends):
     """The matrix-product ceiling goes through backend.matmul, the layer's own product."""
     from gpudense.backends import get_backend

@@ -13,7 +13,7 @@ import pytest
 
 from gpudense.benchmark import config as cfg
 from gpudense.benchmark import report
-from gpudense.benchmark.sweep import torch_importable
+from gpudense.benchmark.torch_linear import torch_importable
 from gpudense.cli import bench as bench_cli
 from gpudense.cli import main
 
