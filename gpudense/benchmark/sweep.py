@@ -47,8 +47,9 @@ __all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "bench_shape_calls", "rotatin
 
 #: Seconds of warm-up calls before every timed block (outside smoke mode).
 MIN_WARMUP_S = 0.1
-#: The step's floor, timed with the stages: the array module's three bare products
-#: (x @ w, dy @ w.T, x.T @ dy) and the one pass over dy of the bias gradient. The step row
+#: The step's floor, timed with the stages: the backend's three bare products (x @ w, dy @ w.T,
+#: x.T @ dy: the array module's, float16 and bfloat16 on NumPy through float32) and the one pass
+#: over dy of the bias gradient. The step row
 #: carries it as the ratio "floor" and as floor_samples_s / floor_stats; it is no row of its own.
 FLOOR = "floor"
 
@@ -151,9 +152,9 @@ def bench_shape(backend: Any, *, shape_name: str, dims: tuple[int, int, int], dt
         "step": layer_step,
         "db.sum": lambda k: sets[k][3].sum(axis=0),
         "db.ones": lambda k: ones @ sets[k][3],
-        # the floor of a step on this array module: its three bare products and one pass over dy
-        FLOOR: lambda k: (xp.matmul(sets[k][0], sets[k][1]), xp.matmul(sets[k][3], sets[k][1].T),
-                          xp.matmul(sets[k][0].T, sets[k][3]), backend.bias_grad(sets[k][3])),
+        # the floor of a step: the backend's three bare products and one pass over dy
+        FLOOR: lambda k: (backend.matmul(sets[k][0], sets[k][1]), backend.matmul(sets[k][3], sets[k][1].T),
+                          backend.matmul(sets[k][0].T, sets[k][3]), backend.bias_grad(sets[k][3])),
     }
     if torch_ok:
         tb = TorchLinear("cuda" if backend.name == "cupy" else "cpu", dtype_name, threads)

@@ -61,6 +61,26 @@ def test_torch_is_not_timed_in_a_16_bit_dtype_it_has_no_fast_product_for(monkeyp
     assert not any("for bfloat16" in n for n in notes)
 
 
+def test_no_16_bit_product_runs_in_numpys_own_loop(monkeypatch, fresh_backends):
+    """Every timed float16 product (stages, floor, ceiling) goes through float32 BLAS: np.matmul never
+    gets a float16 operand (NumPy's float16 matmul is a plain loop, minutes at the CPU shapes)."""
+    import numpy as np
+
+    real = np.matmul
+    float16_calls = []
+
+    def spy(a, b, *args, **kwargs):
+        if np.float16 in (np.asarray(a).dtype, np.asarray(b).dtype):
+            float16_calls.append((np.shape(a), np.shape(b)))
+        return real(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(np, "matmul", spy)
+    doc = sweep(_small(dtypes="float16"))
+    assert {r["stage"] for r in doc["rows"]} >= {"forward", "dx", "dw", "step"}
+    assert "floor" in next(r for r in doc["rows"] if r["stage"] == "step")["ratios"]
+    assert float16_calls == []
+
+
 def test_the_ceiling_product_is_the_backends_own(monkeypatch, fresh_backends):
     """The matrix-product ceiling goes through backend.matmul, the layer's own product."""
     from gpudense.backends import get_backend
