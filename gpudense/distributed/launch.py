@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import struct
 import sys
+import time
 import traceback
 import warnings
 from typing import Any, Callable, Iterator
@@ -170,9 +173,10 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
     prints ``<prog>: error on rank R of N: <message>; stopping all ranks``
     on stderr (with the traceback for errors other than the usual
     ValueError, TypeError, OSError, RuntimeError, MemoryError, ImportError
-    and KeyboardInterrupt, or when ``GPUDENSE_DEBUG`` is set) and calls
-    ``MPI_Abort`` (then exits at once, status 1, should that return): the
-    launcher ends every rank and exits non-zero.
+    and KeyboardInterrupt, or when ``GPUDENSE_DEBUG`` is set), waits (at
+    most 2 s) until the launcher has read that line from the output pipe,
+    and calls ``MPI_Abort`` (then exits at once, status 1, should that
+    return): the launcher ends every rank and exits non-zero.
 
     Errors every rank raises at once pass through untouched, so each rank
     ends normally with its own message: a :class:`CollectiveError`, an
@@ -202,9 +206,40 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
             traceback.print_exc()
         sys.stderr.write(f"{prog}: error on rank {world.Get_rank()} of {world.Get_size()}: {_one_line(exc)}; "
                          "stopping all ranks\n")  # one write: the lines of ranks do not mix
-        sys.stderr.flush()
+        _drain_output()
         world.Abort(1)
         os._exit(1)  # MPICH's MPI_Abort can return before the launcher's kill arrives; an exit is also seen
+
+
+def _drain_output(limit_s: float = 2.0) -> None:
+    """Flush stdout and stderr and wait, up to ``limit_s``, until a pipe behind them has been read.
+
+    A launcher forwards each rank's output from a pipe and may handle
+    ``MPI_Abort`` before it has read the last lines written there; the
+    error line would then be lost. Where stdout or stderr is a pipe, the
+    bytes not yet read are polled (``FIONREAD``) until none are left; on a
+    terminal, a file or a system without ``FIONREAD`` this returns at once.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        import fcntl  # POSIX only
+        import termios
+
+        pipes = [fd for fd in (1, 2) if stat.S_ISFIFO(os.fstat(fd).st_mode)]
+    except (ImportError, OSError):
+        return
+    deadline = time.monotonic() + limit_s
+    for fd in pipes:
+        while time.monotonic() < deadline:
+            try:
+                unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            except OSError:
+                break
+            if unread <= 0:
+                break
+            time.sleep(0.002)
 
 
 def run_on_root(comm: Communicator, fn: Callable[[], Any], root: int = 0) -> Any:

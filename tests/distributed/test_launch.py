@@ -206,3 +206,69 @@ def test_nccl_unavailable_reason_names_the_install_command():
         assert reason is None
     else:
         assert reason.startswith("CuPy cannot load NCCL (") and "install it with pip install" in reason
+
+
+def _unread(fd: int) -> int:
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def _stderr_to_pipe():
+    """fd 2 replaced by the write end of a new pipe; returns (read end, the saved fd 2)."""
+    import os
+
+    r, w = os.pipe()
+    saved = os.dup(2)
+    os.dup2(w, 2)
+    os.close(w)
+    return r, saved
+
+
+def test_the_error_line_is_read_from_the_pipe_before_the_abort():
+    """Before MPI_Abort, abort_on_error waits until the launcher has read what the rank wrote to a
+    pipe (else MPICH's launcher may end the job before forwarding the error line)."""
+    import os
+    import threading
+    import time
+
+    from gpudense.distributed.launch import _drain_output
+
+    r, saved = _stderr_to_pipe()
+    got = []
+    try:
+        os.write(2, b"rank 1: the error line\n")
+
+        def launcher():  # reads late, as a busy launcher does
+            time.sleep(0.3)
+            got.append(os.read(r, 1024))
+
+        reader = threading.Thread(target=launcher)
+        reader.start()
+        _drain_output(limit_s=30)
+        returned_after_read = bool(got)
+        reader.join()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(r)
+    assert returned_after_read and got == [b"rank 1: the error line\n"]
+
+
+def test_output_nobody_reads_delays_the_abort_only_up_to_the_limit():
+    import os
+
+    from gpudense.distributed.launch import _drain_output
+
+    r, saved = _stderr_to_pipe()
+    try:
+        os.write(2, b"unread\n")
+        _drain_output(limit_s=0.05)  # returns: nobody reads this pipe
+        left = _unread(r)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(r)
+    assert left == len(b"unread\n")
