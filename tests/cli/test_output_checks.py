@@ -9,21 +9,13 @@ import stat
 import numpy as np
 import pytest
 
-from gpudense import cli
 from gpudense.cli import bench as bench_cli
 from gpudense.cli import train as train_command
 
+from cli_run import run_cli
+
 FAST = ["train", "--backend", "numpy", "--quiet", "--epochs", "1", "--hidden", "8"]
 BENCH = ["bench", "--smoke", "--backend", "numpy", "--no-progress"]
-
-
-def run_cli(argv, capsys):
-    try:
-        status = cli.main(argv)
-    except SystemExit as exc:
-        status = exc.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 @pytest.fixture

@@ -11,22 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from gpudense import cli
 from gpudense.backends.numpy_backend import NumpyBackend
 from gpudense.cli import train as train_command
 from gpudense.cli.train import parse_args, train
 
+from cli_run import run_cli
+
 FAST = ["--backend", "numpy", "--quiet"]
-
-
-def run_cli(argv, capsys):
-    """``gpudense <argv>`` in-process: (exit status, stdout, stderr); argparse's exit included."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as exc:
-        status = exc.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 # -- the job ------------------------------------------------------------------------------

@@ -11,26 +11,15 @@ import numpy as np
 import pytest
 
 from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from gpudense.losses import softmax_cross_entropy
 from gpudense.nn import MLP
 from gpudense.optim import Adam
 
-
-def trained(seed=0):
-    model = MLP([4, 6, 3], backend="numpy", rng=seed)
-    opt = Adam(model, lr=0.01)
-    gen = np.random.default_rng(seed)
-    for _ in range(2):
-        _, g = softmax_cross_entropy(model(gen.standard_normal((5, 4)).astype(np.float32)), gen.integers(0, 3, 5))
-        model.backward(g)
-        opt.step()
-        opt.zero_grad()
-    return model, opt
+from small_models import trained
 
 
 @pytest.fixture
 def saved(tmp_path):
-    model, opt = trained()
+    model, opt = trained(steps=2)
     path = tmp_path / "ck.npz"
     save_checkpoint(path, model, opt, epoch=2, rng=np.random.default_rng(1))
     return path
