@@ -38,17 +38,8 @@ from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, descri
 from gpudense.activation_math import check_activation
 from gpudense.backends import backend_of
 
-__all__ = [
-    "DenseActOutput",
-    "DenseGrads",
-    "SUPPORTED_DTYPES",
-    "backward_math",
-    "dense_act_backward",
-    "dense_act_forward",
-    "dense_backward",
-    "dense_forward",
-    "forward_math",
-]
+__all__ = ["DenseActOutput", "DenseGrads", "SUPPORTED_DTYPES", "backward_math", "dense_act_backward",
+           "dense_act_forward", "dense_backward", "dense_forward", "forward_math"]
 
 #: Floating dtypes gpudense computes in that NumPy provides; bfloat16
 #: (``ml_dtypes.bfloat16``, imported only when used) is supported too.

@@ -44,18 +44,8 @@ from gpudense.backends import backend_name_of
 from gpudense.data import Dataset
 from gpudense.losses import check_labels, softmax_cross_entropy
 
-__all__ = [
-    "EVAL_BATCH",
-    "DataOnHostWarning",
-    "DivergenceError",
-    "EpochStats",
-    "History",
-    "TrainConfig",
-    "evaluate",
-    "fit",
-    "to_device",
-    "train_epoch",
-]
+__all__ = ["EVAL_BATCH", "DataOnHostWarning", "DivergenceError", "EpochStats", "History", "TrainConfig",
+           "evaluate", "fit", "to_device", "train_epoch"]
 
 #: Samples per forward pass in :func:`evaluate`.
 EVAL_BATCH = 8192

@@ -39,8 +39,9 @@ from gpudense.backends import BACKEND_NAMES
 from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
 from gpudense.cli._checkpoints import saved_history, stopped_note
 from gpudense.cli._common import blas_threads, check_output_path, finite_float, int_at_least, progress_bar
+from gpudense.cli._distributed import on_rank0, split_note, start_distributed
 from gpudense.data import Dataset, load_digits, make_synthetic
-from gpudense.distributed.comm import Communicator, split_rows
+from gpudense.distributed.comm import Communicator
 from gpudense.nn import MLP
 from gpudense.optim import OPTIMIZERS, Optimizer, make_optimizer
 from gpudense.plotting import import_pyplot, plot_history
@@ -277,21 +278,6 @@ def train(args: argparse.Namespace, *, out: Any = None, comm: Communicator | Non
         return _train(args, out=sys.stdout if out is None else out, comm=comm)
 
 
-def _on_rank0(comm: Communicator | None, fn: Any) -> Any:
-    """``fn()`` on rank 0 alone, its result (or its error, on every rank) shared; ``fn()`` without ``comm``."""
-    if comm is None:
-        return fn()
-    from gpudense.distributed import run_on_root
-
-    return run_on_root(comm, fn)
-
-
-def _split_note(batch: int, size: int) -> str:
-    """How a global batch is split, e.g. ``"16 rows per rank"`` or ``"11 or 10 rows per rank"``."""
-    most, fewest = (b - a for a, b in (split_rows(batch, size, 0), split_rows(batch, size, size - 1)))
-    return f"{most} rows per rank" if most == fewest else f"{most} or {fewest} rows per rank (lower ranks more)"
-
-
 def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = None) -> TrainRun:
     rank0 = comm is None or comm.rank == 0
 
@@ -307,8 +293,8 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         if args.plot:
             import_pyplot("--plot", "train")
 
-    _on_rank0(comm, preflight)
-    ckpt = _on_rank0(comm, lambda: load_checkpoint(args.resume)) if args.resume else None
+    on_rank0(comm, preflight)
+    ckpt = on_rank0(comm, lambda: load_checkpoint(args.resume)) if args.resume else None
     history = saved_history(args.resume, ckpt) if ckpt is not None else training.History()
     args = _resolve_options(args, ckpt)
 
@@ -340,7 +326,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     say(f"optimizer: {optimizer!r}, batch size {args.batch_size}")
     if comm is not None:
         say(f"distributed: {comm.describe()}; the batch of {args.batch_size} is split across them, "
-            f"{_split_note(args.batch_size, comm.size)}")
+            f"{split_note(args.batch_size, comm.size)}")
     if ckpt is not None:
         say(f"resumed from {args.resume} at epoch {start_epoch}")
 
@@ -404,36 +390,6 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     return TrainRun(history, test_acc, model, optimizer)
 
 
-def _start_distributed(args: argparse.Namespace) -> Communicator | None:
-    """The communicator ``--distributed`` asks for (None: train alone); every rank calls it.
-
-    ``auto`` starts MPI only where a launcher says it started more than one
-    process, and then insists that MPI sees them all (an mpi4py built for
-    another MPI than the launcher's sees a world of one: N copies of the
-    same run would follow).
-    """
-    from gpudense import distributed
-
-    if args.distributed == "off":
-        return None
-    launched = distributed.launched_world_size()
-    if args.distributed == "auto" and (launched is None or launched <= 1):
-        return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        comm = distributed.init(args.distributed, backend=args.backend)
-    if comm.rank == 0:
-        for w in caught:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if args.distributed == "auto" and comm.size != launched:
-        raise distributed.CollectiveError(
-            f"the launcher started {launched} processes but MPI sees {comm.size} ({comm.describe()}): "
-            "mpi4py's MPI is not the launcher's; use the mpiexec of that MPI, or --distributed off "
-            "for independent runs"
-        )
-    return comm
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``gpudense train`` subcommand; returns the exit status (errors propagate to :func:`gpudense.cli.main`).
 
@@ -445,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
     from gpudense.distributed import abort_on_error
 
     with abort_on_error("gpudense train", collective=(training.DivergenceError,)):
-        comm = _start_distributed(args)
+        comm = start_distributed(args)
         with warnings.catch_warnings():
             if comm is not None and comm.rank:
                 warnings.simplefilter("ignore")

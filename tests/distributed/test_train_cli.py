@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gpudense.cli.train import _split_note, _start_distributed, parse_args, train
+from gpudense.cli._distributed import split_note, start_distributed
+from gpudense.cli.train import parse_args, train
 from gpudense.distributed import LocalCommunicator
 
 SMALL = ["--backend", "numpy", "--quiet", "--dataset", "synthetic", "--samples", "600", "--features", "8",
@@ -68,20 +69,20 @@ def test_only_rank_0_prints_and_writes(tmp_path):
     assert "distributed: mirror, 2 ranks; the batch of 32 is split across them, 16 rows per rank" in lines0
 
 
-def test_the_split_note():
-    assert _split_note(32, 2) == "16 rows per rank"
-    assert _split_note(32, 3) == "11 or 10 rows per rank (lower ranks more)"
-    assert _split_note(2, 4) == "1 or 0 rows per rank (lower ranks more)"
+def test_thesplit_note():
+    assert split_note(32, 2) == "16 rows per rank"
+    assert split_note(32, 3) == "11 or 10 rows per rank (lower ranks more)"
+    assert split_note(2, 4) == "1 or 0 rows per rank (lower ranks more)"
 
 
 def test_auto_without_a_launcher_trains_alone(monkeypatch):
     for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
-    assert _start_distributed(parse_args(["--distributed", "auto"])) is None
+    assert start_distributed(parse_args(["--distributed", "auto"])) is None
     monkeypatch.setenv("PMI_SIZE", "1")
-    assert _start_distributed(parse_args(["--distributed", "auto"])) is None
+    assert start_distributed(parse_args(["--distributed", "auto"])) is None
     monkeypatch.setenv("PMI_SIZE", "4")
-    assert _start_distributed(parse_args(["--distributed", "off"])) is None
+    assert start_distributed(parse_args(["--distributed", "off"])) is None
 
 
 def test_a_launcher_whose_processes_mpi_does_not_see_is_an_error():
