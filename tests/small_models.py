@@ -1,9 +1,11 @@
-"""Small trained models for the tests: ``trained()``, an MLP and its Adam after a few steps."""
+"""Small models for the tests: ``trained()`` (an MLP and its Adam after a few steps), ``Params`` (named
+arrays an optimizer can step), and ``rewrite`` (a checkpoint file copied with its arrays changed)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from gpudense.layer import ParamGrad
 from gpudense.losses import softmax_cross_entropy
 from gpudense.nn import MLP
 from gpudense.optim import Adam
@@ -21,3 +23,26 @@ def trained(seed=0, sizes=(4, 6, 3), dtype="float32", steps=3):
         opt.step()
         opt.zero_grad()
     return model, opt
+
+
+class Params:
+    """Named arrays with gradients, the least a model must be for an optimizer."""
+
+    def __init__(self, **arrays):
+        self.params, self.grads = arrays, {k: None for k in arrays}
+
+    def param_grads(self):
+        return [ParamGrad(k, p, self.grads[k]) for k, p in self.params.items()]
+
+    def zero_grad(self):
+        self.grads = {k: None for k in self.params}
+
+
+def rewrite(src, dst, change):
+    """Copy the .npz at src to dst with ``change(dict)`` applied to its arrays."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    with open(dst, "wb") as f:
+        np.savez(f, **arrays)
+    return dst

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from gpudense.backends.cuda.optim_kernels import PREAMBLE, SPECS
-from gpudense.layer import ParamGrad
 from gpudense.optim import SGD, Adam, AdamW
 from gpudense.optim.flatstate import FLUSH_PERIOD
+
+from small_models import Params
 
 NVCC = shutil.which("nvcc") or next(
     (p for p in ("/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc") if Path(p).is_file()), None
@@ -111,17 +112,6 @@ def _host_library(tmp_path, spec, t):
                           str(src)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     return getattr(ctypes.CDLL(str(lib)), spec.name)
-
-
-class Params:
-    def __init__(self, **arrays):
-        self.params, self.grads = arrays, {k: None for k in arrays}
-
-    def param_grads(self):
-        return [ParamGrad(k, p, self.grads[k]) for k, p in self.params.items()]
-
-    def zero_grad(self):
-        self.grads = {k: None for k in self.params}
 
 
 def _inputs(dtype, n, rng):

@@ -17,7 +17,7 @@ from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from gpudense.nn import MLP
 from gpudense.optim import SGD, Adam
 
-from small_models import trained
+from small_models import rewrite, trained
 
 
 @pytest.fixture
@@ -28,16 +28,6 @@ def saved(tmp_path):
     path = tmp_path / "ckpt.npz"
     save_checkpoint(path, model, opt, epoch=3, rng=rng, extra={"note": "hi", "history": [1.5, 0.25]})
     return path, model, opt, rng
-
-
-def rewrite(src, dst, change):
-    """Copy the .npz at src to dst with ``change(dict)`` applied to its arrays."""
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    change(arrays)
-    with open(dst, "wb") as f:
-        np.savez(f, **arrays)
-    return dst
 
 
 def test_round_trip(saved):

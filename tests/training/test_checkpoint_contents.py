@@ -14,7 +14,7 @@ from gpudense.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from gpudense.nn import MLP
 from gpudense.optim import Adam
 
-from small_models import trained
+from small_models import rewrite, trained
 
 
 @pytest.fixture
@@ -23,15 +23,6 @@ def saved(tmp_path):
     path = tmp_path / "ck.npz"
     save_checkpoint(path, model, opt, epoch=2, rng=np.random.default_rng(1))
     return path
-
-
-def rewrite(src, dst, change):
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    change(arrays)
-    with open(dst, "wb") as f:
-        np.savez(f, **arrays)
-    return dst
 
 
 def poison(key, value, index=0):

@@ -13,22 +13,12 @@ import numpy as np
 import pytest
 
 from gpudense.backends import get_backend
-from gpudense.layer import ParamGrad
 from gpudense.optim import SGD, Adam, AdamW
 from gpudense.optim.flatstate import FLUSH_PERIOD
 
+from small_models import Params
+
 pytestmark = pytest.mark.gpu
-
-
-class Params:
-    def __init__(self, **arrays):
-        self.params, self.grads = arrays, {k: None for k in arrays}
-
-    def param_grads(self):
-        return [ParamGrad(k, p, self.grads[k]) for k, p in self.params.items()]
-
-    def zero_grad(self):
-        self.grads = {k: None for k in self.params}
 
 
 FACTORIES = {
