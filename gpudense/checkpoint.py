@@ -53,16 +53,13 @@ from typing import Any
 
 import numpy as np
 
-from gpudense._checks import bfloat16_dtype, check_finite
-from gpudense._files import FileRefused, atomic_write, read_npz, regular_target
+from gpudense._checkpoint_read import BF16 as _BF16
+from gpudense._checkpoint_read import FORMAT, VERSION, read_checkpoint
+from gpudense._checks import check_finite
+from gpudense._files import FileRefused, atomic_write, regular_target
 from gpudense.backends import backend_of
 
 __all__ = ["CheckpointError", "Checkpoint", "check_target", "load_checkpoint", "save_checkpoint"]
-
-FORMAT = "gpudense-checkpoint"
-_BF16 = "bfloat16"
-VERSION = 2  # the layout above: per-parameter step counts, float32 master copies of float16 parameters
-
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read, is corrupt or truncated, or does not fit the model."""
@@ -304,7 +301,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     where = f"checkpoint {path}"
     try:
         with open(path, "rb") as f:
-            data = read_npz(f, where)
+            meta, params, slots = read_checkpoint(f, where)
     except FileRefused as exc:
         raise CheckpointError(str(exc)) from None
     except FileNotFoundError as exc:
@@ -313,7 +310,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"cannot read {where}: {exc.strerror or exc}") from exc
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError) as exc:
         raise CheckpointError(f"{where} is truncated or corrupt (not a readable .npz): {exc}") from exc
-    return _parse(path, data)
+    opt = meta["optimizer"]
+    optimizer_state = None
+    if opt is not None:
+        # A slot holds the parameters that have stepped (none before the first step);
+        # Optimizer.check_state_dict checks that against param_steps.
+        optimizer_state = {key: opt[key] for key in ("type", "hyperparams", "step", "param_steps")}
+        optimizer_state["slots"] = {slot: slots.get(slot, {}) for slot in opt["slots"]}
+    return Checkpoint(path=path, epoch=meta["epoch"], model_config=meta["model"], params=params,
+                      optimizer_state=optimizer_state, rng_state=meta["rng"], extra=meta["extra"])
 
 
 def _check_finite(where: str, name: str, a: np.ndarray) -> None:
@@ -321,114 +326,3 @@ def _check_finite(where: str, name: str, a: np.ndarray) -> None:
         check_finite(name, a)
     except ValueError as exc:
         raise CheckpointError(f"{where}: {exc}; a checkpoint of a diverged or damaged run cannot be resumed") from None
-
-
-def _parse(path: Path, data: dict[str, np.ndarray]) -> Checkpoint:
-    where = f"checkpoint {path}"
-    if "meta" not in data:
-        raise CheckpointError(f"{where} has no 'meta' entry: not a gpudense checkpoint")
-    raw = data.pop("meta")
-    if raw.dtype.kind != "U" or raw.shape != ():
-        raise CheckpointError(f"{where}: 'meta' is not a JSON string")
-    try:
-        meta = json.loads(str(raw[()]))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{where}: 'meta' is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{where} is not a gpudense checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{where} has format version {meta.get('version')!r}; this gpudense reads {VERSION}")
-    for key in ("epoch", "model", "optimizer", "rng", "extra"):
-        if key not in meta:
-            raise CheckpointError(f"{where}: 'meta' lacks {key!r}")
-    epoch = meta["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise CheckpointError(f"{where}: epoch must be a non-negative int; got {epoch!r}")
-    raw_dtypes = meta.get("raw_dtypes", {})
-    _check_type(where, "raw_dtypes", raw_dtypes, dict)
-    for key, name in raw_dtypes.items():
-        if name != _BF16 or key not in data or data[key].dtype != np.uint16:
-            raise CheckpointError(f"{where}: raw_dtypes entry {key!r}: {name!r} must name a uint16 entry "
-                                  f"stored as bfloat16 bits")
-        data[key] = data[key].view(bfloat16_dtype())
-    params: dict[str, np.ndarray] = {}
-    slots: dict[str, dict[str, np.ndarray]] = {}
-    for key, a in data.items():
-        if a.dtype.kind != "f" and key not in raw_dtypes:
-            raise CheckpointError(f"{where}: entry {key} has dtype {a.dtype}; expected a floating array")
-        _check_finite(where, key, a)
-        kind, _, rest = key.partition("/")
-        if kind == "param" and rest:
-            params[rest] = a
-        elif kind == "optim" and "/" in rest:
-            slot, _, name = rest.partition("/")
-            slots.setdefault(slot, {})[name] = a
-        else:
-            raise CheckpointError(f"{where}: unexpected entry {key!r}")
-    if not params:
-        raise CheckpointError(f"{where} holds no parameters")
-    opt = meta["optimizer"]
-    optimizer_state = None
-    if opt is not None:
-        if not isinstance(opt, dict) or not {"type", "hyperparams", "step", "param_steps", "slots"} <= set(opt):
-            raise CheckpointError(f"{where}: optimizer entry lacks type/hyperparams/step/param_steps/slots")
-        _check_type(where, "optimizer type", opt["type"], str)
-        _check_type(where, "optimizer hyperparams", opt["hyperparams"], dict)
-        for name, value in opt["hyperparams"].items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise CheckpointError(f"{where}: optimizer hyper-parameter {name} must be a number; got {value!r}")
-        _check_type(where, "optimizer step", opt["step"], int)
-        _check_type(where, "optimizer param_steps", opt["param_steps"], dict)
-        for name, value in opt["param_steps"].items():
-            _check_type(where, f"optimizer param_steps[{name!r}]", value, int)
-        _check_type(where, "optimizer slots", opt["slots"], list)
-        for slot in opt["slots"]:
-            _check_type(where, "optimizer slot name", slot, str)
-        unknown = sorted(set(slots) - set(opt["slots"]))
-        if unknown:
-            raise CheckpointError(f"{where}: optimizer arrays for undeclared slots {unknown}")
-        # A slot holds the parameters that have stepped (none before the first step);
-        # Optimizer.check_state_dict checks that against param_steps.
-        optimizer_state = {
-            "type": opt["type"],
-            "hyperparams": opt["hyperparams"],
-            "step": opt["step"],
-            "param_steps": opt["param_steps"],
-            "slots": {slot: slots.get(slot, {}) for slot in opt["slots"]},
-        }
-    elif slots:
-        raise CheckpointError(f"{where} has optimizer arrays but no optimizer entry")
-    model = meta["model"]
-    if model is not None:
-        _check_type(where, "model", model, dict)
-        for key in ("sizes", "activation", "bias", "dtype"):
-            if key not in model:
-                raise CheckpointError(f"{where}: model entry lacks {key!r}")
-        _check_type(where, "model sizes", model["sizes"], list)
-        for size in model["sizes"]:
-            _check_type(where, "model size", size, int)
-        _check_type(where, "model activation", model["activation"], str)
-        _check_type(where, "model bias", model["bias"], bool)
-        _check_type(where, "model dtype", model["dtype"], str)
-    if meta["rng"] is not None:
-        _check_type(where, "rng", meta["rng"], dict)
-    _check_type(where, "extra", meta["extra"], dict)
-    return Checkpoint(
-        path=path,
-        epoch=epoch,
-        model_config=model,
-        params=params,
-        optimizer_state=optimizer_state,
-        rng_state=meta["rng"],
-        extra=meta["extra"],
-    )
-
-
-_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "true or false"}
-
-
-def _check_type(where: str, what: str, value: Any, kind: type) -> None:
-    """CheckpointError unless the JSON value ``value`` is of ``kind`` (bools are not ints)."""
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        raise CheckpointError(f"{where}: meta {what} must be {_JSON_NAMES[kind]}; got {value!r}")
