@@ -30,7 +30,7 @@ import numpy as np
 from gpudense._checks import bfloat16_dtype, check_finite
 from gpudense._files import FileRefused, NpzReader
 
-__all__ = ["FORMAT", "MAX_META", "VERSION", "read_checkpoint"]
+__all__ = ["FORMAT", "MAX_META", "VERSION", "read_checkpoint", "read_format"]
 
 FORMAT = "gpudense-checkpoint"
 VERSION = 2  # per-parameter step counts, float32 master copies of float16 parameters
@@ -56,15 +56,7 @@ def read_checkpoint(f: BinaryIO, where: str) -> tuple[dict[str, Any], dict[str, 
             npy readers find a truncated or corrupt archive.
     """
     with NpzReader(f, where, max_entries=MAX_ENTRIES) as z:
-        if "meta" not in z.keys:
-            raise FileRefused(f"{where} has no 'meta' entry: not a gpudense checkpoint")
-        if z.declared_size("meta") > MAX_META + 1024:
-            raise FileRefused(f"{where}: 'meta' declares {z.declared_size('meta')} bytes; at most "
-                              f"{MAX_META} are read")
-        shape, dtype, _ = z.header("meta")
-        if dtype.kind != "U" or shape != ():
-            raise FileRefused(f"{where}: 'meta' is not a JSON string")
-        meta = _parse_meta(where, z.read("meta"))
+        meta = _parse_meta(where, _meta_json(z, where))
         raw_dtypes = meta.get("raw_dtypes", {})
         slot_names = set(meta["optimizer"]["slots"]) if meta["optimizer"] is not None else set()
         kinds: dict[str, tuple[str, str]] = {}
@@ -115,6 +107,43 @@ def read_checkpoint(f: BinaryIO, where: str) -> tuple[dict[str, Any], dict[str, 
     return meta, params, slots
 
 
+def read_format(f: BinaryIO, where: str) -> str:
+    """The ``format`` that the ``meta`` of the ``.npz`` open as ``f`` names (only ``meta`` is decompressed).
+
+    Raises:
+        FileRefused, zipfile.BadZipFile, zlib.error, EOFError, ValueError: the
+            file is no ``.npz``, has no readable ``meta``, or its ``meta`` is
+            no JSON object naming a format.
+    """
+    with NpzReader(f, where, max_entries=MAX_ENTRIES) as z:
+        meta = _json(where, _meta_json(z, where))
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), str):
+        raise FileRefused(f"{where}: 'meta' names no format")
+    return meta["format"]
+
+
+def _meta_json(z: NpzReader, where: str) -> str:
+    """The text of the ``meta`` entry, its size checked before it is decompressed."""
+    if "meta" not in z.keys:
+        raise FileRefused(f"{where} has no 'meta' entry: not a gpudense checkpoint")
+    if z.declared_size("meta") > MAX_META + 1024:
+        raise FileRefused(f"{where}: 'meta' declares {z.declared_size('meta')} bytes; at most "
+                          f"{MAX_META} are read")
+    shape, dtype, _ = z.header("meta")
+    if dtype.kind != "U" or shape != ():
+        raise FileRefused(f"{where}: 'meta' is not a JSON string")
+    return str(z.read("meta")[()])
+
+
+def _json(where: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FileRefused(f"{where}: 'meta' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise FileRefused(f"{where}: 'meta' is nested too deeply to be a gpudense checkpoint's") from None
+
+
 def _check_total(where: str, meta: dict[str, Any], sizes: dict[str, int], kinds: dict[str, tuple[str, str]]) -> None:
     """Refuse arrays that together claim more than a checkpoint of the model in ``meta`` holds."""
     model = meta["model"]
@@ -144,14 +173,9 @@ def _float_itemsize(where: str, name: str) -> int:
     return dtype.itemsize
 
 
-def _parse_meta(where: str, raw: np.ndarray) -> dict[str, Any]:
+def _parse_meta(where: str, text: str) -> dict[str, Any]:
     """``meta`` as a dict, every field of the type it must have."""
-    try:
-        meta = json.loads(str(raw[()]))
-    except json.JSONDecodeError as exc:
-        raise FileRefused(f"{where}: 'meta' is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise FileRefused(f"{where}: 'meta' is nested too deeply to be a gpudense checkpoint's") from None
+    meta = _json(where, text)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise FileRefused(f"{where} is not a gpudense checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:

@@ -60,8 +60,9 @@ def regular_target(path: str | os.PathLike[str], what: str = "target") -> Path:
         what: How messages name it, e.g. ``"checkpoint target"``.
 
     Raises:
-        FileRefused: the path (or what it links to) is a directory, a FIFO,
-            a socket or a device, or its links loop.
+        FileRefused: the path ends in a path separator, or it (or what it
+            links to) is a directory, a FIFO, a socket or a device, or its
+            links loop.
         FileNotFoundError: the folder the file would go in does not exist.
 
     Example:
@@ -69,6 +70,9 @@ def regular_target(path: str | os.PathLike[str], what: str = "target") -> Path:
         >>> regular_target(os.path.join(tempfile.mkdtemp(), "new.npz")).name
         'new.npz'
     """
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)) or (os.altsep and text.endswith(os.altsep)):
+        raise FileRefused(f"{what} {text} ends in a path separator: that names a folder; a file path is expected")
     given = Path(path)
     target = given
     for _ in range(_MAX_LINKS):

@@ -141,9 +141,8 @@ def save_checkpoint(
     if raw_dtypes:
         meta["raw_dtypes"] = raw_dtypes
     arrays["meta"] = np.array(json.dumps(meta))
-    path = Path(path)
     atomic_write(check_target(path), lambda f: np.savez(f, **arrays), "checkpoint")
-    return path
+    return Path(path)
 
 
 def check_target(path: str | os.PathLike[str]) -> Path:

@@ -40,14 +40,20 @@ def plot_history(history: "History", path: str, *, title: str = "") -> None:
     accuracy during each epoch and the test accuracy at its end, titled with
     the final test accuracy.
 
+    The file is written atomically (to a temporary sibling, then renamed
+    over ``path``), so a full disk or a signal leaves the previous file, or
+    none, never a truncated PNG.
+
     Args:
         history: A :class:`~gpudense.training.History`.
-        path: The PNG file to write; its folder must exist.
+        path: The PNG file to write: a regular file or a new path in a folder that exists.
         title: A title over both panels.
 
     Raises:
         RuntimeError: matplotlib is not installed.
-        OSError: the file cannot be written.
+        ValueError: ``path`` ends in a path separator or is a directory,
+            FIFO, socket or device.
+        OSError: the file cannot be written (one line naming it).
 
     Example:
         >>> from gpudense.training import History
@@ -57,6 +63,9 @@ def plot_history(history: "History", path: str, *, title: str = "") -> None:
         >>> os.path.getsize(path) > 0
         True
     """
+    from gpudense._files import atomic_write, regular_target
+
+    target = regular_target(path, "plot")
     plt = import_pyplot("plot_history")
     from matplotlib.ticker import MaxNLocator
 
@@ -80,5 +89,7 @@ def plot_history(history: "History", path: str, *, title: str = "") -> None:
         ax_acc.set_title(f"final test accuracy {history.test_acc[-1]:.3f}")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(target, lambda f: fig.savefig(f, format="png", dpi=120), "plot")
+    finally:
+        plt.close(fig)

@@ -4,12 +4,41 @@ checkpoint brings back, and the line that says where the last one is when a run 
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from typing import Any
 
 from gpudense import training
+from gpudense._checkpoint_read import FORMAT, read_format
 from gpudense.checkpoint import CheckpointError
 
-__all__ = ["saved_history", "stopped_note"]
+__all__ = ["check_not_foreign", "saved_history", "stopped_note"]
+
+
+def check_not_foreign(option: str, path: str) -> None:
+    """Refuse to let ``option`` replace a file at ``path`` that is not a gpudense checkpoint.
+
+    A new path, an empty file and a gpudense checkpoint (of any version) may
+    be replaced; anything else (a data file, another program's ``.npz``, a
+    damaged file) is kept unless the user says ``--overwrite``. Only the
+    file's ``meta`` entry is read, bounded as checkpoints are.
+
+    Raises:
+        ValueError: one line naming the option, the path and what is there.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return
+        with open(path, "rb") as f:
+            found = read_format(f, "it")
+        reason = "" if found == FORMAT else f"its format is {found!r}"
+    except FileNotFoundError:
+        return
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError) as exc:
+        reason = str(exc).removeprefix("it: ") or type(exc).__name__
+    if reason:
+        raise ValueError(f"{option} {path}: the file there is not a gpudense checkpoint ({reason}); give "
+                         "another path, or --overwrite to replace it")
 
 
 def saved_history(path: str, ckpt: Any) -> training.History:

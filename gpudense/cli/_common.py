@@ -13,13 +13,16 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Sequence
 
 __all__ = [
     "blas_threads",
+    "check_distinct_paths",
     "check_output_path",
     "finite_float",
     "int_at_least",
+    "option_errors",
+    "path_value",
     "progress_bar",
 ]
 
@@ -61,6 +64,81 @@ def finite_float(*, positive: bool) -> Callable[[str], float]:
     return parse
 
 
+def path_value(text: str) -> str:
+    """argparse type: a path, never an empty value (an unset shell variable gives one).
+
+    Example:
+        >>> path_value("run.npz")
+        'run.npz'
+        >>> path_value("")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected a path; got an empty value (an unset shell variable?)
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path; got {'an empty value' if not text else repr(text)} "
+                                         "(an unset shell variable?)")
+    return text
+
+
+path_value.__name__ = "path"
+
+
+@contextlib.contextmanager
+def option_errors(option: str) -> Any:
+    """Within: an ``OSError`` or ``ValueError`` (a file that cannot be written, a path refused late) says
+    which option it is about, as ``<option>: <message>``; its type and errno are kept."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        if str(exc).startswith(option):
+            raise
+        try:
+            err = type(exc)(f"{option}: {exc}")
+        except Exception:  # an exception type that takes other arguments
+            err = (OSError if isinstance(exc, OSError) else ValueError)(f"{option}: {exc}")
+        if isinstance(exc, OSError):
+            err.errno = exc.errno
+        raise err from exc
+
+
+def check_distinct_paths(paths: dict[str, str | None], *, outputs: Sequence[str]) -> None:
+    """Refuse an output option whose path is the file another option names (a plot over a checkpoint).
+
+    Args:
+        paths: ``{option: path or None}``, e.g. ``{"--save": ..., "--resume": ..., "--plot": ...}``.
+        outputs: The options of ``paths`` that write their file; each must
+            name a file no other option names.
+
+    Raises:
+        ValueError: one line naming both options and the path.
+
+    Example:
+        >>> check_distinct_paths({"--save": "a.npz", "--plot": "a.png"}, outputs=["--plot"])
+        >>> check_distinct_paths({"--save": "x", "--plot": "./x"}, outputs=["--plot"])
+        Traceback (most recent call last):
+        ...
+        ValueError: --plot ./x is the file --save x names; give --plot another path
+    """
+    given = {option: path for option, path in paths.items() if path}
+    for option in outputs:
+        if option not in given:
+            continue
+        for other, path in given.items():
+            if other != option and _same_file(given[option], path):
+                raise ValueError(f"{option} {given[option]} is the file {other} {path} names; "
+                                 f"give {option} another path")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_output_path(option: str, path: str | None, *, suffix: str | None = None,
                       create_parent: bool = False) -> None:
     """Fail now, before any work, where ``option``'s ``path`` could not be written later.
@@ -76,6 +154,8 @@ def check_output_path(option: str, path: str | None, *, suffix: str | None = Non
     """
     if not path:
         return
+    if path.endswith(("/", os.sep)) or (os.altsep and path.endswith(os.altsep)):
+        raise ValueError(f"{option}: expected a file path; {path} ends in a path separator (a folder)")
     if suffix is not None and not path.lower().endswith(suffix):
         raise ValueError(f"{option}: expected a path ending in {suffix}; got {path!r}")
     if Path(path).is_dir():

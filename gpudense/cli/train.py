@@ -37,8 +37,9 @@ from gpudense import training
 from gpudense._blas import step_threads
 from gpudense.backends import BACKEND_NAMES
 from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
-from gpudense.cli._checkpoints import saved_history, stopped_note
-from gpudense.cli._common import blas_threads, check_output_path, finite_float, int_at_least, progress_bar
+from gpudense.cli._checkpoints import check_not_foreign, saved_history, stopped_note
+from gpudense.cli._common import (blas_threads, check_distinct_paths, check_output_path, finite_float, int_at_least,
+                                  option_errors, path_value, progress_bar)
 from gpudense.cli._distributed import on_rank0, split_note, start_distributed
 from gpudense.data import Dataset, load_digits, make_synthetic
 from gpudense.distributed.comm import Communicator
@@ -63,8 +64,11 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
 
 
 def _hidden(text: str) -> tuple[int, ...]:
-    """``"128,64"`` -> (128, 64); ``""`` or ``"none"`` -> () (a linear model)."""
-    if text.strip().lower() in ("", "none"):
+    """``"128,64"`` -> (128, 64); ``"none"`` -> () (a linear model); an empty value is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected comma-separated positive layer sizes like 128,128, or none "
+                                         f"for a linear model; got {text!r} (an unset shell variable?)")
+    if text.strip().lower() == "none":
         return ()
     sizes = []
     for part in text.split(","):
@@ -124,11 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="BLAS threads for the numpy backend (default: 1 for digits, whose small "
                         "matrices only lose from threads; the BLAS default otherwise); needs threadpoolctl")
     g = parser.add_argument_group("output")
-    g.add_argument("--save", metavar="PATH",
+    g.add_argument("--save", metavar="PATH", type=path_value,
                    help="write a checkpoint (.npz) here after every epoch (a regular file, a new path, "
                         "or a symbolic link to one: the file it names is replaced)")
-    g.add_argument("--resume", metavar="PATH", help="continue from this checkpoint")
-    g.add_argument("--plot", metavar="PATH", help="write loss and accuracy curves to this PNG (a path ending in .png)")
+    g.add_argument("--resume", metavar="PATH", type=path_value, help="continue from this checkpoint")
+    g.add_argument("--overwrite", action="store_true",
+                   help="let --save replace a file that is not a gpudense checkpoint (refused otherwise)")
+    g.add_argument("--plot", metavar="PATH", type=path_value, help="write loss and accuracy curves to this PNG (a path ending in .png)")
     g.add_argument("--profile", action="store_true",
                    help="NVTX ranges gpudense.train.epoch / gpudense.train.step (for nsys)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (summary lines still print)")
@@ -289,7 +295,11 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         check_output_path("--save", args.save)
         if args.save:
             check_target(args.save)  # a directory, FIFO, socket or device there is refused
+            if not args.overwrite:
+                check_not_foreign("--save", args.save)
         check_output_path("--plot", args.plot, suffix=".png")
+        check_distinct_paths({"--save": args.save, "--resume": args.resume, "--plot": args.plot},
+                             outputs=["--plot"])
         if args.plot:
             import_pyplot("--plot", "train")
 
@@ -384,7 +394,8 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     if args.save and start_epoch < args.epochs:
         say(f"checkpoint: {args.save} (epoch {args.epochs})")
     if args.plot and rank0:
-        plot_history(history, args.plot, title=f"gpudense train: {ds.name}, MLP {'-'.join(map(str, sizes))}")
+        with option_errors("--plot"):
+            plot_history(history, args.plot, title=f"gpudense train: {ds.name}, MLP {'-'.join(map(str, sizes))}")
         say(f"plot: {args.plot}")
     say(f"test accuracy: {test_acc:.3f}")
     return TrainRun(history, test_acc, model, optimizer)
