@@ -264,3 +264,37 @@ def check_finite(what: str, a: Any, xp: Any = np) -> None:
     bad = int(a.size) - int(xp.count_nonzero(xp.isfinite(a)))
     if bad:
         raise ValueError(f"{what} holds {bad} of {a.size} values that are not finite (NaN or inf)")
+
+
+def check_no_overlap(xp: Any, outs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Refuse an output array that shares memory with an input or with another output array.
+
+    A function that writes one output before it reads its inputs for the
+    next (``dx`` before ``dw = x.T @ dy``) would give a silently wrong result
+    where they overlap. Memory bounds are compared first (cheap); only where
+    they overlap is the exact test run, so strided views that interleave
+    without touching pass.
+
+    Args:
+        xp: The array module of the arrays (``numpy`` or ``cupy``, as
+            ``backend.xp``; both have ``may_share_memory`` and ``shares_memory``).
+        outs: ``{name: array or None}`` of the outputs, e.g. ``{"out.dx": ...}``.
+        inputs: ``{name: array or None}`` of the inputs.
+
+    Raises:
+        ValueError: one line naming the two arrays.
+
+    Example:
+        >>> x = np.ones((2, 3)); check_no_overlap(np, {"out.dx": np.empty((2, 3))}, {"x": x})
+        >>> check_no_overlap(np, {"out.dx": x}, {"x": x})
+        Traceback (most recent call last):
+        ...
+        ValueError: out.dx shares memory with x; each out array must be memory of its own, apart from the inputs and the other out arrays
+    """
+    given_outs = [(name, a) for name, a in outs.items() if a is not None]
+    candidates = given_outs + [(name, a) for name, a in inputs.items() if a is not None]
+    for i, (name, a) in enumerate(given_outs):
+        for other, b in candidates[i + 1:]:
+            if xp.may_share_memory(a, b) and xp.shares_memory(a, b):
+                raise ValueError(f"{name} shares memory with {other}; each out array must be memory of its "
+                                 "own, apart from the inputs and the other out arrays")

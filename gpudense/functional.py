@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, describe_array
+from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, check_no_overlap, describe_array
 from gpudense.activation_math import check_activation
 from gpudense.backends import backend_of
 
@@ -241,8 +241,9 @@ def dense_backward(
             no matrix product is spent on it (the first layer of a network
             needs no dL/dx).
         out: Optional :class:`DenseGrads` of arrays to write the gradients
-            into (C-contiguous, of the gradient's shape, dtype and backend);
-            an entry that is None gets a new array.
+            into (C-contiguous, of the gradient's shape, dtype and backend,
+            sharing memory with no input and no other ``out`` array); an
+            entry that is None gets a new array.
         accumulate: Add ``dw`` and ``db`` into ``out.dw`` and ``out.db``
             (which must be given) instead of overwriting them, as a layer
             accumulates gradients over several backward calls. On CuPy this
@@ -258,7 +259,8 @@ def dense_backward(
     Raises:
         TypeError, ValueError: as :func:`dense_forward`, when ``dy``'s shape
             or dtype differs from the forward output's, when ``bias`` or
-            ``input_grad`` is not a bool, or when ``out`` does not fit.
+            ``input_grad`` is not a bool, or when ``out`` does not fit or
+            overlaps an input or another ``out`` array.
 
     Example:
         >>> import numpy as np
@@ -420,6 +422,10 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
     if accumulate and (out_dw is None or (bias and out_db is None)):
         raise ValueError("accumulate=True adds into out.dw and out.db: pass out=DenseGrads(None, dw, db) "
                          "with the arrays to add into")
+    if out is not None:
+        check_no_overlap(backend.xp, {"out.dx": out_dx if input_grad else None, "out.dw": out_dw,
+                                      "out.db": out_db if bias else None},
+                         {"dy": dy, "x": x, "w": w, "saved": saved})
     return backend, DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)
 
 
