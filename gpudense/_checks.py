@@ -298,3 +298,35 @@ def check_no_overlap(xp: Any, outs: dict[str, Any], inputs: dict[str, Any]) -> N
             if xp.may_share_memory(a, b) and xp.shares_memory(a, b):
                 raise ValueError(f"{name} shares memory with {other}; each out array must be memory of its "
                                  "own, apart from the inputs and the other out arrays")
+
+
+def check_optimizer_of(optimizer: Any, model: Any, name: str = "optimizer") -> None:
+    """Refuse an optimizer built for another model: stepping it would change that model, not this one.
+
+    An optimizer with a ``model`` attribute (every
+    :class:`~gpudense.optim.Optimizer`) fits ``model`` when it is that model,
+    or when both list the same parameter arrays under the same names (a
+    wrapper around the same layers). An object without ``model`` is not checked.
+
+    Raises:
+        ValueError: one line naming ``name`` and saying what to do.
+
+    Example:
+        >>> from gpudense.nn import MLP
+        >>> from gpudense.optim import SGD
+        >>> a, b = MLP([2, 2], backend="numpy", rng=0), MLP([2, 2], backend="numpy", rng=0)
+        >>> check_optimizer_of(SGD(a), a)
+        >>> check_optimizer_of(SGD(a), b)
+        Traceback (most recent call last):
+        ...
+        ValueError: optimizer was built for another model: the parameters it steps are not this model's; build it from this model, e.g. SGD(model)
+    """
+    owner = getattr(optimizer, "model", None)
+    if owner is None or owner is model:
+        return
+    mine = {pg.name: pg.param for pg in model.param_grads()}
+    theirs = {pg.name: pg.param for pg in owner.param_grads()}
+    if mine.keys() == theirs.keys() and all(theirs[key] is a for key, a in mine.items()):
+        return
+    raise ValueError(f"{name} was built for another model: the parameters it steps are not this model's; "
+                     f"build it from this model, e.g. {type(optimizer).__name__}(model)")

@@ -37,7 +37,8 @@ Example:
     >>> _ = save_checkpoint(path, model, opt, epoch=1, rng=np.random.default_rng(0))
     >>> ckpt = load_checkpoint(path); ckpt.epoch
     1
-    >>> ckpt.restore(MLP([4, 8, 3], backend="numpy", rng=1), Adam(model))
+    >>> fresh = MLP([4, 8, 3], backend="numpy", rng=1)
+    >>> ckpt.restore(fresh, Adam(fresh))
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import numpy as np
 
 from gpudense._checkpoint_read import BF16 as _BF16
 from gpudense._checkpoint_read import FORMAT, VERSION, read_checkpoint
-from gpudense._checks import check_finite
+from gpudense._checks import check_finite, check_optimizer_of
 from gpudense._files import FileRefused, atomic_write, regular_target
 from gpudense.backends import backend_of
 
@@ -244,6 +245,8 @@ class Checkpoint:
             if a.dtype != np.dtype(p.dtype):
                 raise CheckpointError(f"{where}: parameter {name} has dtype {a.dtype}, the model's is {p.dtype}")
             _check_finite(where, f"param/{name}", a)
+        if optimizer is not None:
+            check_optimizer_of(optimizer, model)
         if optimizer is not None and self.optimizer_state is None:
             raise CheckpointError(f"{where} holds no optimizer state")
         if rng is not None:

@@ -39,7 +39,7 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
-from gpudense._checks import as_generator, check_bool, int_at_least
+from gpudense._checks import as_generator, check_bool, check_optimizer_of, int_at_least
 from gpudense.backends import backend_name_of
 from gpudense.data import Dataset
 from gpudense.losses import check_labels, softmax_cross_entropy
@@ -398,6 +398,7 @@ def fit(
         raise TypeError(f"history must be a History or None; got {type(history).__name__}")
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a gpudense.data.Dataset; got {type(data).__name__}")
+    check_optimizer_of(optimizer, model)
     backend = model.backend
     x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     resident = _on_backend(backend, "x_train", x_train)

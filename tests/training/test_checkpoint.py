@@ -67,7 +67,8 @@ def test_reading_never_modifies_the_file(saved):
     before = (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns)
     os.chmod(path, 0o444)  # read-only: loading must not need write access
     try:
-        load_checkpoint(path).restore(MLP([4, 6, 3], backend="numpy", rng=1), Adam(model), np.random.default_rng())
+        fresh = MLP([4, 6, 3], backend="numpy", rng=1)
+        load_checkpoint(path).restore(fresh, Adam(fresh), np.random.default_rng())
     finally:
         os.chmod(path, 0o644)
     assert (hashlib.sha256(path.read_bytes()).hexdigest(), os.stat(path).st_mtime_ns) == before
@@ -116,7 +117,8 @@ def test_a_model_with_only_param_grads_round_trips(tmp_path):
 def test_restore_needs_a_generator(saved):
     path, model, opt, _ = saved
     with pytest.raises(TypeError, match="rng must be a numpy.random.Generator or None; got int"):
-        load_checkpoint(path).restore(MLP([4, 6, 3], backend="numpy", rng=1), Adam(model), 7)
+        fresh = MLP([4, 6, 3], backend="numpy", rng=1)
+        load_checkpoint(path).restore(fresh, Adam(fresh), 7)
 
 
 # -- every bad file ---------------------------------------------------------------------------

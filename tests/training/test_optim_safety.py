@@ -106,3 +106,54 @@ def test_a_finite_state_with_zero_second_moments_loads():
     state = opt.state_dict()
     state["slots"]["v"]["0.w"][...] = 0.0  # zero is a valid second moment
     Adam(model).load_state_dict(state)
+
+
+# -- an optimizer built for another model --------------------------------------------------
+
+
+def test_fit_refuses_an_optimizer_of_another_model():
+    from gpudense.data import make_synthetic
+    from gpudense.nn import MLP
+    from gpudense.optim import Adam
+    from gpudense.training import TrainConfig, fit
+
+    model, other = MLP([4, 3], backend="numpy", rng=0), MLP([4, 3], backend="numpy", rng=0)
+    before = [pg.param.copy() for pg in model.param_grads()]
+    with pytest.raises(ValueError, match=r"^optimizer was built for another model: the parameters it steps are "
+                                         r"not this model's; build it from this model, e.g. Adam\(model\)$"):
+        fit(model, Adam(other), make_synthetic(40, 4, 3, seed=0), TrainConfig(epochs=1, rng=0))
+    for b, pg in zip(before, model.param_grads()):
+        np.testing.assert_array_equal(b, pg.param)
+
+
+def test_restore_refuses_an_optimizer_of_another_model_and_changes_nothing(tmp_path):
+    from gpudense.checkpoint import load_checkpoint, save_checkpoint
+    from gpudense.nn import MLP
+    from gpudense.optim import Adam
+
+    from small_models import trained
+
+    model, opt = trained()
+    save_checkpoint(tmp_path / "c.npz", model, opt, epoch=1)
+    fresh, other = MLP([4, 6, 3], backend="numpy", rng=5), MLP([4, 6, 3], backend="numpy", rng=5)
+    wrong = Adam(other)
+    before = [pg.param.copy() for pg in fresh.param_grads()]
+    with pytest.raises(ValueError, match="optimizer was built for another model"):
+        load_checkpoint(tmp_path / "c.npz").restore(fresh, wrong)
+    assert wrong.step_count == 0
+    for b, pg in zip(before, fresh.param_grads()):
+        np.testing.assert_array_equal(b, pg.param)
+
+
+def test_an_optimizer_of_another_object_over_the_same_arrays_is_accepted():
+    """A wrapper listing the model's own parameter arrays under the same names steps the same model."""
+    from gpudense._checks import check_optimizer_of
+
+    from small_models import Params
+
+    model = MLP([4, 3], backend="numpy", rng=0)
+    same = Params(**{pg.name: pg.param for pg in model.param_grads()})
+    check_optimizer_of(SGD(same), model)
+    copies = Params(**{pg.name: pg.param.copy() for pg in model.param_grads()})
+    with pytest.raises(ValueError, match="another model"):
+        check_optimizer_of(SGD(copies), model)
