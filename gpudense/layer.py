@@ -59,7 +59,11 @@ class Dense:
     every backend.
 
     Gradients ``dw`` and ``db`` are None until the first :meth:`backward` and
-    then accumulate across calls until :meth:`zero_grad`, as in PyTorch. With
+    then accumulate across forward/backward pairs until :meth:`zero_grad`, as
+    in PyTorch; each backward needs a forward of its own (a second backward
+    after one forward is refused, as PyTorch refuses a second backward through
+    one graph). ``w`` and ``b`` may be assigned arrays of their shape and the
+    layer's dtype; anything else is refused. With
     an activation, :meth:`backward` takes dL/dy of the activated output and
     ``dw``, ``db`` are the gradients of ``w``, ``b`` as always.
 
@@ -91,11 +95,12 @@ class Dense:
         check_bool("bias", bias)
         self.dtype = float_dtype(dtype)
         self.backend = get_backend(backend)
-        self.w: Any = None
-        self.b: Any = None
+        self._w: Any = None
+        self._b: Any = None
         self.dw: Any = None
         self.db: Any = None
         self._x: Any = None
+        self._spent = False  # a backward has used the saved input of the last forward
         self._saved: Any = None  # what the activation's backward needs (None without one)
         self._copies: Any = None  # copies of _x and _saved while gpudense.saved checks them
         self._dw_keep: Any = None  # the gradient arrays, kept across zero_grad and reused
@@ -107,6 +112,31 @@ class Dense:
     def bias(self) -> bool:
         """Whether the layer has a bias."""
         return self._has_bias
+
+    @property
+    def w(self) -> Any:
+        """The weights, ``(in_features, out_features)``; an array assigned must have that shape and the dtype."""
+        return self._w
+
+    @w.setter
+    def w(self, value: Any) -> None:
+        self._w = self._param("w", value, (self.in_features, self.out_features))
+
+    @property
+    def b(self) -> Any:
+        """The bias, ``(out_features,)``, or None without one; an array assigned must have that shape and the dtype."""
+        return self._b
+
+    @b.setter
+    def b(self, value: Any) -> None:
+        self._b = self._param("b", value, (self.out_features,)) if self._has_bias or value is not None else None
+
+    def _param(self, name: str, a: Any, shape: tuple[int, ...]) -> Any:
+        if getattr(a, "shape", None) != shape or getattr(a, "dtype", None) != self.dtype:
+            got = describe_array(a) if hasattr(a, "dtype") else type(a).__name__
+            raise ValueError(f"Dense.{name} must be an array of shape {shape} and dtype {self.dtype}, the "
+                             f"layer's; got {got} (for another dtype, build the layer with dtype=...)")
+        return a
 
     def reset_parameters(self, rng: Any = None) -> None:
         """Draw ``w`` and ``b`` uniform in ``±1/sqrt(in_features)`` (PyTorch's default).
@@ -127,6 +157,7 @@ class Dense:
             if b is not None:
                 self.b[...] = b
         self.dw = self.db = self._x = self._saved = self._copies = None
+        self._spent = False
 
     def forward(self, x: Any) -> Any:
         """``y = act(x @ w + b)`` for ``x`` of shape ``(..., in_features)``; keeps ``x`` for backward.
@@ -141,7 +172,7 @@ class Dense:
         else:
             y, saved = forward_math(self.backend, x, self.w, self.b, self.activation,
                                     profile=self.backend.profiling)
-        self._x, self._saved = x, saved
+        self._x, self._saved, self._spent = x, saved, False
         self._copies = snapshot(x, saved)
         return y
 
@@ -164,6 +195,9 @@ class Dense:
             ``dx``, shape of the last forward input, or None.
         """
         x = self._x
+        if x is None and self._spent:
+            raise RuntimeError("Dense.backward called twice after one forward: the first used the saved input; "
+                               "run forward again before each backward (gradients add up until zero_grad)")
         if x is None:
             raise RuntimeError("Dense.backward called before forward: there is no saved input")
         if self._copies is not None:
@@ -183,6 +217,8 @@ class Dense:
                                        bias=self._has_bias, input_grad=input_grad, out=out,
                                        accumulate=accumulate)
         self.dw, self.db = grads.dw, grads.db
+        self._x = self._saved = self._copies = None  # used: a second backward is refused
+        self._spent = True
         return grads.dx
 
     def zero_grad(self) -> None:
@@ -283,6 +319,7 @@ class Dense:
         self.dw = None if self.dw is None else move(self.dw)
         self.db = None if self.db is None else move(self.db)
         self._x = self._saved = self._copies = self._dw_keep = self._db_keep = None
+        self._spent = False
         self.backend = target
         return self
 

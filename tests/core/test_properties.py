@@ -77,13 +77,13 @@ def test_any_shape_dtype_layout_matches_reference(problem, use_bias, input_grad)
 @settings(max_examples=40, deadline=None)
 @given(problems(features=st.integers(1, 6)), st.integers(1, 3))  # Dense needs sizes >= 1
 def test_layer_accumulates_like_a_sum_of_calls(problem, calls):
-    """k backward calls without zero_grad give k times the gradient of one (exact in float64)."""
+    """k forward/backward pairs without zero_grad give k times the gradient of one (exact in float64)."""
     x, w, b, dy, _ = problem
     x, dy = x.astype(np.float64), dy.astype(np.float64)
     layer = Dense(w.shape[0], w.shape[1], dtype="float64", backend="numpy", rng=0)
-    layer(x)
     single = dense_backward(dy, x, layer.w)
     for _ in range(calls):
+        layer(x)
         layer.backward(dy)
     np.testing.assert_allclose(layer.dw, calls * single.dw, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.db, calls * single.db, rtol=1e-12, atol=1e-12)

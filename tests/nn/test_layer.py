@@ -74,8 +74,65 @@ def test_gradients_accumulate_until_zero_grad(rng):
     np.testing.assert_allclose(layer.db, d1.sum(0) + d2.sum(0), rtol=1e-13)
     layer.zero_grad()
     assert layer.dw is None and layer.db is None
-    layer.backward(d2)  # the saved input is still x2
+    layer(x2)
+    layer.backward(d2)
     np.testing.assert_allclose(layer.dw, x2.T @ d2, rtol=1e-13)
+
+
+def test_a_second_backward_after_one_forward_is_refused_and_changes_nothing(rng):
+    """As PyTorch refuses a second backward through one graph: the first used the saved input."""
+    layer = Dense(3, 2, dtype="float64", backend="numpy", rng=rng)
+    x, dy = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    layer(x)
+    layer.backward(dy)
+    dw = layer.dw.copy()
+    for _ in range(2):  # after zero_grad too: the saved input is gone either way
+        with pytest.raises(RuntimeError, match="^Dense.backward called twice after one forward: the first used "
+                                               "the saved input; run forward again before each backward"):
+            layer.backward(dy)
+        np.testing.assert_array_equal(layer.dw, dw)
+        layer.zero_grad()
+        dw = None
+        assert layer.dw is None
+
+
+def test_an_mlp_refuses_a_second_backward_too():
+    from gpudense.nn import MLP
+
+    model = MLP([3, 4, 2], backend="numpy", rng=0)
+    g = np.ones((5, 2), np.float32)
+    model(np.ones((5, 3), np.float32))
+    model.backward(g)
+    with pytest.raises(RuntimeError, match="called twice after one forward"):
+        model.backward(g)
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("w", np.zeros((3, 2), np.float64), r"Dense.w must be an array of shape \(3, 2\) and dtype float32, the "
+                                        r"layer's; got .*float64"),
+    ("w", np.zeros((2, 3), np.float32), r"Dense.w must be an array of shape \(3, 2\).*got .*\(2, 3\)"),
+    ("w", [[0.0, 0.0]] * 3, r"Dense.w must be an array .*; got list"),
+    ("b", np.zeros(3, np.float32), r"Dense.b must be an array of shape \(2,\) and dtype float32"),
+    ("b", None, r"Dense.b must be an array of shape \(2,\).*got NoneType"),
+])
+def test_assigning_a_parameter_of_another_dtype_or_shape_is_refused(name, value, match):
+    layer = Dense(3, 2, backend="numpy", rng=0)
+    before = getattr(layer, name).copy()
+    with pytest.raises(ValueError, match=match):
+        setattr(layer, name, value)
+    np.testing.assert_array_equal(getattr(layer, name), before)
+    y = layer(np.ones((4, 3), np.float32))
+    assert y.dtype == np.float32
+
+
+def test_assigning_a_parameter_that_fits_is_used():
+    layer = Dense(3, 2, backend="numpy", rng=0)
+    layer.w = np.ones((3, 2), np.float32)
+    layer.b = np.zeros(2, np.float32)
+    np.testing.assert_array_equal(layer(np.ones((1, 3), np.float32)), [[3.0, 3.0]])
+    no_bias = Dense(3, 2, bias=False, backend="numpy", rng=0)
+    no_bias.b = None
+    assert no_bias.b is None
 
 
 def test_input_grad_false_returns_none_and_still_fills_dw(rng):
