@@ -192,8 +192,8 @@ def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.
     ok_low = v > low if low_open else v >= low
     ok_high = v < high if high_open else v <= high
     if not (math.isfinite(v) and ok_low and ok_high):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+        lo = "(" if low_open or low == -math.inf else "["  # an infinite bound is never in the interval
+        hi = ")" if high_open or high == math.inf else "]"
         raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}; got {value!r}")
     return v
 

@@ -104,12 +104,14 @@ def save_checkpoint(
         FileNotFoundError: the directory of ``path`` does not exist.
         OSError: the file cannot be written, e.g. a full disk (one line naming
             the file; the previous file is left as it was).
-        TypeError, ValueError: bad arguments, or ``extra`` not JSON-serialisable.
+        TypeError, ValueError: bad arguments, or ``extra`` not a dict of JSON
+            data (a NumPy scalar, a NaN or a tuple key is refused, naming ``extra``).
     """
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
         raise ValueError(f"epoch must be a non-negative int; got {epoch!r}")
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator or None; got {type(rng).__name__}")
+    _check_extra(extra)
     to_numpy = model.backend.to_numpy if hasattr(model, "backend") else np.asarray
     arrays: dict[str, np.ndarray] = {
         f"param/{pg.name}": np.ascontiguousarray(to_numpy(pg.param)) for pg in model.param_grads()
@@ -144,6 +146,19 @@ def save_checkpoint(
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(check_target(path), lambda f: np.savez(f, **arrays), "checkpoint")
     return Path(path)
+
+
+def _check_extra(extra: Any) -> None:
+    """``extra`` must be None or a dict that JSON holds exactly (a load gives it back as it was)."""
+    if extra is None:
+        return
+    if not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict of JSON data or None; got {type(extra).__name__}")
+    try:
+        json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"extra must hold only JSON data (dict with str keys, list, str, int, float, bool, "
+                        f"None; finite numbers): {exc}") from None
 
 
 def check_target(path: str | os.PathLike[str]) -> Path:

@@ -106,7 +106,8 @@ def load_digits(
     pixels, target = digits_arrays()
     x = pixels / 16.0
     y = target
-    train, test = stratified_split(y, test_fraction=test_fraction, rng=np.random.default_rng(seed))
+    gen = np.random.default_rng(int_at_least("seed", seed, 0))
+    train, test = stratified_split(y, test_fraction=test_fraction, rng=gen)
     if standardize:
         mean = x[train].mean(axis=0)
         std = x[train].std(axis=0)
@@ -209,7 +210,7 @@ def make_synthetic(
     n_test = max(1, int(round(test_fraction * n_samples)))
     if n_test >= n_samples:
         raise ValueError(f"n_samples={n_samples} leaves no training samples at test_fraction={test_fraction}")
-    centres = np.random.default_rng([seed, 2**32 - 1]).normal(
+    centres = np.random.default_rng([int_at_least("seed", seed, 0), 2**32 - 1]).normal(
         0.0, separation / np.sqrt(n_features), size=(n_classes, n_features)
     ).astype(np.float32)
     x = np.empty((n_samples, n_features), dt)

@@ -232,7 +232,11 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
         batch_size: Samples per forward pass.
 
     Returns:
-        The fraction of correct predictions; NaN for an empty set.
+        The fraction of correct predictions.
+
+    Raises:
+        ValueError: an empty set (the accuracy of nothing is undefined, as
+            the losses refuse an empty batch).
 
     Example:
         >>> from gpudense.nn import MLP
@@ -244,7 +248,8 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
     xp = backend.xp
     n = int(x.shape[0])
     if n == 0:
-        return float("nan")
+        raise ValueError("evaluate needs a non-empty set (the accuracy of nothing is undefined); got x of "
+                         f"shape {tuple(x.shape)}")
     correct = xp.zeros((), dtype=xp.int64)
     for start in range(0, n, batch_size):
         xb = backend.asarray(x[start:start + batch_size])
@@ -409,6 +414,8 @@ def fit(
     n = int(x_train.shape[0])
     if n == 0:
         raise ValueError("data has no training samples")
+    if int(x_test.shape[0]) == 0:
+        raise ValueError("data has no test samples; each epoch ends by evaluating the test set")
     check_labels(y_train, n, data.n_classes)
     check_labels(y_test, int(x_test.shape[0]), data.n_classes)
     history = History(**history.as_dict()) if history is not None else History()

@@ -215,12 +215,16 @@ class DataParallel:
         """Accuracy on ``(x, y)``, as :func:`gpudense.training.evaluate`; each rank counts its rows.
 
         Returns:
-            The fraction correct over all rows (alike on every rank); NaN for an empty set.
+            The fraction correct over all rows (alike on every rank).
+
+        Raises:
+            ValueError: an empty set, as :func:`gpudense.training.evaluate`.
         """
         backend = model.backend
         n = int(x.shape[0])
         if n == 0:
-            return float("nan")
+            raise ValueError("evaluate needs a non-empty set (the accuracy of nothing is undefined); got x of "
+                             f"shape {tuple(x.shape)}")
         lo, hi = split_rows(n, self.comm.size, self.comm.rank)
         counts = backend.xp.zeros(1, dtype=np.float64)
         for start in range(lo, hi, batch_size):

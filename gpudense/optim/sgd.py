@@ -37,6 +37,10 @@ class SGD(Optimizer):
         self.SLOTS = ("momentum",) if check_number("momentum", momentum, high=1.0, high_open=True) else ()
         super().__init__(model, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=float(nesterov))
 
+    def __repr__(self) -> str:
+        shown = dict(self.hyperparams, nesterov=bool(self.hyperparams["nesterov"]))  # stored as 0.0/1.0
+        return f"SGD({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
     def _check_hyperparams(self, hyper: dict[str, Any]) -> dict[str, float]:
         h = {
             "lr": check_number("lr", hyper["lr"], low_open=True),

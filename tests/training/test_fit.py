@@ -212,7 +212,9 @@ def test_evaluate_counts_argmax_hits():
     y = np.array([0, 1, 1, 1, 0])
     assert evaluate(model, x, y) == 0.8
     assert evaluate(model, x, y, batch_size=2) == 0.8  # three batches, the last of one sample
-    assert math.isnan(evaluate(model, x[:0], y[:0]))
+    with pytest.raises(ValueError, match=r"^evaluate needs a non-empty set \(the accuracy of nothing is "
+                                         r"undefined\); got x of shape \(0, 2\)$"):
+        evaluate(model, x[:0], y[:0])
 
 
 def test_train_epoch_visits_the_order_in_batches():
