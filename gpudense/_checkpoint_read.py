@@ -30,7 +30,7 @@ import numpy as np
 from gpudense._checks import bfloat16_dtype, check_finite
 from gpudense._files import FileRefused, NpzReader
 
-__all__ = ["FORMAT", "MAX_META", "VERSION", "read_checkpoint", "read_format"]
+__all__ = ["FORMAT", "MAX_META", "VERSION", "read_checkpoint", "read_meta"]
 
 FORMAT = "gpudense-checkpoint"
 VERSION = 2  # per-parameter step counts, float32 master copies of float16 parameters
@@ -107,8 +107,11 @@ def read_checkpoint(f: BinaryIO, where: str) -> tuple[dict[str, Any], dict[str, 
     return meta, params, slots
 
 
-def read_format(f: BinaryIO, where: str) -> str:
-    """The ``format`` that the ``meta`` of the ``.npz`` open as ``f`` names (only ``meta`` is decompressed).
+def read_meta(f: BinaryIO, where: str) -> dict[str, Any]:
+    """The ``meta`` of the ``.npz`` open as ``f``, as JSON gives it (only ``meta`` is decompressed).
+
+    Its fields are not checked beyond a string ``format``: what a gpudense
+    checkpoint's meta holds is checked by :func:`read_checkpoint`.
 
     Raises:
         FileRefused, zipfile.BadZipFile, zlib.error, EOFError, ValueError: the
@@ -119,7 +122,7 @@ def read_format(f: BinaryIO, where: str) -> str:
         meta = _json(where, _meta_json(z, where))
     if not isinstance(meta, dict) or not isinstance(meta.get("format"), str):
         raise FileRefused(f"{where}: 'meta' names no format")
-    return meta["format"]
+    return meta
 
 
 def _meta_json(z: NpzReader, where: str) -> str:

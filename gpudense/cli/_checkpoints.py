@@ -9,10 +9,20 @@ import zlib
 from typing import Any
 
 from gpudense import training
-from gpudense._checkpoint_read import FORMAT, read_format
+from gpudense._checkpoint_read import FORMAT, read_meta
 from gpudense.checkpoint import CheckpointError
 
 __all__ = ["check_not_foreign", "saved_history", "stopped_note"]
+
+
+def _epoch_of(path: str, counted: int) -> int:
+    """The epoch of the checkpoint at ``path`` (only its meta is read), or ``counted`` where it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            epoch = read_meta(f, path).get("epoch")
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, NotImplementedError):
+        return counted
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= counted else counted
 
 
 def check_not_foreign(option: str, path: str) -> None:
@@ -30,7 +40,7 @@ def check_not_foreign(option: str, path: str) -> None:
         if os.path.getsize(path) == 0:
             return
         with open(path, "rb") as f:
-            found = read_format(f, "it")
+            found = read_meta(f, "it")["format"]
         reason = "" if found == FORMAT else f"its format is {found!r}"
     except FileNotFoundError:
         return
@@ -76,6 +86,10 @@ def saved_history(path: str, ckpt: Any) -> training.History:
 def stopped_note(last: tuple[str, int] | None, save: str | None) -> str:
     """What the line of a stopped run says about checkpoints.
 
+    The epoch is read from the file itself where it can be: a signal that
+    comes after a save has replaced the file but before the run has counted
+    it would otherwise name the epoch before.
+
     Args:
         last: ``(path, epoch)`` of the last complete checkpoint (written by
             this run, or the one it resumed), or None.
@@ -86,7 +100,7 @@ def stopped_note(last: tuple[str, int] | None, save: str | None) -> str:
         'the last complete checkpoint is run.npz (epoch 3)'
     """
     if last is not None:
-        return f"the last complete checkpoint is {last[0]} (epoch {last[1]})"
+        return f"the last complete checkpoint is {last[0]} (epoch {_epoch_of(*last)})"
     if save:
         state = "is unchanged" if os.path.lexists(save) else "was not created"
         return f"no checkpoint was written ({save} {state})"

@@ -19,9 +19,19 @@ def on_rank0(comm: Communicator | None, fn: Any) -> Any:
 
 
 def split_note(batch: int, size: int) -> str:
-    """How a global batch is split, e.g. ``"16 rows per rank"`` or ``"11 or 10 rows per rank"``."""
+    """How a global batch is split, e.g. ``"the batch of 32 is split across them, 16 rows per rank"``.
+
+    Example:
+        >>> split_note(32, 3)
+        'the batch of 32 is split across them, 11 or 10 rows per rank (lower ranks more)'
+        >>> split_note(32, 1)
+        'its one rank takes the whole batch of 32'
+    """
+    if size == 1:
+        return f"its one rank takes the whole batch of {batch}"
     most, fewest = (b - a for a, b in (split_rows(batch, size, 0), split_rows(batch, size, size - 1)))
-    return f"{most} rows per rank" if most == fewest else f"{most} or {fewest} rows per rank (lower ranks more)"
+    rows = f"{most} rows per rank" if most == fewest else f"{most} or {fewest} rows per rank (lower ranks more)"
+    return f"the batch of {batch} is split across them, {rows}"
 
 
 def start_distributed(args: argparse.Namespace) -> Communicator | None:

@@ -134,7 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="PATH", type=path_value, help="continue from this checkpoint")
     g.add_argument("--overwrite", action="store_true",
                    help="let --save replace a file that is not a gpudense checkpoint (refused otherwise)")
-    g.add_argument("--plot", metavar="PATH", type=path_value, help="write loss and accuracy curves to this PNG (a path ending in .png)")
+    g.add_argument("--plot", metavar="PATH", type=path_value,
+                   help="write loss and accuracy curves to this PNG (a path ending in .png)")
     g.add_argument("--profile", action="store_true",
                    help="NVTX ranges gpudense.train.epoch / gpudense.train.step (for nsys)")
     g.add_argument("--quiet", action="store_true", help="no progress bar (summary lines still print)")
@@ -335,8 +336,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     say(f"model: {model!r}")
     say(f"optimizer: {optimizer!r}, batch size {args.batch_size}")
     if comm is not None:
-        say(f"distributed: {comm.describe()}; the batch of {args.batch_size} is split across them, "
-            f"{split_note(args.batch_size, comm.size)}")
+        say(f"distributed: {comm.describe()}; {split_note(args.batch_size, comm.size)}")
     if ckpt is not None:
         say(f"resumed from {args.resume} at epoch {start_epoch}")
 
@@ -365,11 +365,10 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         bar.close()
         say(f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  train acc {stats.train_acc:.4f}  "
             f"test acc {stats.test_acc:.4f}  {stats.seconds:6.2f} s  ({n / stats.seconds:,.0f} samples/s)")
-        if args.save and rank0:
-            save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
-                            extra={"data": _data_identity(args), "history": history.as_dict(),
-                                   "batch_size": args.batch_size})
-        if args.save:  # every rank knows what rank 0 wrote
+        if args.save:  # rank 0 writes; every rank learns that it has (or why not) before counting it as last
+            on_rank0(comm, lambda: save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
+                                                   extra={"data": _data_identity(args), "history": history.as_dict(),
+                                                          "batch_size": args.batch_size}))
             last = (args.save, stats.epoch)
 
     config = training.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, rng=shuffle_rng,

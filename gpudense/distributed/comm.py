@@ -106,7 +106,7 @@ class Communicator:
 
         Raises:
             TypeError: an array this engine does not take, or ``"mean"`` of integers.
-            ValueError: an unknown ``op`` or a non-contiguous array.
+            ValueError: an unknown ``op``, a non-contiguous or a read-only array.
 
         Example:
             >>> a = np.array([1.0, 2.0])
@@ -185,6 +185,9 @@ class Communicator:
             raise TypeError(f"the {self.kind} communicator's {what} takes a {takes}; got {describe_array(a)}")
         if not a.flags.c_contiguous:
             raise ValueError(f"{what} needs a C-contiguous array (it works in place); got a strided {describe_array(a)}")
+        if not getattr(a.flags, "writeable", True):  # CuPy arrays have no read-only flag
+            raise ValueError(f"{what} writes its result into the array it is given, which is read-only; got a "
+                             f"read-only {describe_array(a)} (pass a writable copy, a.copy())")
 
     def _check_root(self, root: Any) -> None:
         if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < self.size:

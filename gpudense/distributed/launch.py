@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import struct
 import sys
@@ -171,7 +172,9 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
 
     An exception escaping the block in an MPI world of more than one process
     prints ``<prog>: error on rank R of N: <message>; stopping all ranks``
-    on stderr (with the traceback for errors other than the usual
+    on stderr (a signal: ``<prog>: stopped by SIGTERM on rank R of N; <the
+    note the command attached, e.g. where the last complete checkpoint is>;
+    stopping all ranks``, and the job's status is 128 + the signal's number) (with the traceback for errors other than the usual
     ValueError, TypeError, OSError, RuntimeError, MemoryError, ImportError
     and KeyboardInterrupt, or when ``GPUDENSE_DEBUG`` is set), waits (at
     most 2 s) until the launcher has read that line from the output pipe,
@@ -204,11 +207,18 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
             raise
         if os.environ.get("GPUDENSE_DEBUG") or not isinstance(exc, _PLAIN):
             traceback.print_exc()
-        sys.stderr.write(f"{prog}: error on rank {world.Get_rank()} of {world.Get_size()}: {_one_line(exc)}; "
-                         "stopping all ranks\n")  # one write: the lines of ranks do not mix
+        where, status = f"rank {world.Get_rank()} of {world.Get_size()}", 1
+        if isinstance(exc, KeyboardInterrupt):  # a signal, as one process reports it (gpudense.cli.main)
+            signum = getattr(exc, "signum", signal.SIGINT)
+            note = getattr(exc, "note", "")
+            line = f"{prog}: stopped by {signal.Signals(signum).name} on {where}" + (f"; {note}" if note else "")
+            status = 128 + signum
+        else:
+            line = f"{prog}: error on {where}: {_one_line(exc)}"
+        sys.stderr.write(f"{line}; stopping all ranks\n")  # one write: the lines of ranks do not mix
         _drain_output()
-        world.Abort(1)
-        os._exit(1)  # MPICH's MPI_Abort can return before the launcher's kill arrives; an exit is also seen
+        world.Abort(status)
+        os._exit(status)  # MPICH's MPI_Abort can return before the launcher's kill arrives; an exit is also seen
 
 
 def _drain_output(limit_s: float = 2.0) -> None:

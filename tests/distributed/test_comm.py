@@ -100,3 +100,13 @@ def test_integer_sums_are_allowed():
 def test_a_mismatch_is_a_collective_value_error():
     assert issubclass(MismatchError, CollectiveError) and issubclass(MismatchError, ValueError)
     assert issubclass(CollectiveError, RuntimeError)
+
+
+@pytest.mark.parametrize("comm", [LocalCommunicator(), load_fakes().Mirror(size=2)], ids=["local", "mirror"])
+@pytest.mark.parametrize("call", ["allreduce", "broadcast"])
+def test_a_read_only_array_is_refused_in_words(comm, call):
+    a = np.ones(3)
+    a.flags.writeable = False
+    with pytest.raises(ValueError, match=rf"^{call} writes its result into the array it is given, which is "
+                                         r"read-only; got a read-only .*\(pass a writable copy, a.copy\(\)\)$"):
+        getattr(comm, call)(a)

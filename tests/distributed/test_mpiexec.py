@@ -171,3 +171,32 @@ def test_killing_a_rank_of_gpudense_train_ends_the_run(mpirun):
     done = finish(proc, timeout=30)
     assert done.returncode != 0
     assert "test accuracy" not in done.stdout
+
+
+def test_sigterm_to_the_launcher_says_where_the_last_complete_checkpoint_is(mpirun, tmp_path):
+    """As one process does: the line names the checkpoint and its epoch; the job's status is 128 + SIGTERM."""
+    from gpudense.checkpoint import load_checkpoint
+
+    path = tmp_path / "ck.npz"
+    proc = launch(["-n", "2", *TRAIN, *SYNTHETIC, "--epochs", "100000", "--save", str(path)], timeout=60)
+    deadline = time.monotonic() + 60
+    seen = 0
+    while seen < 2 and time.monotonic() < deadline:  # two epoch lines: a checkpoint is complete
+        if select.select([proc.stdout], [], [], 1.0)[0]:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line.startswith("epoch")
+    if seen < 2:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"no epoch lines came; stderr: {proc.stderr.read()[-2000:]}")
+    proc.send_signal(signal.SIGTERM)
+    done = finish(proc, timeout=30)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    stopped = [line for line in done.stderr.splitlines() if "stopped by SIGTERM" in line]
+    assert stopped, done.stderr
+    epoch = load_checkpoint(path).epoch
+    for line in stopped:
+        assert re.fullmatch(rf"gpudense train: stopped by SIGTERM on rank [01] of 2; the last complete checkpoint "
+                            rf"is {re.escape(str(path))} \(epoch {epoch}\); stopping all ranks", line), line
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "ck.npz"]  # no temporary left

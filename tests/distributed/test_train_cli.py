@@ -52,7 +52,7 @@ def test_a_world_of_one_prints_what_one_process_prints_and_says_so():
     alone, plain = _run(SMALL)
     local, lines = _run(SMALL, comm=LocalCommunicator())
     note = [line for line in lines if line.startswith("distributed:")]
-    assert note == ["distributed: local, 1 rank; the batch of 32 is split across them, 32 rows per rank"]
+    assert note == ["distributed: local, 1 rank; its one rank takes the whole batch of 32"]
     assert _without_times([line for line in lines if line not in note]) == _without_times(plain)
     assert alone.history.loss == local.history.loss and alone.test_accuracy == local.test_accuracy
 
@@ -70,9 +70,10 @@ def test_only_rank_0_prints_and_writes(tmp_path):
 
 
 def test_thesplit_note():
-    assert split_note(32, 2) == "16 rows per rank"
-    assert split_note(32, 3) == "11 or 10 rows per rank (lower ranks more)"
-    assert split_note(2, 4) == "1 or 0 rows per rank (lower ranks more)"
+    assert split_note(32, 2) == "the batch of 32 is split across them, 16 rows per rank"
+    assert split_note(32, 3) == "the batch of 32 is split across them, 11 or 10 rows per rank (lower ranks more)"
+    assert split_note(2, 4) == "the batch of 2 is split across them, 1 or 0 rows per rank (lower ranks more)"
+    assert split_note(32, 1) == "its one rank takes the whole batch of 32"
 
 
 def test_auto_without_a_launcher_trains_alone(monkeypatch):
