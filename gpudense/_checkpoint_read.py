@@ -5,7 +5,7 @@ Whatever the file holds, reading takes about the memory of the arrays its
 ``meta`` says a checkpoint of that model holds:
 
 1. the zip directory is checked before anything is decompressed
-   (:class:`~gpudense._files.NpzReader`: entry names, count, sizes each
+   (:class:`~gpudense._npz.NpzReader`: entry names, count, sizes each
    entry's compressed bytes can expand to, no overlaps);
 2. ``meta`` (at most :data:`MAX_META` bytes) is read and checked;
 3. every other entry must be ``param/<name>`` or ``optim/<slot>/<name>`` of a
@@ -28,7 +28,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from gpudense._checks import bfloat16_dtype, check_finite
-from gpudense._files import FileRefused, NpzReader
+from gpudense._files import FileRefused
+from gpudense._npz import NpzReader
 
 __all__ = ["FORMAT", "MAX_META", "VERSION", "read_checkpoint", "read_meta"]
 
