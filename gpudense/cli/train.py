@@ -308,6 +308,12 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     ckpt = on_rank0(comm, lambda: load_checkpoint(args.resume)) if args.resume else None
     history = saved_history(args.resume, ckpt) if ckpt is not None else training.History()
     args = _resolve_options(args, ckpt)
+    trained_on = ckpt.extra.get("data") if ckpt is not None else None
+    if trained_on is not None and trained_on != _data_identity(args):  # before any data are loaded
+        raise CheckpointError(
+            f"checkpoint {args.resume} was trained on {trained_on}; this run asks for "
+            f"{_data_identity(args)} (give the same --dataset/--seed/--samples/--features/--classes)"
+        )
 
     ds = _load_data(args)
     sizes = [ds.n_features, *args.hidden, ds.n_classes]
@@ -320,12 +326,6 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
 
     start_epoch = 0
     if ckpt is not None:
-        trained_on = ckpt.extra.get("data")
-        if trained_on is not None and trained_on != _data_identity(args):
-            raise CheckpointError(
-                f"checkpoint {args.resume} was trained on {trained_on}; this run asks for "
-                f"{_data_identity(args)} (give the same --dataset/--seed/--samples/--features/--classes)"
-            )
         ckpt.restore(model, optimizer, shuffle_rng)
         if args.lr is not None:
             optimizer.lr = args.lr
@@ -339,6 +339,9 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         say(f"distributed: {comm.describe()}; {split_note(args.batch_size, comm.size)}")
     if ckpt is not None:
         say(f"resumed from {args.resume} at epoch {start_epoch}")
+        if trained_on is None:
+            say(f"note: checkpoint {args.resume} does not record the data it was trained on (it was not saved "
+                f"by gpudense train); resuming on {ds.name} as asked, unchecked")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", training.DataOnHostWarning)

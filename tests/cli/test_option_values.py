@@ -129,3 +129,29 @@ def test_plot_history_writes_atomically(tmp_path, monkeypatch):
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="ends in a path separator"):
         plotting.plot_history(History([1.0], [0.5], [0.5], [0.1]), f"{tmp_path}/")
+
+
+def test_resuming_on_other_data_is_refused_before_the_data_are_loaded(tmp_path, capsys, monkeypatch):
+    ck = tmp_path / "ck.npz"
+    assert run_cli([*FAST, "--dataset", "synthetic", "--samples", "200", "--features", "6", "--save", str(ck)],
+                   capsys)[0] == 0
+
+    def refuse(args):
+        raise AssertionError("the data were loaded before the checkpoint's data were compared")
+
+    monkeypatch.setattr(train_command, "_load_data", refuse)
+    line = _error(*run_cli([*FAST, "--epochs", "2", "--dataset", "synthetic", "--samples", "300", "--features", "6",
+                            "--resume", str(ck)], capsys))
+    assert f"checkpoint {ck} was trained on" in line and "'samples': 200" in line and "'samples': 300" in line
+
+
+def test_resuming_a_checkpoint_that_records_no_data_says_so(tmp_path, capsys):
+    from gpudense.optim import Adam
+
+    ck = tmp_path / "lib.npz"
+    model = MLP([64, 8, 10], backend="numpy", rng=0)
+    save_checkpoint(ck, model, Adam(model), epoch=0, rng=np.random.default_rng(0))
+    status, out, err = run_cli([*FAST, "--resume", str(ck)], capsys)
+    assert status == 0, err
+    assert (f"note: checkpoint {ck} does not record the data it was trained on (it was not saved by gpudense "
+            "train); resuming on digits as asked, unchecked\n") in out
