@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = [
     "blas_info",
+    "busy_warning",
     "cache_bytes_cpu",
     "device_memory",
     "environment",
@@ -25,6 +26,40 @@ __all__ = [
 #: Environment variables recorded with every run.
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "CUPY_TF32", "GPUDENSE_BACKEND")
+
+
+def busy_warning(load: float | None = None, cores: int | None = None) -> str | None:
+    """A warning when other work keeps the machine busy, else None.
+
+    Ceilings and timings measured under load are both lowered, by different
+    amounts, so rows can read over 100% "of ceiling". The machine counts as
+    busy when the load average over the last minute (``os.getloadavg``) is
+    at least ``max(0.75, cores / 10)``: on a small machine, about one core
+    kept busy by something else.
+
+    Args:
+        load: The 1-minute load average (default: the system's; None where
+            the system has none).
+        cores: The cores this process may run on (default: its CPU affinity).
+
+    Example:
+        >>> busy_warning(0.1, 2) is None
+        True
+        >>> busy_warning(1.9, 2)  # doctest: +ELLIPSIS
+        'the machine is busy: load average 1.90 over the last minute on 2 cores; ...'
+    """
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # Windows has none
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load < max(0.75, cores / 10):
+        return None
+    return (f"the machine is busy: load average {load:.2f} over the last minute on {cores} "
+            f"core{'s' if cores != 1 else ''}; the ceilings and the timings are both measured under that "
+            "load, so rows can read over 100% of ceiling: keep figures from a quiet machine")
 
 
 def utc_now() -> str:

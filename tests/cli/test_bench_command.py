@@ -234,3 +234,22 @@ def test_quick_cpu_run_writes_a_valid_document(tmp_path, monkeypatch, fresh_back
             assert r["frac_bw"] > 0 and r["gbps"] > 0
         step = next(r for r in rows if r["stage"] == "step")
         assert ("torch.step" in step["ratios"]) == torch_ok
+
+
+@pytest.mark.parametrize("load,warned", [(7.5, True), (0.0, False)])
+def test_a_busy_machine_is_warned_of_before_the_sweep(load, warned, monkeypatch, capsys, fresh_backends):
+    from gpudense.benchmark import machine
+
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+    def sweep_seen(*args, **kwargs):
+        err = capsys.readouterr().err
+        assert ("gpudense bench: warning: the machine is busy: load average 7.50 over the last minute on 2 cores"
+                in err) is warned, err
+        raise RuntimeError("stop after the check")
+
+    monkeypatch.setattr(bench_cli, "sweep", sweep_seen)
+    rc = main(["bench", "--smoke", "--backend", "numpy", "--no-progress", "--threads", "1"])
+    assert rc == 1
+    assert "stop after the check" in capsys.readouterr().err
