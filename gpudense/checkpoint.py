@@ -232,6 +232,12 @@ class Checkpoint:
         changed: everything (the RNG state set on a copy of the generator)
         is checked, and the arrays copied onto the model's backend, before
         the model, the optimizer or the generator is touched.
+
+        Raises:
+            CheckpointError: the checkpoint does not fit, as above.
+            ValueError: ``optimizer`` was built for another model (it would
+                step that model's parameters, not ``model``'s).
+            TypeError: ``rng`` is not a ``numpy.random.Generator``.
         """
         where = f"checkpoint {self.path}"
         if rng is not None and not isinstance(rng, np.random.Generator):

@@ -17,7 +17,7 @@ import sys
 from typing import Any, Sequence
 
 from gpudense.benchmark.config import DTYPES, BenchConfig
-from gpudense.benchmark.machine import busy_warning
+from gpudense.benchmark import machine
 from gpudense.benchmark.report import format_table, write_json, write_plot, write_text
 from gpudense.benchmark.sweep import sweep
 from gpudense.cli._common import blas_threads, check_output_path, int_at_least, progress_bar
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     def note(text: str) -> None:  # before the sweep, not only under the table at its end
         print(f"gpudense bench: note: {text}", file=sys.stderr, flush=True)
 
-    busy = busy_warning()
+    busy = machine.busy_warning()
     if busy:
         print(f"gpudense bench: warning: {busy}", file=sys.stderr, flush=True)
 

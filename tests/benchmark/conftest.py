@@ -76,3 +76,11 @@ def stand_in_cupy(monkeypatch):
     monkeypatch.setattr(backends, "get_backend", lambda name="auto": be if name == "cupy" else real(name))
     monkeypatch.delenv("CUPY_TF32", raising=False)
     return be
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """``gpudense bench`` warns on a busy machine; what the tests read must not depend on the machine's load."""
+    from gpudense.benchmark import machine
+
+    monkeypatch.setattr(machine, "busy_warning", lambda: None)

@@ -13,6 +13,7 @@ import pytest
 
 from gpudense.benchmark import config as cfg
 from gpudense.benchmark import report
+from gpudense.benchmark.machine import busy_warning as BUSY_WARNING
 from gpudense.benchmark.torch_linear import torch_importable
 from gpudense.cli import bench as bench_cli
 from gpudense.cli import main
@@ -240,6 +241,7 @@ def test_quick_cpu_run_writes_a_valid_document(tmp_path, monkeypatch, fresh_back
 def test_a_busy_machine_is_warned_of_before_the_sweep(load, warned, monkeypatch, capsys, fresh_backends):
     from gpudense.benchmark import machine
 
+    monkeypatch.setattr(machine, "busy_warning", BUSY_WARNING)  # the real one, which conftest turns off
     monkeypatch.setattr(machine.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
 

@@ -70,6 +70,7 @@ def test_non_contiguous_inputs_equal_contiguous(rng, layout):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NumPy's, on NaN * 0 and inf - inf
 def test_nan_and_inf_propagate():
     x = np.array([[1.0, np.nan], [2.0, 3.0], [np.inf, 0.0]])
     w = np.ones((2, 2))
