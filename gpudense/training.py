@@ -232,11 +232,8 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
         batch_size: Samples per forward pass.
 
     Returns:
-        The fraction of correct predictions.
-
-    Raises:
-        ValueError: an empty set (the accuracy of nothing is undefined, as
-            the losses refuse an empty batch).
+        The fraction of correct predictions; an empty set is a ValueError (the
+        accuracy of nothing is undefined), as the losses refuse an empty batch.
 
     Example:
         >>> from gpudense.nn import MLP
