@@ -6,7 +6,7 @@
 # prints the date, device, driver and library versions, runs the tests marked
 # gpu, times the bias-gradient kernel against dy.sum(axis=0) and ones @ dy and
 # the fused activation gradient against the unfused way (bench/device_check.py
-# over gpudense.benchmark.device_check and fused_check) and times one training
+# and bench/fused_check.py) and times one training
 # epoch of a large synthetic set (bench/train_bench.py). Raw results (JSON and
 # the pytest log) go to $OUT when it is set, else bench/results/. Needs
 # python3 with CuPy, NumPy and pytest; takes up to 12 minutes (for two

@@ -67,7 +67,7 @@ run() {  # run STEP LIMIT NAME CMD...: at most LIMIT seconds, never past the ste
 }
 
 smoke() {  # smoke STEP: stop the step at once if NVRTC or the CUDA headers are missing
-    if ! run "$1" 10 "compile smoke test" python3 bench/device_check.py --smoke; then
+    if ! run "$1" 10 "compile smoke test" python3 bench/compile_smoke.py; then
         echo "gpu_validation.sh $1: the compile smoke test failed (above): NVRTC or the CUDA headers are" \
              "missing or CUDA is unusable; nothing else was run" >&2
         return 1

@@ -1,4 +1,4 @@
-"""The fused activation-gradient check on a GPU, cuBLASLt's epilogues as a comparator, and a compile smoke test.
+"""The fused activation-gradient check on a GPU, and cuBLASLt's epilogues as a comparator.
 
 :func:`time_fused` times, per shape, dtype and activation, gpudense's fused
 pass (``dz = dy * act'(.)`` and ``db`` in one kernel, then pass 2 when the
@@ -10,10 +10,11 @@ CuPy element-wise operations, then the bias-gradient kernel on ``dz``).
 ``db`` in its epilogue) with gpudense's GEMM followed by its kernels; without
 nvmath the rows are recorded as skipped, with the reason.
 :func:`run_fused_check` runs both and writes ``fused_check.json`` after each
-shape, so a stopped run keeps what it measured. :func:`compile_smoke` checks
-in seconds that NVRTC and the CUDA headers CuPy needs are there.
+shape, so a stopped run keeps what it measured. ``bench/device_check.py --stage
+fused`` runs it; it imports its sibling ``device_check`` (bench/ on the path,
+as it is for a script in bench/ and for the tests).
 
-Timing is :mod:`gpudense.benchmark.device_check`'s: CUDA events, warm-up,
+Timing is bench/device_check.py's: CUDA events, warm-up,
 medians, buffers rotating through more than twice the L2. No figure is
 asserted anywhere; the GPU run records them.
 """
@@ -27,22 +28,10 @@ from typing import Any, Callable
 import numpy as np
 
 from gpudense._checks import float_dtype
-from gpudense.backends.cuda.smoke import SMOKE_SOURCE, compile_smoke  # noqa: F401  (re-exported)
 from gpudense.benchmark.ceilings import random_normal
-from gpudense.benchmark.device_check import copy_check, device_facts, result_row, write_json
 from gpudense.benchmark.timing import CudaTimer, time_per_call
 
-__all__ = [
-    "EPILOGUE_METHODS",
-    "FUSED_ACTIVATIONS",
-    "FUSED_DTYPES",
-    "FUSED_METHODS",
-    "FUSED_SWEEP",
-    "compile_smoke",
-    "run_fused_check",
-    "time_epilogues",
-    "time_fused",
-]
+from device_check import copy_check, device_facts, result_row, write_json
 
 #: ``(batch, n_out)`` shapes of ``dy`` for the fused rows.
 FUSED_SWEEP = [(65536, 4096), (1048576, 64), (256, 4096)]
