@@ -40,6 +40,7 @@ from gpudense.benchmark.ceilings import copy_ceiling, random_normal
 from gpudense.benchmark.machine import device_memory, utc_now
 from gpudense.benchmark.report import json_text, markdown_table, write_text
 from gpudense.benchmark.stats import copy_gbps as _copy_gbps
+from gpudense.benchmark.stats import paired_ratio
 from gpudense.benchmark.timing import CudaTimer, time_per_call
 from gpudense.cli._common import int_at_least
 
@@ -49,6 +50,41 @@ DTYPES = ("float32", "float16", "bfloat16")
 METHODS = ("gpudense kernel", "dy.sum(axis=0)", "ones @ dy (cuBLAS)")
 #: Bytes of the device-to-device copy.
 COPY_BYTES = 1 << 30
+#: Rounds the repeats are split into; the methods run in reverse order in every other round.
+ROUNDS = 4
+
+
+def alternating_ms(fns: dict[str, Callable[[int], Any]], timer: Any, *, repeat: int,
+                   rounds: int = ROUNDS) -> dict[str, list[float] | str]:
+    """Per-call times in ms of every ``fns[name](i)``, the methods alternating, or why one failed.
+
+    The repeats are split into ``rounds``; in each round every method runs as
+    one block (:func:`~gpudense.benchmark.timing.time_per_call`: warm-up
+    calls, then its share of samples), in reverse order in every other round,
+    so no method always follows the same one and sample ``i`` of each method
+    comes from the same round (:func:`~gpudense.benchmark.stats.paired_ratio`
+    pairs them). A method that raises gets the error, one line, instead of
+    samples, and is not called again.
+
+    Example:
+        >>> from gpudense.benchmark.timing import CpuTimer
+        >>> got = alternating_ms({"a": lambda i: None, "b": lambda i: 1 / 0}, CpuTimer(), repeat=6)
+        >>> len(got["a"]), got["b"]
+        (6, 'failed: ZeroDivisionError: division by zero')
+    """
+    shares = [repeat // rounds + (r < repeat % rounds) for r in range(rounds)]
+    out: dict[str, list[float] | str] = {name: [] for name in fns}
+    for r, share in enumerate(s for s in shares if s):
+        for name in (list(fns)[::-1] if r % 2 else list(fns)):
+            if isinstance(out[name], str):
+                continue
+            try:
+                out[name] += [t * 1e3 for t in time_per_call(fns[name], timer, repeat=share,
+                                                             warmup=5 if r == 0 else 2)]
+            except Exception as exc:  # e.g. an array-module operation this dtype lacks: say so, go on
+                text = str(exc).splitlines()[0] if str(exc) else ""
+                out[name] = f"failed: {type(exc).__name__}: {text}".rstrip(": ")
+    return out
 
 
 def result_row(
@@ -169,8 +205,10 @@ def time_methods(backend: Any, shape: tuple[int, int], dtype: str, *, l2_bytes: 
     gets a row with ``"skipped"`` and the error instead of times.
 
     ``dy`` rotates through ``max(2, ceil(2 * l2_bytes / bytes of dy) + 1)``
-    random buffers. The kernel's row also holds its relative error against a
-    float64 sum of the first buffer.
+    random buffers; the methods alternate (:func:`alternating_ms`). The
+    kernel's row also holds its relative error against a float64 sum of the
+    first buffer, the other rows ``paired_ratio_vs_kernel``: the median over
+    samples of (method's time / kernel's time), samples paired by round.
     """
     xp = backend.xp
     batch, m = shape
@@ -192,26 +230,26 @@ def time_methods(backend: Any, shape: tuple[int, int], dtype: str, *, l2_bytes: 
         METHODS[1]: lambda i: bufs[i % n_buf].sum(axis=0),
         METHODS[2]: lambda i: xp.matmul(ones, bufs[i % n_buf]),
     }
-    timer = CudaTimer(xp)
     moved = one + m * dt.itemsize
+    times = alternating_ms(fns, CudaTimer(xp), repeat=repeat)
+    kernel = times[METHODS[0]]
     rows = []
-    for method, fn in fns.items():
-        try:
-            times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
-        except Exception as exc:  # e.g. an array-module reduction this dtype lacks: say so, go on
-            rows.append({"method": method, "shape": [int(s) for s in shape], "dtype": dtype,
-                         "skipped": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+    for method, samples in times.items():
+        if isinstance(samples, str):
+            rows.append({"method": method, "shape": [int(s) for s in shape], "dtype": dtype, "skipped": samples})
             continue
         extra: dict[str, Any] = {"buffers": n_buf, "buffer_bytes_total": n_buf * one}
         if method == METHODS[0]:
             extra["rel_error_vs_float64"] = rel
-        rows.append(result_row(method, shape, dtype, times_ms=times_ms, bytes_moved=moved,
+        elif not isinstance(kernel, str):
+            extra["paired_ratio_vs_kernel"] = paired_ratio(samples, kernel)
+        rows.append(result_row(method, shape, dtype, times_ms=samples, bytes_moved=moved,
                                copy_gbps=copy_gbps, **extra))
     return rows
 
 
 def run_device_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = False,
-                     copy_bytes: int = COPY_BYTES,
+                     copy_bytes: int = COPY_BYTES, dtypes: Sequence[str] = DTYPES,
                      log: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]]:
     """Run the whole check on the CuPy backend and write ``out_dir/device_check.json``.
 
@@ -220,6 +258,7 @@ def run_device_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = Fal
         repeat: Timed samples per measurement (``quick``: 5).
         quick: Only the two smallest shapes.
         copy_bytes: Bytes of the device-to-device copy.
+        dtypes: The dtypes to time (names of :data:`DTYPES`).
         log: Receives one line per step (facts, copies, each shape timed).
 
     Returns:
@@ -248,7 +287,7 @@ def run_device_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = Fal
     rows: list[dict[str, Any]] = []
     write_json({"facts": info, "copy": copy, "results": rows}, out_dir)
     for shape in shapes:
-        for dtype in DTYPES:
+        for dtype in dtypes:
             rows.extend(time_methods(backend, shape, dtype, l2_bytes=info["l2_bytes"],
                                      copy_gbps=copy["gbps"], repeat=repeat))
             pool.free_all_blocks()  # this shape's buffers are gone
@@ -262,12 +301,28 @@ def run_device_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = Fal
     return write_json(data, out_dir), data
 
 
+def dtype_list(text: str) -> tuple[str, ...]:
+    """``"float32,bfloat16"`` as a tuple of names of :data:`DTYPES`; argparse's type for ``--dtypes``.
+
+    Example:
+        >>> dtype_list("float32, bfloat16")
+        ('float32', 'bfloat16')
+    """
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in DTYPES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected dtypes among {', '.join(DTYPES)}; got {text!r}")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"),
                         help="directory for the JSON (default: $OUT, else bench/results)")
     parser.add_argument("--repeat", type=int_at_least(1), default=25, help="timed samples per measurement")
     parser.add_argument("--quick", action="store_true", help="only the smallest shapes, 5 samples")
+    parser.add_argument("--dtypes", type=dtype_list, default=",".join(DTYPES),
+                        help=f"bias stage: comma-separated dtypes (default {','.join(DTYPES)})")
     parser.add_argument("--stage", choices=["bias", "fused"], default="bias",
                         help="bias: the bias-gradient kernel (default); fused: the fused activation gradient "
                              "and cuBLASLt's epilogues")
@@ -284,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(row["method"], row["dtype"], "x".join(map(str, row["shape"])),
                   row.get("skipped") or f"{row['median_ms']:.4f} ms, {row['tflops']:.1f} TFLOP/s")
         return 0
-    path, data = run_device_check(args.out, repeat=args.repeat, quick=args.quick,
+    path, data = run_device_check(args.out, repeat=args.repeat, quick=args.quick, dtypes=args.dtypes,
                                   log=lambda line: print(line, flush=True))
     print(f"raw results: {path}")
     print(results_table(data["results"]))
