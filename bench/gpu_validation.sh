@@ -24,13 +24,15 @@
 # what each file holds.
 #
 # Python: $PYTHON, else python3. nvmath-python for the bench step's cuBLASLt
-# rows comes as wheels in bench/wheels/ (git-ignored; see docs/benchmarking.md),
-# installed at the start into a temporary folder; without them those rows
-# say why they were skipped and the rest runs.
+# rows comes as wheels in bench/wheels/ (git-ignored; bench/fetch_wheels.sh
+# downloads them), installed at the start into a temporary folder (pip
+# --no-index --target); without them those rows say why they were skipped
+# and the rest runs.
 #
 # For the tests only: GPU_VALIDATION_STUB=<program> runs `<program> STAGE
-# FILE` instead of each stage's command (FILE: the stage's path, or "-"), and
-# GPU_VALIDATION_LIMIT_<stage>=N replaces that stage's limit.
+# FILE` instead of each stage's command but the wheels' (FILE: the stage's
+# path, or "-"), GPU_VALIDATION_LIMIT_<stage>=N replaces that stage's limit,
+# and GPU_VALIDATION_WHEELS=<folder> replaces bench/wheels/.
 set -u
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -39,6 +41,7 @@ export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 TOTAL=510        # seconds a step may take, all of it
 KILL_AFTER=5     # seconds from SIGINT to SIGKILL, counted in every stage's share
+WHEELS="${GPU_VALIDATION_WHEELS:-bench/wheels}"
 
 # Stages: "name limit file what", in order (file "-": writes none of its own).
 CHECK_STAGES=(
@@ -133,15 +136,23 @@ cmd_train() {
     else "$PY" bench/train_bench.py --samples 1000000 --torch --out "$1"; fi
 }
 cmd_report()  { "$PY" bench/gpu_report.py --out "$OUT"; }
-cmd_wheels() {
-    local wheels=(bench/wheels/*.whl)
-    if [ ! -e "${wheels[0]}" ]; then
-        echo "no wheels in bench/wheels/: the cuBLASLt epilogue rows will say nvmath-python is not importable"
+cmd_wheels() {  # nvmath-python alone first; with the carried cuda-core and cuda-pathfinder if it needs them
+    local nvmath=("$WHEELS"/nvmath_python-*.whl) check="import nvmath.linalg.advanced, nvmath, cuda.core"
+    if [ ! -e "${nvmath[0]}" ]; then
+        echo "no nvmath-python wheel in $WHEELS (bash bench/fetch_wheels.sh fetches it): the cuBLASLt" \
+             "epilogue rows will say nvmath-python is not importable"
         return 0
     fi
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$TMP/site" "${wheels[@]}" \
-        && export PYTHONPATH="$PYTHONPATH:$TMP/site" \
-        && "$PY" -c "import nvmath; print('nvmath-python', nvmath.__version__, 'from bench/wheels/')"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$TMP/site" "${nvmath[@]}" \
+        || return 1
+    export PYTHONPATH="$PYTHONPATH:$TMP/site"
+    if ! "$PY" -c "$check" 2> /dev/null; then
+        echo "nvmath-python does not import with this machine's cuda-core/cuda-pathfinder: adding the carried ones"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$TMP/site2" \
+            "$WHEELS"/cuda_core-*.whl "$WHEELS"/cuda_pathfinder-*.whl || return 1
+        export PYTHONPATH="$TMP/site2:$PYTHONPATH"
+    fi
+    "$PY" -c "$check; print('nvmath-python', nvmath.__version__, 'imports (from $WHEELS)')"
 }
 
 overall=0
@@ -161,11 +172,11 @@ for s in "${STAGES[@]}"; do
     t0=$(date +%s)
     err=/dev/stderr
     [ "$name" = smoke ] && err="$TMP/smoke.err"  # its one line goes into the step's last line
-    if [ -n "${GPU_VALIDATION_STUB:-}" ]; then
-        timeout --signal=INT --kill-after="$KILL_AFTER" "$limit" "$GPU_VALIDATION_STUB" "$name" "$path" 2> "$err"
-        rc=$?
-    elif [ "$name" = wheels ]; then  # in this shell: it extends PYTHONPATH for the stages after it
+    if [ "$name" = wheels ]; then  # in this shell: it extends PYTHONPATH for the stages after it
         cmd_wheels
+        rc=$?
+    elif [ -n "${GPU_VALIDATION_STUB:-}" ]; then
+        timeout --signal=INT --kill-after="$KILL_AFTER" "$limit" "$GPU_VALIDATION_STUB" "$name" "$path" 2> "$err"
         rc=$?
     else
         export -f "cmd_$name"

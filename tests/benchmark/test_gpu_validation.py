@@ -95,8 +95,10 @@ def test_a_stubbed_run_orders_limits_and_records_its_stages(step, tmp_path):
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {stub} \"$@\"\n")
     wrapper.chmod(0o755)
     out = tmp_path / "out"
+    no_wheels = tmp_path / "no-wheels"
+    no_wheels.mkdir()
     done = run_script(step, env={"OUT": str(out), "GPU_VALIDATION_STUB": str(wrapper),
-                                 "GPU_VALIDATION_LIMIT_bias": "1"})
+                                 "GPU_VALIDATION_LIMIT_bias": "1", "GPU_VALIDATION_WHEELS": str(no_wheels)})
     assert done.returncode == 1, done.stdout + done.stderr  # the bias stage was stopped
     stages = json.loads((out / "stages.json").read_text())["stages"]
     assert list(stages) == STAGES[step]
@@ -108,6 +110,9 @@ def test_a_stubbed_run_orders_limits_and_records_its_stages(step, tmp_path):
     assert len(names) <= MAX_FILES and all(NAME.match(n) and (out / n).is_file() for n in names)
     assert f"{step}.log" in names and "stub ran train" in (out / f"{step}.log").read_text()
     assert "device_check.json" not in names  # the stopped stage wrote nothing
+    if step == "bench":  # without the wheels that stage says so, and the rest runs
+        assert (f"no nvmath-python wheel in {no_wheels} (bash bench/fetch_wheels.sh fetches it): the cuBLASLt "
+                "epilogue rows will say nvmath-python is not importable") in done.stdout
 
 
 def _scripts_called():
