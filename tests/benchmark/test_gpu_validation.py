@@ -136,7 +136,7 @@ def test_every_python_script_the_run_calls_imports_and_parses_its_options():
 
 
 @pytest.mark.parametrize("module", ["compile_smoke", "device_check", "fused_check", "gpu_facts", "gpu_report",
-                                    "kernel_report"])
+                                    "kernel_report", "readme_perf"])
 def test_the_bench_modules_examples_hold(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and (result.attempted > 0 or module == "fused_check")  # its examples need a GPU
