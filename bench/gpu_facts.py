@@ -9,7 +9,9 @@ capability, SMs, L2, memory) and the versions of the packages the run uses
 (gpudense, NumPy, CuPy, torch with its CUDA and cuDNN, ml_dtypes, mpi4py,
 pytest, nvmath-python). Every fact that cannot be read is written as
 ``"unavailable: <why>"``, so the file is written on any machine, a GPU or
-not; the exit status is 0 whenever the file was written.
+not; the exit status is 0 whenever the file was written. The file is
+written twice: first without torch and nvmath-python (whose imports take
+seconds on a cold machine), then with them.
 """
 
 from __future__ import annotations
@@ -118,14 +120,23 @@ def torch_facts() -> dict[str, Any]:
             "cudnn": attempt(torch.backends.cudnn.version), "cuda_available": torch.cuda.is_available()}
 
 
-def collect() -> dict[str, Any]:
+def collect(*, slow: bool = True) -> dict[str, Any]:
     """Every fact of the module's description, as a JSON-ready dict.
 
+    Args:
+        slow: Also import torch and nvmath-python (seconds on a cold machine);
+            without, their entries say ``"not read yet"``.
+
     Example:
-        >>> facts = collect()
-        >>> sorted(facts)[:3], facts["packages"]["numpy"] != "not installed"
-        (['commit', 'cpu_count', 'cuda'], True)
+        >>> facts = collect(slow=False)
+        >>> sorted(facts)[:3], facts["packages"]["numpy"] != "not installed", facts["torch"]
+        (['commit', 'cpu_count', 'cuda'], True, 'not read yet')
     """
+    later = ("torch", "nvmath")
+
+    def version(name: str) -> Any:
+        return attempt(lambda: package_version(name)) if slow or name not in later else "not read yet"
+
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -134,9 +145,8 @@ def collect() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "nvidia_smi": attempt(nvidia_smi),
         "cuda": attempt(cuda_facts),
-        "packages": {"gpudense": attempt(lambda: package_version("gpudense")),
-                     **{name: attempt(lambda name=name: package_version(name)) for name in PACKAGES}},
-        "torch": attempt(torch_facts),
+        "packages": {"gpudense": version("gpudense"), **{name: version(name) for name in PACKAGES}},
+        "torch": attempt(torch_facts) if slow else "not read yet",
         "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "CUPY_TF32", "CUDA_PATH")
                 if k in os.environ},
     }
@@ -146,9 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
-    facts = collect()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(facts, indent=2, default=str) + "\n", encoding="utf-8")
+    for slow in (False, True):  # the quick facts first: a stop while torch imports keeps them
+        facts = collect(slow=slow)
+        Path(args.out).write_text(json.dumps(facts, indent=2, default=str) + "\n", encoding="utf-8")
     cuda = facts["cuda"]
     device = cuda["device0"]["name"] if isinstance(cuda, dict) else cuda
     print(f"facts: {args.out}: commit {facts['commit'][:12]}, device {device}, "

@@ -45,19 +45,19 @@ WHEELS="${GPU_VALIDATION_WHEELS:-bench/wheels}"
 
 # Stages: "name limit file what", in order (file "-": writes none of its own).
 CHECK_STAGES=(
-    "facts 15 environment.json machine and package facts (GPU, driver, CUDA, CuPy, NumPy, torch)"
+    "facts 20 environment.json machine and package facts (GPU, driver, CUDA, CuPy, NumPy, torch)"
     "smoke 30 - compile smoke test (NVRTC and the CUDA headers; stops the step if it fails)"
     "kernels 45 kernels.json the kernels as the device built them (registers, memory, blocks per SM, build time)"
-    "tests 270 pytest-gpu.xml every test marked gpu under tests/ (JUnit XML)"
+    "tests 265 pytest-gpu.xml every test marked gpu under tests/ (JUnit XML)"
     "bias 50 device_check.json bias-gradient timings, quick form"
     "train 60 train_epoch.json one training epoch, 200,000 x 784, MLP 784-1024-1024-10"
 )
 BENCH_STAGES=(
-    "facts 10 environment.json machine and package facts (GPU, driver, CUDA, CuPy, NumPy, torch)"
+    "facts 20 environment.json machine and package facts (GPU, driver, CUDA, CuPy, NumPy, torch)"
     "wheels 15 - nvmath-python from bench/wheels/ into a temporary folder"
     "smoke 30 - compile smoke test (NVRTC and the CUDA headers; stops the step if it fails)"
-    "bias 75 device_check.json bias-gradient kernel vs dy.sum(axis=0), ones @ dy and a copy; float32, bfloat16"
-    "fused 100 fused_check.json fused act'+db vs unfused (relu, gelu, tanh); cuBLASLt epilogues (nvmath)"
+    "bias 70 device_check.json bias-gradient kernel vs dy.sum(axis=0), ones @ dy and a copy; float32, bfloat16"
+    "fused 95 fused_check.json fused act'+db vs unfused (relu, gelu, tanh); cuBLASLt epilogues (nvmath)"
     "layers 140 layers.json layer forward+backward vs torch.nn.Linear: float32, tf32, float16, bfloat16"
     "train 80 train_epoch.json one training epoch, 1,000,000 x 784, MLP 784-1024-1024-10, vs PyTorch"
     "report 10 ratios.md the table of ratios from the files above"

@@ -140,3 +140,12 @@ def test_every_python_script_the_run_calls_imports_and_parses_its_options():
 def test_the_bench_modules_examples_hold(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and (result.attempted > 0 or module == "fused_check")  # its examples need a GPU
+
+
+@pytest.mark.parametrize("step, doc", [("check", "docs/testing.md"), ("bench", "docs/benchmarking.md")])
+def test_the_docs_give_the_stages_and_limits_the_script_has(step, doc):
+    done = run_script(step, "--dry-run")
+    script = [(r.split()[0], int(r.split()[1])) for r in done.stdout.splitlines()[1:-1]]
+    text = (REPO / doc).read_text(encoding="utf-8")
+    documented = re.findall(r"^\| (\w+) \| (\d+) s \|", text, flags=re.M)
+    assert [(name, int(limit)) for name, limit in documented] == script
