@@ -137,7 +137,7 @@ cmd_train() {
 }
 cmd_report()  { "$PY" bench/gpu_report.py --out "$OUT"; }
 cmd_wheels() {  # nvmath-python alone first; with the carried cuda-core and cuda-pathfinder if it needs them
-    local nvmath=("$WHEELS"/nvmath_python-*.whl) check="import nvmath.linalg.advanced, nvmath, cuda.core"
+    local nvmath=("$WHEELS"/nvmath_python-*.whl) check="import nvmath, nvmath.linalg.advanced"
     if [ ! -e "${nvmath[0]}" ]; then
         echo "no nvmath-python wheel in $WHEELS (bash bench/fetch_wheels.sh fetches it): the cuBLASLt" \
              "epilogue rows will say nvmath-python is not importable"
@@ -172,9 +172,13 @@ for s in "${STAGES[@]}"; do
     t0=$(date +%s)
     err=/dev/stderr
     [ "$name" = smoke ] && err="$TMP/smoke.err"  # its one line goes into the step's last line
-    if [ "$name" = wheels ]; then  # in this shell: it extends PYTHONPATH for the stages after it
-        cmd_wheels
+    if [ "$name" = wheels ]; then  # it hands the PYTHONPATH the stages after it use back through a file
+        export -f cmd_wheels
+        export PY TMP WHEELS
+        timeout --signal=INT --kill-after="$KILL_AFTER" "$limit" bash -c \
+            'cmd_wheels && printf "%s" "$PYTHONPATH" > "$TMP/pythonpath"'
         rc=$?
+        [ -s "$TMP/pythonpath" ] && PYTHONPATH=$(cat "$TMP/pythonpath") && export PYTHONPATH
     elif [ -n "${GPU_VALIDATION_STUB:-}" ]; then
         timeout --signal=INT --kill-after="$KILL_AFTER" "$limit" "$GPU_VALIDATION_STUB" "$name" "$path" 2> "$err"
         rc=$?

@@ -149,3 +149,37 @@ def test_the_docs_give_the_stages_and_limits_the_script_has(step, doc):
     text = (REPO / doc).read_text(encoding="utf-8")
     documented = re.findall(r"^\| (\w+) \| (\d+) s \|", text, flags=re.M)
     assert [(name, int(limit)) for name, limit in documented] == script
+
+
+def _wheel(folder, version="0.0.1"):
+    """A pure-Python wheel of a package named ``nvmath`` with ``nvmath.linalg.advanced`` (for the wheels stage)."""
+    import zipfile
+
+    info = f"nvmath_python-{version}.dist-info"
+    files = {"nvmath/__init__.py": f"__version__ = {version!r}\n", "nvmath/linalg/__init__.py": "",
+             "nvmath/linalg/advanced.py": "MatmulEpilog = None\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: nvmath-python\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    path = folder / f"nvmath_python-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_the_wheels_stage_installs_nvmath_for_the_stages_after_it(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels)
+    stub = tmp_path / "stub"
+    stub.write_text(f"#!/bin/sh\n[ \"$1\" = fused ] && {sys.executable} -c 'import nvmath; print(\"stage sees nvmath\", "
+                    "nvmath.__version__)'\nexit 0\n")
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    done = run_script("bench", env={"OUT": str(out), "GPU_VALIDATION_STUB": str(stub),
+                                    "GPU_VALIDATION_WHEELS": str(wheels)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"nvmath-python 0.0.1 imports (from {wheels})" in done.stdout
+    assert "stage sees nvmath 0.0.1" in done.stdout
+    assert json.loads((out / "stages.json").read_text())["stages"]["wheels"]["exit_status"] == 0
