@@ -2,15 +2,17 @@
 
 Run by bench/gpu_validation.sh, or on its own from a plain checkout:
 
-    PYTHONPATH=$PWD python3 bench/device_check.py [--out DIR] [--repeat N] [--quick] [--stage STAGE]
+    PYTHONPATH=$PWD python3 bench/device_check.py [--out DIR] [--repeat N] [--quick] [--dtypes D,...]
+                                                  [--stage STAGE]
 
 ``--stage bias`` (default): for each shape of :data:`SWEEP` and each of
-:data:`DTYPES` it times, with CUDA events
+:data:`DTYPES` (or ``--dtypes``) it times, with CUDA events
 (:class:`~gpudense.benchmark.timing.CudaTimer` through
 :func:`~gpudense.benchmark.timing.time_per_call`), the three ways of
 computing ``db = dy.sum(0)``; buffers rotate so that the arrays read add up
-to more than twice the L2 cache; warm-up first, the median of repeats is
-reported. The copy ceiling (:func:`~gpudense.benchmark.ceilings.copy_ceiling`)
+to more than twice the L2 cache; warm-up first, the methods alternating in
+rounds (:func:`alternating_ms`), the median of repeats is reported, and each
+method's time over the kernel's, paired by round. The copy ceiling (:func:`~gpudense.benchmark.ceilings.copy_ceiling`)
 is measured in the same run, at its start and its end, and each method's
 bandwidth (bytes of ``dy`` read + ``db`` written, per second) is given as a
 fraction of the first copy's (bytes read + written). The results go to

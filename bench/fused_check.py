@@ -14,8 +14,9 @@ shape, so a stopped run keeps what it measured. ``bench/device_check.py --stage
 fused`` runs it; it imports its sibling ``device_check`` (bench/ on the path,
 as it is for a script in bench/ and for the tests).
 
-Timing is bench/device_check.py's: CUDA events, warm-up,
-medians, buffers rotating through more than twice the L2. No figure is
+Timing is bench/device_check.py's: CUDA events, warm-up, the methods
+alternating in rounds (:func:`~device_check.alternating_ms`), medians and
+ratios paired by round, buffers rotating through more than twice the L2. No figure is
 asserted anywhere; the GPU run records them.
 """
 
