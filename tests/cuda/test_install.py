@@ -100,7 +100,7 @@ def test_a_missing_cublas_is_named_with_the_pip_install_that_brings_it(monkeypat
     _, libs = cuda_libraries(cupy)
     cublas = libs[0]
     assert not cublas.found and cublas.version == ""
-    assert cublas.line(major) == (f'missing (Failure finding "libcublas.so": No such file); '
+    assert cublas.line(major) == (f'missing (libcublas.so.{major} not found); '
                                   f'pip install "cuda-toolkit[cublas]=={major}.*"')
     line = missing_libraries(cupy)
     assert line.startswith(f"CUDA {major} libraries are missing: cuBLAS (")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,9 +136,11 @@ def _load(libname: str) -> Any:
 def _shared_library(name: str, libname: str, component: str, major: int, version_of: Any) -> CudaLibrary:
     try:
         loaded = _load(libname)
-    except Exception as exc:  # DynamicLibNotFoundError, or cuda.pathfinder itself is missing
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return CudaLibrary(name, False, "", first, component)
+    except ImportError as exc:  # cuda.pathfinder, a CuPy 14 dependency, is missing
+        return CudaLibrary(name, False, "", f"cuda.pathfinder cannot be imported ({exc})", component)
+    except Exception:  # DynamicLibNotFoundError (its message lists every folder searched)
+        soname = f"lib{libname}.so.{major}" if sys.platform.startswith("linux") else libname
+        return CudaLibrary(name, False, "", f"{soname} not found", component)
     path = loaded.abs_path or libname
     try:
         version = version_of(ctypes.CDLL(path))
