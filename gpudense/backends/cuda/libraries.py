@@ -92,10 +92,11 @@ def cuda_libraries(cupy: Any) -> tuple[int, list[CudaLibrary]]:
         :class:`CudaLibrary` per library, in the order above.
 
     Example:
-        >>> import pytest; cupy = pytest.importorskip("cupy")
+        >>> from types import SimpleNamespace  # a stand-in for a CuPy built for CUDA 13.2
+        >>> cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(runtimeGetVersion=lambda: 13020)))
         >>> major, libs = cuda_libraries(cupy)
-        >>> [lib.name for lib in libs]
-        ['cuBLAS', 'cuBLASLt', 'NVRTC', 'cuda_fp16.h/cuda_bf16.h']
+        >>> major, [lib.name for lib in libs]
+        (13, ['cuBLAS', 'cuBLASLt', 'NVRTC', 'cuda_fp16.h/cuda_bf16.h'])
     """
     major = cupy.cuda.runtime.runtimeGetVersion() // 1000
     libs = [
@@ -111,10 +112,13 @@ def missing_libraries(cupy: Any) -> str | None:
     """One line naming the CUDA libraries CuPy's GPU path lacks and the fix; None where none is missing.
 
     Example:
-        >>> import pytest; cupy = pytest.importorskip("cupy")
+        >>> from types import SimpleNamespace  # a CuPy for a CUDA 99 that no machine has
+        >>> cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(runtimeGetVersion=lambda: 99000)))
         >>> line = missing_libraries(cupy)
-        >>> line is None or "pip install" in line
+        >>> line.startswith("CUDA 99 libraries are missing: cuBLAS (")
         True
+        >>> line.split("; ")[-1]
+        'pip install "cuda-toolkit[cublas,cudart,nvrtc]==99.*"'
     """
     if getattr(cupy.cuda.runtime, "is_hip", False):  # CuPy for ROCm loads none of these
         return None
