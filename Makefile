@@ -28,13 +28,12 @@ $(VENV)/.stamp-%: pyproject.toml
 # default backend (the CPU). GPU=0 trains on the CPU; GPU=cuda12 or GPU=cuda13
 # picks the extra.
 GPU ?= auto
-ifeq ($(filter auto 0 cuda12 cuda13,$(GPU)),)
-$(error GPU=$(GPU): expected auto, 0, cuda12 or cuda13)
-endif
 CUDA_EXTRA_OF_GPU := $(if $(filter auto,$(GPU)),sh tools/cuda_extra.sh,$(if $(filter 0,$(GPU)),true,echo $(GPU)))
 
 train:
-	@$(MAKE) --no-print-directory train-with CUDA_EXTRA="$$($(CUDA_EXTRA_OF_GPU))"
+	@case "$(GPU)" in auto|0|cuda12|cuda13) ;; \
+	  *) echo "make train: GPU=$(GPU): expected auto, 0, cuda12 or cuda13" >&2; exit 2 ;; esac; \
+	  $(MAKE) --no-print-directory train-with CUDA_EXTRA="$$($(CUDA_EXTRA_OF_GPU))"
 
 train-with: $(VENV)/.stamp-train$(if $(CUDA_EXTRA),+$(CUDA_EXTRA))
 	$(PY) -m gpudense train$(if $(CUDA_EXTRA), --backend cupy)

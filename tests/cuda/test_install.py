@@ -271,7 +271,7 @@ def test_make_train_without_a_usable_driver_is_the_cpu_training(tmp_path, driver
 
 def test_make_train_gpu_0_forces_the_cpu(tmp_path):
     out, venv = _make_train(tmp_path, SMI["cuda13"], "GPU=0")
-    assert '".[train]"' in out and "cuda13" not in out
+    assert '".[train]"' in out and 'train,cuda13' not in out and '--backend cupy' not in out
     assert out.rstrip().endswith(f"{venv}/bin/python -m gpudense train")
 
 
@@ -285,4 +285,5 @@ def test_make_refuses_an_unknown_gpu_value(tmp_path):
     proc = subprocess.run(["make", "-n", "train", "GPU=1"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PATH": path})
     assert proc.returncode != 0
-    assert "GPU=1: expected auto, 0, cuda12 or cuda13" in proc.stderr
+    assert "make train: GPU=1: expected auto, 0, cuda12 or cuda13" in proc.stderr
+    assert "pip install" not in proc.stdout
