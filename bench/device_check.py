@@ -181,7 +181,7 @@ def write_json(data: dict[str, Any], out_dir: str | Path, name: str = "device_ch
 
 def device_facts(backend: Any) -> dict[str, Any]:
     """The date (UTC), gpudense info's versions, the backend's device facts, and the L2 and memory sizes."""
-    from gpudense.info import collect
+    from gpudense.backends.facts import collect
 
     facts: dict[str, Any] = {"date_utc": utc_now()}
     facts.update(collect())
