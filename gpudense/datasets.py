@@ -36,7 +36,7 @@ from gpudense._checks import float_dtype, is_float_dtype
 from gpudense._files import FileRefused, read_npz
 from gpudense.data import Dataset, stratified_split
 
-__all__ = ["DataError", "Rows", "check_finite_rows", "load_arrays", "load_dataset"]
+__all__ = ["DataError", "Rows", "check_finite_rows", "load_arrays", "load_dataset", "take_rows"]
 
 #: Bytes of features checked (and cast) at once.
 CHUNK_BYTES = 16 * 2**20
@@ -325,15 +325,21 @@ def load_dataset(
         raise DataError(f"{what} {data}: the labels hold one class only (0); a classifier needs at least two")
     if val_data is None:
         train, test = stratified_split(y, test_fraction=test_fraction, rng=np.random.default_rng(seed))
-        parts = (_take(x, train, dt), y[train], _take(x, test, dt), y[test])
+        parts = (take_rows(x, train, dt), y[train], take_rows(x, test, dt), y[test])
     else:
-        parts = (_take(x, None, dt), y, _take(xv, None, dt), yv)
+        parts = (take_rows(x, None, dt), y, take_rows(xv, None, dt), yv)
     return Dataset(os.fspath(data), *parts, n_classes=n_classes)
 
 
-def _take(x: Any, index: Any, dtype: np.dtype) -> Any:
-    """Rows ``index`` of ``x`` in ``dtype``: a new array for in-memory ``x``, :class:`Rows` for a memory map."""
+def take_rows(x: Any, index: Any, dtype: Any) -> Any:
+    """Rows ``index`` (None: all) of ``x`` in ``dtype``: an array for in-memory ``x``, :class:`Rows` for a memory map.
+
+    Example:
+        >>> take_rows(np.arange(6).reshape(3, 2), np.array([2]), "float32").tolist()
+        [[4.0, 5.0]]
+    """
+    dt = np.dtype(dtype)
     if isinstance(x, np.memmap):
-        return Rows(x, index, dtype)
+        return Rows(x, index, dt)
     part = x if index is None else x[index]
-    return part.astype(dtype, copy=False)
+    return part.astype(dt, copy=False)

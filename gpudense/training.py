@@ -401,7 +401,7 @@ def fit(
     backend = model.backend
     x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     resident = _on_backend(backend, "x_train", x_train)
-    if _on_backend(backend, "y_train", y_train) != resident:
+    if _on_backend(backend, "y_train", y_train) != resident and not isinstance(x_train, Rows):
         raise TypeError("data x_train and y_train must lie together, both on the host or both on the device")
     _on_backend(backend, "x_test", x_test)
     _on_backend(backend, "y_test", y_test)

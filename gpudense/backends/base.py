@@ -163,7 +163,8 @@ class Backend:
     def batches(self, x: Any, y: Any, order: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """Mini-batches ``(xb, yb)`` on this backend: rows ``order[k:k + batch_size]``, or in turn when ``order`` is None.
 
-        Data already on this backend (``x`` a NumPy array on NumPy, a CuPy
+        ``y`` may be None (then every ``yb`` is None). Data already on this
+        backend (``x`` a NumPy array on NumPy, a CuPy
         array on CuPy; ``order`` alongside) are sliced where they lie. Other
         data (host arrays for a device, or :class:`~gpudense.datasets.Rows` of
         a memory-mapped file) are streamed by :meth:`stream_batches`.
@@ -202,6 +203,8 @@ class Backend:
             slot = (start // batch_size) % 2
             xb, yb = xs[slot][:count], ys[slot][:count]
             xb[...] = x[rows]
+            if y is None:
+                return self.asarray(xb), None
             yb[...] = y[rows]
             return self.asarray(xb), self.asarray(yb)
 
@@ -242,4 +245,4 @@ def _sliced(backend: Backend, x: Any, y: Any, order: Any, batch_size: int) -> It
     n = int(x.shape[0] if order is None else order.shape[0])
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
-        yield backend.asarray(x[rows]), backend.asarray(y[rows])
+        yield backend.asarray(x[rows]), (None if y is None else backend.asarray(y[rows]))

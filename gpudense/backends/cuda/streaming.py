@@ -29,7 +29,7 @@ def stream_batches(cp: Any, x: Any, y: Any, order: Any, batch_size: int) -> Iter
         cp: The ``cupy`` module.
         x: Host features ``(n, n_features)``: a NumPy array or
             :class:`~gpudense.datasets.Rows`.
-        y: Host int labels ``(n,)``.
+        y: Host int labels ``(n,)``, or None (then every ``yb`` is None).
         order: Host row indices to visit, or None for the rows in turn.
         batch_size: Rows per batch; the last may be smaller.
 
@@ -61,14 +61,16 @@ def stream_batches(cp: Any, x: Any, y: Any, order: Any, batch_size: int) -> Iter
             uploaded[slot].synchronize()  # the pinned buffer is no longer being read
         hx, hy = host_x[slot][:count], host_y[slot][:count]
         hx[...] = x[rows]
-        hy[...] = y[rows]
+        if y is not None:
+            hy[...] = y[rows]
         if used[slot] is not None:
             copy_stream.wait_event(used[slot])
         dx, dy = dev_x[slot][:count], dev_y[slot][:count]
         dx.set(hx, stream=copy_stream)
-        dy.set(hy, stream=copy_stream)
+        if y is not None:
+            dy.set(hy, stream=copy_stream)
         uploaded[slot] = copy_stream.record()
-        return dx, dy
+        return dx, (None if y is None else dy)
 
     try:
         ahead = stage(0)
