@@ -27,7 +27,7 @@ COMMANDS = {
     "evaluate": ("gpudense.cli.evaluate", "a checkpoint's loss, accuracy and per-class counts on your data"),
     "predict": ("gpudense.cli.predict", "a checkpoint's predictions for your data, written to a .npy"),
     "export": ("gpudense.cli.export", "a checkpoint's weights as .safetensors (loads into torch.nn.Sequential)"),
-    "import": ("gpudense.cli.export", "a checkpoint from .safetensors weights (gpudense's or a torch Sequential's)"),
+    "import": ("gpudense.cli.import_weights", "a checkpoint from .safetensors weights (gpudense's or a torch Sequential's)"),
 }
 
 
