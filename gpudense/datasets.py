@@ -49,9 +49,10 @@ class DataError(ValueError):
 class Rows:
     """Rows of a 2-D host array (a memory-mapped ``.npy``), read and cast to ``dtype`` only when indexed.
 
-    ``rows[key]`` (a slice or an integer index array) returns a new NumPy
-    array of those rows in ``dtype``; nothing else reads the file. ``rows[:]``
-    reads them all.
+    ``rows[key]`` (a slice or an integer index array) returns a NumPy array
+    of those rows in ``dtype`` (a read-only view of the file where no copy is
+    needed: a slice of all rows, in the file's dtype); nothing else reads the
+    file. ``rows[:]`` gives them all.
 
     Args:
         base: The 2-D array, e.g. ``numpy.load(path, mmap_mode="r")``.
@@ -85,7 +86,7 @@ class Rows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         rows = key if self.index is None else self.index[key]
-        return np.array(self.base[rows], dtype=self.dtype)
+        return np.asarray(self.base[rows], dtype=self.dtype)
 
     def to(self, backend: Any) -> Any:
         """These rows on ``backend``: ``self`` on NumPy (read from the file batch by batch), else a device copy.

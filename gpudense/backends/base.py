@@ -183,12 +183,12 @@ class Backend:
     def stream_batches(self, x: Any, y: Any, order: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
         """Host rows gathered a batch at a time into two staging buffers, used in turn.
 
-        Batch ``k + 1`` is gathered into one buffer while batch ``k``, in the
-        other, is in use; a yielded batch stays valid until the next but one
-        is asked for. The CuPy backend gathers into pinned host buffers and
-        copies them to the device on a second stream, overlapping the copy of
-        one batch with the compute of the one before; on NumPy the buffers
-        are the batches.
+        Batch ``k + 1`` goes into the buffer that batch ``k`` does not use, so
+        a yielded batch stays valid until the next but one is asked for. The
+        CuPy backend gathers into pinned host buffers and copies them to the
+        device on a second stream, so that the copy of batch ``k + 1`` runs
+        while the device still computes batch ``k``; on NumPy the buffers are
+        the batches.
         """
         n = int(x.shape[0] if order is None else order.shape[0])
         if n == 0:
@@ -208,12 +208,8 @@ class Backend:
             yb[...] = y[rows]
             return self.asarray(xb), self.asarray(yb)
 
-        ahead = gather(0)
         for start in range(0, n, batch_size):
-            current = ahead
-            if start + batch_size < n:
-                ahead = gather(start + batch_size)
-            yield current
+            yield gather(start)
 
     def to_numpy(self, a: Any) -> Any:
         """``a`` as a ``numpy.ndarray`` (a host copy for device arrays)."""
