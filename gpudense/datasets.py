@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +130,23 @@ def _sources(source: str | os.PathLike[str], what: str) -> tuple[str, Path, Path
     return "npz", path, None
 
 
+def _regular_size(path: Path, where: str) -> int:
+    """The size of the regular file ``path``; a directory, FIFO or device is refused before it is opened."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise DataError(f"{where} is {kind}; expected a .npy or .npz file")
+    return info.st_size
+
+
 def _open_npy(path: Path, what: str) -> np.ndarray:
     """``path`` memory-mapped read-only, after checking its header against its size; no pickles."""
     where = f"{what} {path}"
     try:
-        size = path.stat().st_size
+        size = _regular_size(path, where)
+        if size == 0:
+            raise DataError(f"{where} is empty (0 bytes); expected a .npy array")
         with open(path, "rb") as f:
-            if size == 0:
-                raise DataError(f"{where} is empty (0 bytes); expected a .npy array")
             try:
                 version = np.lib.format.read_magic(f)
                 read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -147,8 +157,6 @@ def _open_npy(path: Path, what: str) -> np.ndarray:
             header = f.tell()
     except FileNotFoundError:
         raise DataError(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"{where} is a directory; expected a .npy file") from None
     except OSError as exc:
         raise DataError(f"cannot read {where}: {exc.strerror or exc}") from None
     if dtype.hasobject:
@@ -165,7 +173,7 @@ def _open_npy(path: Path, what: str) -> np.ndarray:
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     where = f"{what} {path}"
     try:
-        if path.stat().st_size == 0:
+        if _regular_size(path, where) == 0:
             raise DataError(f"{where} is empty (0 bytes); expected a .npz archive with arrays x and y")
         with open(path, "rb") as f:
             return read_npz(f, where)

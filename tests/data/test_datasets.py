@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,8 @@ BAD = [
     ("not a zip", lambda d: ((d / "n.npz").write_bytes(b"hello world"), str(d / "n.npz"))[1],
      "not a .npz file"),
     ("missing file", lambda d: str(d / "nope.npz"), "does not exist"),
+    ("a FIFO", lambda d: (os.mkfifo(d / "f.npz"), str(d / "f.npz"))[1], "is not a regular file"),
+    ("a directory in a pair", lambda d: f"{d},{d / 'y.npy'}", "is a directory"),
     ("one label class", lambda d: f"{_write_npy(d / 'f.npy', np.ones((4, 2)))},{_write_npy(d / 'l.npy', np.zeros(4, int))}",
      "one class only"),
     ("pair syntax", lambda d: f"{d / 'x.npy'},", "expected two .npy files as X.npy,Y.npy"),
