@@ -12,8 +12,8 @@ comma := ,
 # that CI checks backend selection with CuPy installed and no GPU present, and
 # NVRTC with it, so that CI compiles the kernels as CuPy would (CuPy publishes
 # no wheels for macOS; there those tests skip, saying why). bf16 brings
-# ml_dtypes, so that bfloat16 is tested.
-TEST_EXTRAS ?= test,train,bench,bf16,distributed$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
+# ml_dtypes, so that bfloat16 is tested; safetensors, so that export and import are.
+TEST_EXTRAS ?= test,train,bench,bf16,distributed,safetensors$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
 
 $(VENV)/.stamp-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -284,6 +284,12 @@ class CupyBackend(Backend):
     def to_numpy(self, a: Any) -> Any:
         return self.xp.asnumpy(a)
 
+    def stream_batches(self, x: Any, y: Any, order: Any, batch_size: int) -> Any:
+        """Host rows uploaded through pinned buffers on a second stream (:mod:`.streaming`)."""
+        from gpudense.backends.cuda.streaming import stream_batches
+
+        return stream_batches(self.xp, x, y, order, batch_size)
+
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 
