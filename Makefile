@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-.PHONY: train test info clean bench bench-compare
+.PHONY: train train-with test info clean bench bench-compare
 
 comma := ,
 
@@ -12,8 +12,8 @@ comma := ,
 # that CI checks backend selection with CuPy installed and no GPU present, and
 # NVRTC with it, so that CI compiles the kernels as CuPy would (CuPy publishes
 # no wheels for macOS; there those tests skip, saying why). bf16 brings
-# ml_dtypes, so that bfloat16 is tested.
-TEST_EXTRAS ?= test,train,bench,bf16,distributed$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
+# ml_dtypes, so that bfloat16 is tested; safetensors, so that export and import are.
+TEST_EXTRAS ?= test,train,bench,bf16,distributed,safetensors$(if $(filter Linux,$(shell uname -s)),$(comma)cuda13)
 
 $(VENV)/.stamp-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,22 @@ $(VENV)/.stamp-%: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[$(subst +,$(comma),$*)]"
 	touch $@
 
-train: $(VENV)/.stamp-train
-	$(PY) -m gpudense train
+# `make train` trains on the GPU where there is one: tools/cuda_extra.sh reads
+# the NVIDIA driver's CUDA version (nvidia-smi) and names the extra that matches
+# it (cuda12 or cuda13), which is installed with the train extra; the training
+# then runs on backend cupy. Without a driver: the train extra alone and the
+# default backend (the CPU). GPU=0 trains on the CPU; GPU=cuda12 or GPU=cuda13
+# picks the extra.
+GPU ?= auto
+CUDA_EXTRA_OF_GPU := $(if $(filter auto,$(GPU)),sh tools/cuda_extra.sh,$(if $(filter 0,$(GPU)),true,echo $(GPU)))
+
+train:
+	@case "$(GPU)" in auto|0|cuda12|cuda13) ;; \
+	  *) echo "make train: GPU=$(GPU): expected auto, 0, cuda12 or cuda13" >&2; exit 2 ;; esac; \
+	  $(MAKE) --no-print-directory train-with CUDA_EXTRA="$$($(CUDA_EXTRA_OF_GPU))"
+
+train-with: $(VENV)/.stamp-train$(if $(CUDA_EXTRA),+$(CUDA_EXTRA))
+	$(PY) -m gpudense train$(if $(CUDA_EXTRA), --backend cupy)
 
 test: $(VENV)/.stamp-$(subst $(comma),+,$(TEST_EXTRAS))
 	$(PY) -m pytest

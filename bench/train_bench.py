@@ -22,10 +22,12 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch", action="store_true",
+                   help="also time the same loop in PyTorch on the same GPU (same initial weights, batch order, "
+                        "Adam); epochs alternate gpudense, torch, torch, gpudense")
     p.add_argument("--out", help="JSON path (default: $OUT/train_bench.json or bench/results/)")
     args = p.parse_args(argv)
+    if args.torch and (args.backend != "cupy" or args.optimizer != "adam"):
+        p.error("--torch compares Adam on a GPU: it needs --backend cupy and --optimizer adam")
     for name in ("samples", "features", "classes", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -72,6 +79,63 @@ def git_commit() -> str | None:
         return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+class TorchLoop:
+    """The loop a PyTorch user writes, on the same GPU, data and initial weights as gpudense's model.
+
+    ``torch.nn.Sequential`` of ``Linear`` layers (``weight = w.T``, from
+    :meth:`gpudense.layer.Dense.torch_state`) with ReLU between them,
+    ``F.cross_entropy``, ``torch.optim.Adam`` with the same learning rate;
+    ``x`` and ``y`` are the CuPy arrays, shared through DLPack (no copy).
+    Warms up with the same number of steps as gpudense.
+    """
+
+    def __init__(self, model: Any, x: Any, y: Any, args: argparse.Namespace) -> None:
+        import torch
+
+        self.torch, self.args = torch, args
+        layers: list[Any] = []
+        for i, dense in enumerate(b for b in model.blocks if hasattr(b, "torch_state")):
+            if i:
+                layers.append(torch.nn.ReLU())
+            lin = torch.nn.Linear(dense.in_features, dense.out_features, dtype=getattr(torch, args.dtype))
+            lin.load_state_dict({k: torch.from_numpy(v) for k, v in dense.torch_state().items()})
+            layers.append(lin)
+        self.model = torch.nn.Sequential(*layers).cuda()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        self.x, self.y = torch.from_dlpack(x), torch.from_dlpack(y).long()
+        self.epoch(torch.arange(min(args.samples, args.warmup_steps * args.batch_size), device="cuda"))
+
+    def epoch(self, order: Any) -> float:
+        """Seconds (CUDA events) of one pass over ``order`` (row indices, any array DLPack takes)."""
+        torch, bs = self.torch, self.args.batch_size
+        import torch.nn.functional as F
+
+        order = torch.from_dlpack(order) if not isinstance(order, torch.Tensor) else order
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device="cuda")
+        for s in range(0, order.shape[0], bs):
+            idx = order[s:s + bs]
+            xb, yb = self.x[idx], self.y[idx]
+            logits = self.model(xb)
+            loss = F.cross_entropy(logits, yb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.loss_sum += loss.detach() * xb.shape[0]
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop) / 1e3
+
+    def facts(self) -> dict[str, Any]:
+        """torch's version, CUDA, TF32 setting, and the last epoch's mean loss."""
+        t = self.torch
+        return {"version": t.__version__, "cuda": t.version.cuda,
+                "allow_tf32_matmul": t.backends.cuda.matmul.allow_tf32,
+                "last_epoch_loss": float(self.loss_sum) / self.args.samples}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = make_optimizer(args.optimizer, model, lr=args.lr)
     rng = np.random.default_rng(args.seed)
     print(f"model: {model!r}; optimizer: {optimizer!r}; batch {args.batch_size}", flush=True)
+    torch_run = TorchLoop(model, x, y, args) if args.torch else None  # the initial weights, before any step
 
     # warm-up: the same steps as the epoch, on the first batches
     warm = backend.asarray(np.arange(min(args.samples, args.warmup_steps * args.batch_size)))
@@ -126,6 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     loss = float(loss_sum) / args.samples
     acc = int(correct) / args.samples
     steps = -(-args.samples // args.batch_size)
+    compared: dict[str, Any] = {}
+    if torch_run is not None:
+        torch_s = [torch_run.epoch(order), torch_run.epoch(order)]
+        start, stop = xp.cuda.Event(), xp.cuda.Event()
+        start.record()
+        train_epoch(model, optimizer, x, y, order, batch_size=args.batch_size)
+        stop.record()
+        stop.synchronize()
+        ours_s = [epoch_s, xp.cuda.get_elapsed_time(start, stop) / 1e3]
+        compared = {"torch": torch_run.facts(), "order": "gpudense, torch, torch, gpudense",
+                    "gpudense_epochs_s": ours_s, "torch_epochs_s": torch_s,
+                    "ratio_gpudense_over_torch": statistics.median(ours_s) / statistics.median(torch_s)}
+        print(f"torch: epochs {torch_s[0]:.3f} s and {torch_s[1]:.3f} s; gpudense {ours_s[0]:.3f} s and "
+              f"{ours_s[1]:.3f} s; gpudense / torch (medians) {compared['ratio_gpudense_over_torch']:.3f}")
 
     result = {
         "benchmark": "one training epoch (gpudense.training.train_epoch)",
@@ -153,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "host_to_device_seconds": copy_s,
         "epoch_loss": loss,
         "epoch_train_accuracy": acc,
+        **compared,
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     if args.out:

@@ -23,7 +23,8 @@ stage is one NVTX range: ``gpudense.forward``, ``gpudense.backward.act``
 (``dz`` and ``db`` of a layer with an activation), ``gpudense.backward.dx``,
 ``gpudense.backward.dw``, ``gpudense.backward.db``.
 
-The public functions check their arguments, then run :func:`forward_math`
+The public functions take NumPy or CuPy arrays, or tensors with ``__dlpack__`` (PyTorch, JAX: taken
+without a copy, :func:`~gpudense.backends.from_dlpack`), check them, then run :func:`forward_math`
 or :func:`backward_math`, the unchecked core. :class:`~gpudense.layer.Dense`
 checks its input once per call and calls the core directly, with the NVTX
 ranges only while its backend is profiling (``backend.profiling``).
@@ -36,7 +37,7 @@ from typing import Any, NamedTuple
 
 from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, check_no_overlap, describe_array
 from gpudense.activation_math import check_activation
-from gpudense.backends import backend_of
+from gpudense.backends import backend_of, from_dlpack
 
 __all__ = ["DenseActOutput", "DenseGrads", "SUPPORTED_DTYPES", "backward_math", "dense_act_backward",
            "dense_act_forward", "dense_backward", "dense_forward", "forward_math"]
@@ -127,6 +128,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
         >>> dense_forward(x, w, np.zeros(4, np.float32)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
     """
+    x, w, b = from_dlpack(x, w, b)
     backend = backend_of(x, w, b)
     _check_layer(x, w, b)
     return forward_math(backend, x, w, b, None, profile=True)[0]
@@ -164,6 +166,7 @@ def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) 
         ([[1.0, 0.0]], True)
     """
     act = check_activation(activation, allow_none=True)
+    x, w, b = from_dlpack(x, w, b)
     if act is None:
         return DenseActOutput(dense_forward(x, w, b), None)
     backend = backend_of(x, w, b)
@@ -272,6 +275,7 @@ def dense_backward(
         >>> g.db.tolist()
         [4.0, 4.0, 4.0, 4.0]
     """
+    dy, x, w = from_dlpack(dy, x, w)
     backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate)
     return backward_math(backend, dy, x, w, None, None, bias=bias, input_grad=input_grad, out=outs,
                          accumulate=accumulate, profile=True)
@@ -326,6 +330,7 @@ def dense_act_backward(
     act = check_activation(activation, allow_none=True)
     if act is None:
         return dense_backward(dy, x, w, bias=bias, input_grad=input_grad, out=out, accumulate=accumulate)
+    dy, x, w, saved = from_dlpack(dy, x, w, saved)
     backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate, saved)
     if tuple(saved.shape) != tuple(dy.shape) or saved.dtype != dy.dtype:
         raise ValueError(

@@ -13,7 +13,7 @@ import numpy as np
 
 from gpudense._checks import array_kind, as_generator, check_bool, describe_array, float_dtype, positive_int
 from gpudense.activation_math import check_activation
-from gpudense.backends import Backend, get_backend
+from gpudense.backends import Backend, from_dlpack, get_backend
 from gpudense.functional import DenseGrads, backward_math, dense_act_backward, dense_act_forward, forward_math
 from gpudense.saved import snapshot, verify
 
@@ -165,7 +165,10 @@ class Dense:
         With an activation, also keeps what its derivative needs (``y`` for
         relu and tanh, ``x @ w + b`` for gelu). Nothing is copied: change
         ``x`` in place only after :meth:`backward` (see :mod:`gpudense.saved`).
+        A tensor with ``__dlpack__`` (PyTorch, JAX) is taken without a copy
+        (:func:`~gpudense.backends.from_dlpack`).
         """
+        x, = from_dlpack(x)
         if not self._fits(x, self.in_features):
             self._check_input("x", x)  # a clear error, or an input only the checked path takes
             y, saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
@@ -194,6 +197,7 @@ class Dense:
         Returns:
             ``dx``, shape of the last forward input, or None.
         """
+        dy, = from_dlpack(dy)
         x = self._x
         if x is None and self._spent:
             raise RuntimeError("Dense.backward called twice after one forward: the first used the saved input; "

@@ -42,6 +42,7 @@ import numpy as np
 from gpudense._checks import as_generator, check_bool, check_optimizer_of, int_at_least
 from gpudense.backends import backend_name_of
 from gpudense.data import Dataset
+from gpudense.datasets import Rows
 from gpudense.losses import check_labels, softmax_cross_entropy
 
 __all__ = ["EVAL_BATCH", "DataOnHostWarning", "DivergenceError", "EpochStats", "History", "TrainConfig",
@@ -192,8 +193,10 @@ def to_device(data: Dataset, backend: Any) -> Dataset:
 
     A part (``x_train`` with ``y_train``, ``x_test`` with ``y_test``) that
     does not fit in device memory stays on the host, with a
-    :class:`DataOnHostWarning`; :func:`fit` and :func:`evaluate` then copy it
-    batch by batch. On the NumPy backend nothing is copied.
+    :class:`DataOnHostWarning`; :func:`fit` and :func:`evaluate` then stream
+    it batch by batch (:meth:`~gpudense.backends.Backend.batches`). On the
+    NumPy backend nothing is copied (:class:`~gpudense.datasets.Rows` of a
+    memory-mapped file stay there, read batch by batch).
 
     Args:
         data: A dataset with host (or already device) arrays.
@@ -212,7 +215,7 @@ def to_device(data: Dataset, backend: Any) -> Dataset:
     for part in ("train", "test"):
         x, y = getattr(data, f"x_{part}"), getattr(data, f"y_{part}")
         try:
-            x, y = backend.asarray(x), backend.asarray(y)
+            x, y = (x.to(backend) if isinstance(x, Rows) else backend.asarray(x)), backend.asarray(y)
         except MemoryError:  # cupy.cuda.memory.OutOfMemoryError is a MemoryError
             warnings.warn(DataOnHostWarning(
                 f"gpudense: the {part} set ({x.nbytes / 2**20:,.0f} MiB) does not fit on the device; "
@@ -248,9 +251,7 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
         raise ValueError("evaluate needs a non-empty set (the accuracy of nothing is undefined); got x of "
                          f"shape {tuple(x.shape)}")
     correct = xp.zeros((), dtype=xp.int64)
-    for start in range(0, n, batch_size):
-        xb = backend.asarray(x[start:start + batch_size])
-        yb = backend.asarray(y[start:start + batch_size])
+    for xb, yb in backend.batches(x, y, None, batch_size):
         correct += (model(xb).argmax(axis=1) == yb).sum()
     return int(correct) / n
 
@@ -304,13 +305,10 @@ def train_epoch(
     ranges = ranges or _no_range
     loss_sum = xp.zeros((), dtype=xp.float64)
     correct = xp.zeros((), dtype=xp.int64)
-    n = int(order.shape[0])
     seen = 0
-    for step, start in enumerate(range(0, n, batch_size)):
+    # Data on the backend are sliced there; host data are streamed (Backend.batches).
+    for step, (xb, yb) in enumerate(backend.batches(x, y, order, batch_size)):
         with ranges(STEP_RANGE):
-            idx = order[start:start + batch_size]
-            xb = backend.asarray(x[idx])  # no copy when x is on the backend already
-            yb = backend.asarray(y[idx])
             logits = model(xb)
             loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
             model.backward(dlogits)
@@ -327,6 +325,8 @@ def train_epoch(
 
 def _on_backend(backend: Any, name: str, a: Any) -> bool:
     """Whether ``a`` lies on ``backend`` (False: on the host); TypeError for anything else."""
+    if isinstance(a, Rows):
+        return False
     kind = backend_name_of(a)
     if kind != backend.name and kind != "numpy":
         raise TypeError(f"data {name} must be on the host or on the model's {backend.name} backend; got {kind}")
@@ -404,7 +404,7 @@ def fit(
     backend = model.backend
     x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     resident = _on_backend(backend, "x_train", x_train)
-    if _on_backend(backend, "y_train", y_train) != resident:
+    if _on_backend(backend, "y_train", y_train) != resident and not isinstance(x_train, Rows):
         raise TypeError("data x_train and y_train must lie together, both on the host or both on the device")
     _on_backend(backend, "x_test", x_test)
     _on_backend(backend, "y_test", y_test)

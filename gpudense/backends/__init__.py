@@ -16,6 +16,8 @@ import threading
 import warnings
 from typing import Any
 
+import numpy as np
+
 from gpudense._checks import array_kind
 from gpudense.backends.base import Backend
 
@@ -27,6 +29,7 @@ __all__ = [
     "auto_backend_reason",
     "backend_name_of",
     "backend_of",
+    "from_dlpack",
     "get_backend",
 ]
 
@@ -181,6 +184,67 @@ def backend_name_of(*arrays: Any) -> str:
             f"got a mix of {got}. Move them with Dense.to(...), cupy.asarray or cupy.asnumpy."
         )
     return next(iter(kinds), "numpy")
+
+
+#: DLPack device types (``__dlpack_device__()[0]``) and the backend whose arrays live there.
+_DLPACK_DEVICES = {1: "numpy", 2: "cupy", 13: "cupy"}  # kDLCPU, kDLCUDA, kDLCUDAManaged
+_DLPACK_NAMES = {3: "CUDA host", 4: "OpenCL", 7: "Vulkan", 8: "Metal", 10: "ROCm", 14: "oneAPI"}
+
+
+def from_dlpack(*arrays: Any) -> tuple[Any, ...]:
+    """Each argument as an array of a gpudense backend, foreign arrays taken through DLPack without a copy.
+
+    NumPy and CuPy arrays and None pass unchanged. Any other object with
+    ``__dlpack__`` (a PyTorch or JAX tensor, ...) becomes a NumPy array
+    (``numpy.from_dlpack``) when it lives in host memory, or a CuPy array
+    (``cupy.from_dlpack``, on the tensor's device) when it lives on a CUDA
+    device; both views share its memory. Anything else passes unchanged, for
+    the caller's own checks to refuse.
+
+    Raises:
+        TypeError: the array lives on a device gpudense has no backend for, or
+            DLPack refuses it (an unsupported dtype such as a bfloat16 tensor
+            on the CPU, a tensor that requires grad, ...); the message says which.
+        BackendUnavailableError: a CUDA tensor, and the CuPy backend cannot be used.
+
+    Example:
+        >>> x = np.ones((2, 3), np.float32)
+        >>> from_dlpack(x, None)[0] is x
+        True
+    """
+    out = []
+    for a in arrays:
+        if a is None or isinstance(a, np.ndarray) or not hasattr(a, "__dlpack__"):
+            out.append(a)
+            continue
+        module = type(a).__module__ or ""
+        if module == "cupy" or module.startswith("cupy."):
+            out.append(a)
+            continue
+        what = f"{module}.{type(a).__name__}"
+        try:
+            device_type, device_id = a.__dlpack_device__()
+        except Exception as exc:
+            raise TypeError(f"{what}: cannot ask its DLPack device ({exc})") from exc
+        name = _DLPACK_DEVICES.get(int(device_type))
+        if name is None:
+            where = _DLPACK_NAMES.get(int(device_type), f"DLPack device type {int(device_type)}")
+            raise TypeError(f"{what} lives on a {where} device; gpudense takes arrays in host memory "
+                            "(NumPy backend) or on a CUDA device (CuPy backend)")
+        xp = np if name == "numpy" else get_backend("cupy").xp
+        try:
+            if name == "numpy":
+                out.append(np.from_dlpack(a))
+            else:
+                with xp.cuda.Device(int(device_id)):
+                    out.append(xp.from_dlpack(a))
+        except (BufferError, TypeError, ValueError, RuntimeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            hint = ("; gpudense takes float16, float32 and float64 through DLPack (bfloat16 as NumPy or CuPy "
+                    "arrays only)") if "type" in reason.lower() else ""
+            raise TypeError(f"{what} of dtype {getattr(a, 'dtype', '?')} cannot be taken through DLPack without a "
+                            f"copy: {reason}{hint}") from exc
+    return tuple(out)
 
 
 def _reset_for_tests() -> None:

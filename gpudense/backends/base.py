@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, ContextManager, Iterator
 
+import numpy as np
+
+from gpudense._checks import array_kind
 from gpudense.activation_math import activation_forward, activation_grad
 
 
@@ -157,6 +160,57 @@ class Backend:
         """``a`` as an array of this backend (copied across devices if needed)."""
         raise NotImplementedError
 
+    def batches(self, x: Any, y: Any, order: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
+        """Mini-batches ``(xb, yb)`` on this backend: rows ``order[k:k + batch_size]``, or in turn when ``order`` is None.
+
+        ``y`` may be None (then every ``yb`` is None). Data already on this
+        backend (``x`` a NumPy array on NumPy, a CuPy
+        array on CuPy; ``order`` alongside) are sliced where they lie. Other
+        data (host arrays for a device, or :class:`~gpudense.datasets.Rows` of
+        a memory-mapped file) are streamed by :meth:`stream_batches`.
+
+        Example:
+            >>> from gpudense import get_backend
+            >>> import numpy as np
+            >>> x, y = np.arange(10.0).reshape(5, 2), np.arange(5)
+            >>> [yb.tolist() for _, yb in get_backend("numpy").batches(x, y, np.array([4, 0, 2]), 2)]
+            [[4, 0], [2]]
+        """
+        if _kind(x) != self.name:
+            return self.stream_batches(x, y, order, batch_size)
+        return _sliced(self, x, y, order, batch_size)
+
+    def stream_batches(self, x: Any, y: Any, order: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
+        """Host rows gathered a batch at a time into two staging buffers, used in turn.
+
+        Batch ``k + 1`` goes into the buffer that batch ``k`` does not use, so
+        a yielded batch stays valid until the next but one is asked for. The
+        CuPy backend gathers into pinned host buffers and copies them to the
+        device on a second stream, so that the copy of batch ``k + 1`` runs
+        while the device still computes batch ``k``; on NumPy the buffers are
+        the batches.
+        """
+        n = int(x.shape[0] if order is None else order.shape[0])
+        if n == 0:
+            return
+        m = min(batch_size, n)
+        xs = [np.empty((m, int(x.shape[1])), x.dtype) for _ in range(2)]
+        ys = [np.empty(m, np.int64) for _ in range(2)]
+
+        def gather(start: int) -> tuple[Any, Any]:
+            rows = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+            count = min(batch_size, n - start)
+            slot = (start // batch_size) % 2
+            xb, yb = xs[slot][:count], ys[slot][:count]
+            xb[...] = x[rows]
+            if y is None:
+                return self.asarray(xb), None
+            yb[...] = y[rows]
+            return self.asarray(xb), self.asarray(yb)
+
+        for start in range(0, n, batch_size):
+            yield gather(start)
+
     def to_numpy(self, a: Any) -> Any:
         """``a`` as a ``numpy.ndarray`` (a host copy for device arrays)."""
         raise NotImplementedError
@@ -173,3 +227,18 @@ class Backend:
 
 
 _NULL: ContextManager[None] = contextlib.nullcontext()  # reusable and re-entrant
+
+
+def _kind(a: Any) -> str:
+    """``array_kind(a)``, or ``"host"`` for anything else that is indexed by rows (:class:`~gpudense.datasets.Rows`)."""
+    try:
+        return array_kind(a)
+    except TypeError:
+        return "host"
+
+
+def _sliced(backend: Backend, x: Any, y: Any, order: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
+    n = int(x.shape[0] if order is None else order.shape[0])
+    for start in range(0, n, batch_size):
+        rows = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+        yield backend.asarray(x[rows]), (None if y is None else backend.asarray(y[rows]))

@@ -30,9 +30,11 @@ The modules, each one idea:
 * :mod:`~gpudense.benchmark.sweep`: :func:`~gpudense.benchmark.sweep.sweep`, ``config -> document``;
 * :mod:`~gpudense.benchmark.torch_linear`: the PyTorch contender (``torch.nn.Linear``), and whether
   torch's 16-bit CPU product is fast enough to time;
-* :mod:`~gpudense.benchmark.report`: the table, the JSON document and its check, the plot;
-* :mod:`~gpudense.benchmark.device_check`: the bias-gradient kernel against
-  ``dy.sum(axis=0)`` and ``ones @ dy`` on a GPU (``bench/device_check.py``).
+* :mod:`~gpudense.benchmark.report`: the table, the JSON document and its check, the plot.
+
+The GPU device checks built on these (the bias-gradient kernel against
+``dy.sum(axis=0)`` and ``ones @ dy``, the fused activation gradient) are
+scripts in ``bench/`` (``bench/device_check.py``, ``bench/fused_check.py``).
 
 The package exports the configuration and the report functions; the sweep
 is imported from its module (``gpudense.benchmark.sweep`` names the module).

@@ -1,6 +1,6 @@
 """Facts about the machine a benchmark runs on: caches, device memory, thread pools, versions.
 
-Versions come from :func:`gpudense.info.collect` and device facts from the
+Versions come from :func:`gpudense.backends.facts.collect` and device facts from the
 backend's ``describe()``; the CUDA device's L2 size and memory are read
 through the CuPy backend's array module (``backend.xp``), so nothing here
 imports CuPy.
@@ -132,13 +132,13 @@ def environment(backend: Any, threads: int | None) -> dict[str, Any]:
         threads: The run's CPU thread count (None on a GPU).
 
     Returns:
-        :func:`gpudense.info.collect`'s facts, then ``backend.describe()``'s,
+        :func:`gpudense.backends.facts.collect`'s facts, then ``backend.describe()``'s,
         and ``cpu_model``, ``cpu_count``, ``bench_backend``, ``threads``,
         ``hostname``, ``blas``, ``env_vars``, ``torch`` (and
         ``torch_threads`` where torch imports).
     """
     from gpudense.backends.numpy_backend import cpu_model
-    from gpudense.info import collect
+    from gpudense.backends.facts import collect
 
     env: dict[str, Any] = dict(collect())
     env.update(backend.describe())

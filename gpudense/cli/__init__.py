@@ -1,4 +1,4 @@
-"""The ``gpudense`` command line: ``info``, ``train``, ``bench``.
+"""The ``gpudense`` command line: ``info``, ``train``, ``bench``, ``evaluate``, ``predict``, ``export``, ``import``.
 
 Each subcommand lives in its own module, which exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
@@ -24,6 +24,10 @@ COMMANDS = {
     "info": ("gpudense.cli.info", "print the chosen backend, why, and library/device versions"),
     "train": ("gpudense.cli.train", "train an MLP (default: scikit-learn's bundled digits)"),
     "bench": ("gpudense.cli.bench", "time each stage against the hardware's ceilings and torch"),
+    "evaluate": ("gpudense.cli.evaluate", "a checkpoint's loss, accuracy and per-class counts on your data"),
+    "predict": ("gpudense.cli.predict", "a checkpoint's predictions for your data, written to a .npy"),
+    "export": ("gpudense.cli.export", "a checkpoint's weights as .safetensors (loads into torch.nn.Sequential)"),
+    "import": ("gpudense.cli.import_weights", "a checkpoint from .safetensors weights (gpudense's or a torch Sequential's)"),
 }
 
 
@@ -158,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         if os.environ.get("GPUDENSE_DEBUG"):
             raise
-        extra = {"train": "train", "bench": "bench"}.get(args.command, "test")
+        extra = {"train": "train", "bench": "bench", "export": "safetensors",
+                 "import": "safetensors"}.get(args.command, "test")
         _error_line(f'gpudense {args.command}: error: {exc}; install it with pip install "gpudense[{extra}]"')
         return 1
     except MemoryError:

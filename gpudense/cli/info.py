@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpudense.info import collect
+from gpudense.backends.facts import collect
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

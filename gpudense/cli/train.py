@@ -42,6 +42,7 @@ from gpudense.cli._common import (blas_threads, check_distinct_paths, check_outp
                                   option_errors, path_value, progress_bar)
 from gpudense.cli._distributed import on_rank0, split_note, start_distributed
 from gpudense.data import Dataset, load_digits, make_synthetic
+from gpudense.datasets import load_dataset
 from gpudense.distributed.comm import Communicator
 from gpudense.nn import MLP
 from gpudense.optim import OPTIMIZERS, Optimizer, make_optimizer
@@ -98,6 +99,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="synthetic: features per sample (default %(default)s)")
     g.add_argument("--classes", metavar="N", type=int_at_least(2), default=DEFAULTS["classes"],
                    help="synthetic: number of classes (default %(default)s)")
+    g.add_argument("--data", metavar="PATH",
+                   help="train on your own data instead of --dataset: data.npz (arrays x, y), X.npy,Y.npy "
+                        "(memory-mapped) or a directory with x.npy and y.npy (docs/own-data.md)")
+    g.add_argument("--val-data", metavar="PATH",
+                   help="with --data: the test set, in the same forms (default: a stratified 20%% of --data)")
     g = parser.add_argument_group("model and training")
     g.add_argument("--backend", choices=list(BACKEND_NAMES), default="auto",
                    help="auto (CuPy if a CUDA device is usable, else NumPy; default), numpy or cupy")
@@ -208,12 +214,18 @@ def _resolve_options(args: argparse.Namespace, ckpt: Any) -> argparse.Namespace:
 
 
 def _load_data(args: argparse.Namespace) -> Dataset:
+    if args.data is not None or args.val_data is not None:
+        if args.data is None:
+            raise ValueError("--val-data needs --data (the training set it goes with)")
+        return load_dataset(args.data, args.val_data, dtype=args.dtype, seed=args.seed)
     if args.dataset == "digits":
         return load_digits(seed=args.seed, dtype=args.dtype)
     return make_synthetic(args.samples, args.features, args.classes, seed=args.seed, dtype=args.dtype)
 
 
 def _data_identity(args: argparse.Namespace) -> dict[str, Any]:
+    if args.data is not None:
+        return {"data": args.data, "val_data": args.val_data, "seed": args.seed}
     ident: dict[str, Any] = {"dataset": args.dataset, "seed": args.seed}
     if args.dataset == "synthetic":
         ident.update(samples=args.samples, features=args.features, classes=args.classes)
@@ -280,7 +292,7 @@ def train(args: argparse.Namespace, *, out: Any = None, comm: Communicator | Non
     """
     # Matrices of the digits run (32 x 64 x 256) are too small for BLAS threads to pay; on a
     # busy 2-core machine OpenBLAS's spinning threads made the default run ten times slower.
-    limit = args.threads if args.threads is not None else (1 if args.dataset == "digits" else None)
+    limit = args.threads if args.threads is not None else (1 if args.dataset == "digits" and not args.data else None)
     with blas_threads(limit, option="--threads", extra="train", required=args.threads is not None):
         return _train(args, out=sys.stdout if out is None else out, comm=comm)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpudense.benchmark import device_check as dc
+import device_check as dc
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,14 +1,16 @@
-"""The fused activation-gradient check and the compile smoke test, without a GPU (stand-in backend)."""
+"""The fused activation-gradient check (bench/fused_check.py) and the compile smoke test (bench/compile_smoke.py), without a GPU."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from gpudense.benchmark import device_check as dc
-from gpudense.benchmark import fused_check as fc
+import compile_smoke
+import device_check as dc
+import fused_check as fc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,14 +49,22 @@ def test_epilogue_rows_skip_cleanly_without_nvmath(monkeypatch, stand_in_cupy):
     assert "skipped, nvmath-python is not importable" in table
 
 
-def test_compile_smoke_says_what_is_missing_on_one_line():
-    problem = fc.compile_smoke()  # no usable device here (or no CuPy): a reason, never a crash
-    assert problem is None or (isinstance(problem, str) and "\n" not in problem and problem)
+def test_compile_smoke_says_what_is_missing_on_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    problem = compile_smoke.compile_smoke()
+    assert problem.startswith("CuPy is not importable") and "\n" not in problem
 
 
-def test_the_script_offers_the_stages_and_the_smoke_test():
+def test_the_smoke_script_fails_with_one_line_where_cuda_is_unusable():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "compile_smoke.py")],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("compile smoke test failed: ")
+
+
+def test_the_script_offers_the_stages():
     out = subprocess.run([sys.executable, str(REPO / "bench" / "device_check.py"), "--help"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    for option in ("--stage", "--smoke", "fused"):
+    for option in ("--stage", "fused"):
         assert option in out.stdout

@@ -70,7 +70,7 @@ def test_library_facts_of_the_installed_cupy():
 
 
 def test_info_collect_takes_the_library_facts_from_the_backend(monkeypatch, fresh_backends):
-    from gpudense.info import collect
+    from gpudense.backends.facts import collect
 
     monkeypatch.setenv("GPUDENSE_BACKEND", "numpy")
     _fake_cupy(monkeypatch, runtime=13020, driver=13000)

@@ -17,10 +17,16 @@ A build with an error fails. The same options plus ``--ptxas-options=-v``
 (which changes no code) report registers and spills per entry point; a
 spill or stack frame fails. Skipped, with the reason, where CuPy or the
 NVRTC library is missing (``pip install 'gpudense[cuda13]'`` brings both).
+
+NVRTC 12 builds the same files too (CUDA 12 is a target as much as 13): the
+options CuPy assembled, with CuPy's CUDA include folder swapped for the CUDA 12
+runtime's, given to the nvidia-cuda-nvrtc-cu12 wheel's library through ctypes
+(the test extra installs it on Linux).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +124,48 @@ def test_a_broken_kernel_fails_the_nvrtc_build(monkeypatch):
     with pytest.raises(compiler.CompileException) as info:
         build_as_cupy_does(monkeypatch, "broken.cu", "90")
     assert "broken.cu" in str(info.value)
+
+
+def _nvrtc_12():
+    """``(libnvrtc.so.12, CUDA 12 include folder)`` from the test extra's wheels, or None."""
+    for folder in map(Path, sys.path):
+        library = folder / "nvidia" / "cuda_nvrtc" / "lib" / "libnvrtc.so.12"
+        include = folder / "nvidia" / "cuda_runtime" / "include"
+        if library.is_file() and (include / "cuda_fp16.h").is_file():
+            return library, include
+    return None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("path", KERNELS, ids=[p.name for p in KERNELS])
+def test_kernel_compiles_with_nvrtc_12_as_cupy_for_cuda_12_builds_it(monkeypatch, path, arch):
+    """NVRTC 12 builds every entry point with the options CuPy assembles, its CUDA include folder CUDA 12's.
+
+    CuPy built for CUDA 12 passes the same options with the CUDA 12 runtime's
+    include folder (where cuda.pathfinder finds ``cuda_runtime.h``); NVRTC 12
+    is loaded from the nvidia-cuda-nvrtc-cu12 wheel through ctypes.
+    """
+    from cuda.pathfinder import find_nvidia_header_directory
+    from cupy_backends.cuda.libs import nvrtc
+
+    from kernel_build import nvrtc_build, nvrtc_version
+
+    found = _nvrtc_12()
+    if found is None:
+        pytest.skip("NVRTC 12 is not installed: the test extra brings nvidia-cuda-nvrtc-cu12 on Linux")
+    library, include = found
+    assert nvrtc_version(library)[0] == 12
+    options, _, code = build_as_cupy_does(monkeypatch, path.name, arch)
+    cuda_include = "-I" + find_nvidia_header_directory("cudart")
+    assert options.count(cuda_include) == 1, options
+    options_12 = tuple(f"-I{include}" if o == cuda_include else o for o in options)
+    result, log = nvrtc_build(library, code, path.name, options_12 + ("--ptxas-options=-v",))
+    assert result == 0, f"{path.name} (sm_{arch}) does not compile with NVRTC 12:\n{log}"
+    report_12 = parse_ptxas(log)
+    program = _NVRTC_PROGRAM(code, path.name)
+    program.compile(options + ("--ptxas-options=-v",))
+    report = parse_ptxas(nvrtc.getProgramLog(program.ptr))
+    assert report_12 and sorted(report_12) == sorted(report)
+    bad = {n: r for n, r in report_12.items() if r["spill_stores"] or r["spill_loads"] or r["stack"]}
+    assert not bad, f"{path.name} (sm_{arch}, NVRTC 12) spills or uses a stack frame: {bad}"
+    assert all(r["registers"] <= 128 for r in report_12.values()), report_12

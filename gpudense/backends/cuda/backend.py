@@ -29,6 +29,7 @@ from gpudense._nvtx import nvtx_provider, nvtx_range
 from gpudense.backends import BackendUnavailableError
 from gpudense.backends.base import Backend
 from gpudense.backends.cuda.launch import launch_act_bias_grad, launch_bias_act, launch_bias_grad
+from gpudense.backends.cuda.libraries import missing_libraries
 from gpudense.backends.cuda.loader import DeviceKernels, KernelCache
 from gpudense.backends.cuda.optim_kernels import OptimizerKernels
 
@@ -73,6 +74,9 @@ def _import_cupy() -> Any:
             f"CuPy {cupy.__version__} is installed but the CUDA runtime reports no device",
             cupy_installed=True,
         )
+    missing = missing_libraries(cupy)  # cuBLAS, NVRTC, ...: said here, not at the first product
+    if missing is not None:
+        raise _unavailable(f"CuPy {cupy.__version__} is installed but {missing}", cupy_installed=True)
     return cupy
 
 
@@ -279,6 +283,12 @@ class CupyBackend(Backend):
 
     def to_numpy(self, a: Any) -> Any:
         return self.xp.asnumpy(a)
+
+    def stream_batches(self, x: Any, y: Any, order: Any, batch_size: int) -> Any:
+        """Host rows uploaded through pinned buffers on a second stream (:mod:`.streaming`)."""
+        from gpudense.backends.cuda.streaming import stream_batches
+
+        return stream_batches(self.xp, x, y, order, batch_size)
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()

@@ -1,8 +1,19 @@
-"""A seconds-long check that NVRTC and the CUDA headers CuPy compiles with work on this machine."""
+"""The compile smoke test: in seconds, whether NVRTC and the CUDA headers CuPy compiles with work here.
+
+Run by bench/gpu_validation.sh before anything else, or on its own from a
+plain checkout:
+
+    PYTHONPATH=$PWD python3 bench/compile_smoke.py
+
+Exit status 0 and one line when they work; else one line on stderr saying
+what is missing, and exit status 1.
+"""
 
 from __future__ import annotations
 
-__all__ = ["SMOKE_SOURCE", "compile_smoke"]
+import argparse
+import sys
+from typing import Sequence
 
 SMOKE_SOURCE = r"""
 #include <cuda_fp16.h>
@@ -18,6 +29,11 @@ def compile_smoke() -> str | None:
     CuPy also compiles with NVRTC, against the CUDA headers), on the current
     device. Takes a second or two, so a GPU run can stop at once with the
     cause instead of failing test by test.
+
+    Example:
+        >>> problem = compile_smoke()  # on a machine without CuPy or a GPU: the reason
+        >>> problem is None or ("\\n" not in problem and len(problem) > 0)
+        True
     """
     try:
         import cupy as cp
@@ -37,7 +53,23 @@ def compile_smoke() -> str | None:
         elif "cuda_fp16.h" in lowered or "could not open source file" in lowered or "cannot open" in lowered:
             cause = ("the CUDA headers are missing (cuda_fp16.h): install the CUDA toolkit or the "
                      "nvidia-cuda-runtime / nvidia-cuda-cccl wheels, or set CUDA_PATH")
+        elif "cudaerrornodevice" in lowered or "insufficientdriver" in lowered or "no cuda-capable" in lowered:
+            cause = "no usable CUDA device or driver here"
         else:
             cause = "compiling or running a CUDA kernel failed"
         return f"{cause}: {type(exc).__name__}: {text}"
     return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    problem = compile_smoke()
+    if problem is not None:
+        print(f"compile smoke test failed: {problem}", file=sys.stderr)
+        return 1
+    print("compile smoke test: NVRTC and the CUDA headers work")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

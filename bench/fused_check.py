@@ -1,20 +1,22 @@
-"""The fused activation-gradient check on a GPU, cuBLASLt's epilogues as a comparator, and a compile smoke test.
+"""The fused activation-gradient check on a GPU, and cuBLASLt's epilogues as a comparator.
 
 :func:`time_fused` times, per shape, dtype and activation, gpudense's fused
 pass (``dz = dy * act'(.)`` and ``db`` in one kernel, then pass 2 when the
 batch is split) against the unfused way (the activation's derivative as
 CuPy element-wise operations, then the bias-gradient kernel on ``dz``).
 :func:`time_epilogues` compares, where ``nvmath-python`` imports, cuBLASLt's
-``BGRADB`` (``dw = x.T @ dy`` with ``db`` in the GEMM's epilogue) and
-``DRELU_BGRAD`` (the next layer's ``dx`` GEMM with relu's derivative and
-``db`` in its epilogue) with gpudense's GEMM followed by its kernels; without
+``BGRADB`` (``dw = x.T @ dy`` with ``db`` in the GEMM's epilogue),
+``DRELU_BGRAD`` and ``DGELU_BGRAD`` (the next layer's ``dx`` GEMM with the
+activation's derivative and ``db`` in its epilogue) with gpudense's GEMM followed by its kernels; without
 nvmath the rows are recorded as skipped, with the reason.
 :func:`run_fused_check` runs both and writes ``fused_check.json`` after each
-shape, so a stopped run keeps what it measured. :func:`compile_smoke` checks
-in seconds that NVRTC and the CUDA headers CuPy needs are there.
+shape, so a stopped run keeps what it measured. ``bench/device_check.py --stage
+fused`` runs it; it imports its sibling ``device_check`` (bench/ on the path,
+as it is for a script in bench/ and for the tests).
 
-Timing is :mod:`gpudense.benchmark.device_check`'s: CUDA events, warm-up,
-medians, buffers rotating through more than twice the L2. No figure is
+Timing is bench/device_check.py's: CUDA events, warm-up, the methods
+alternating in rounds (:func:`~device_check.alternating_ms`), medians and
+ratios paired by round, buffers rotating through more than twice the L2. No figure is
 asserted anywhere; the GPU run records them.
 """
 
@@ -27,32 +29,25 @@ from typing import Any, Callable
 import numpy as np
 
 from gpudense._checks import float_dtype
-from gpudense.backends.cuda.smoke import SMOKE_SOURCE, compile_smoke  # noqa: F401  (re-exported)
 from gpudense.benchmark.ceilings import random_normal
-from gpudense.benchmark.device_check import copy_check, device_facts, result_row, write_json
-from gpudense.benchmark.timing import CudaTimer, time_per_call
+from gpudense.benchmark.stats import paired_ratio
+from gpudense.benchmark.timing import CudaTimer
 
-__all__ = [
-    "EPILOGUE_METHODS",
-    "FUSED_ACTIVATIONS",
-    "FUSED_DTYPES",
-    "FUSED_METHODS",
-    "FUSED_SWEEP",
-    "compile_smoke",
-    "run_fused_check",
-    "time_epilogues",
-    "time_fused",
-]
+from device_check import alternating_ms, copy_check, device_facts, result_row, write_json
 
 #: ``(batch, n_out)`` shapes of ``dy`` for the fused rows.
 FUSED_SWEEP = [(65536, 4096), (1048576, 64), (256, 4096)]
 FUSED_DTYPES = ("float32", "bfloat16")
-FUSED_ACTIVATIONS = ("relu", "gelu")
+FUSED_ACTIVATIONS = ("relu", "gelu", "tanh")
 FUSED_METHODS = ("gpudense fused act'+db kernel", "unfused: act' (CuPy ops), then bias_grad")
 #: ``(batch, n_in, n_out)`` of the epilogue comparison.
 EPILOGUE_SHAPES = [(65536, 1024, 1024), (8192, 4096, 4096)]
 EPILOGUE_METHODS = ("gpudense dw GEMM + bias_grad", "cuBLASLt BGRADB (nvmath)",
-                    "gpudense dx GEMM + fused relu'+db", "cuBLASLt DRELU_BGRAD (nvmath)")
+                    "gpudense dx GEMM + fused relu'+db", "cuBLASLt DRELU_BGRAD (nvmath)",
+                    "gpudense dx GEMM + fused gelu'+db", "cuBLASLt DGELU_BGRAD (nvmath)")
+#: Each nvmath method and the gpudense method it is compared with.
+EPILOGUE_PAIRS = {EPILOGUE_METHODS[1]: EPILOGUE_METHODS[0], EPILOGUE_METHODS[3]: EPILOGUE_METHODS[2],
+                  EPILOGUE_METHODS[5]: EPILOGUE_METHODS[4]}
 
 
 def _buffers(xp: Any, shape: tuple[int, int], dtype: np.dtype, l2_bytes: int, seed: int, n_arrays: int) -> tuple[int, Any]:
@@ -91,14 +86,20 @@ def time_fused(backend: Any, shape: tuple[int, int], dtype: str, activation: str
         FUSED_METHODS[1]: unfused,
     }
     moved = 3 * shape[0] * shape[1] * dt.itemsize + shape[1] * dt.itemsize
-    timer = CudaTimer(xp)
+    times = alternating_ms(fns, CudaTimer(xp), repeat=repeat)
+    fused = times[FUSED_METHODS[0]]
     rows = []
-    for method, fn in fns.items():
-        times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
+    for method, samples in times.items():
+        base = {"method": method, "shape": [int(v) for v in shape], "dtype": dtype, "activation": activation}
+        if isinstance(samples, str):
+            rows.append({**base, "skipped": samples})
+            continue
         extra: dict[str, Any] = {"activation": activation, "buffers": n_buf}
         if method == FUSED_METHODS[0]:
             extra["db_rel_diff_vs_unfused"] = diff
-        rows.append(result_row(method, shape, dtype, times_ms=times_ms, bytes_moved=moved, copy_gbps=copy_gbps,
+        elif not isinstance(fused, str):
+            extra["paired_ratio_vs_kernel"] = paired_ratio(samples, fused)
+        rows.append(result_row(method, shape, dtype, times_ms=samples, bytes_moved=moved, copy_gbps=copy_gbps,
                                **extra))
     return rows
 
@@ -114,14 +115,19 @@ def _nvmath() -> tuple[Any, str]:
 
 def time_epilogues(backend: Any, dims: tuple[int, int, int], dtype: str, *, repeat: int,
                    seed: int = 0) -> list[dict[str, Any]]:
-    """gpudense's GEMM + kernels against cuBLASLt's BGRADB and DRELU_BGRAD epilogues (nvmath); one row each.
+    """gpudense's GEMM + kernels against cuBLASLt's BGRADB, DRELU_BGRAD and DGELU_BGRAD epilogues (nvmath).
 
     ``dims = (batch, n_in, n_out)``. BGRADB: ``dw = x.T @ dy`` and ``db``.
-    DRELU_BGRAD: ``g = dz_next @ w_next.T`` (the next layer's ``dx``, here
-    ``w_next`` of shape ``(n_out, n_out)``) then ``dz = g * relu'(z)`` and
-    ``db``. Rows of the nvmath methods carry ``"skipped"`` where nvmath
-    cannot be used; an error inside nvmath is recorded the same way.
+    DRELU_BGRAD / DGELU_BGRAD: ``g = dz_next @ w_next.T`` (the next layer's
+    ``dx``, here ``w_next`` of shape ``(n_out, n_out)``) then ``dz = g *
+    act'(z)`` and ``db``. The methods alternate (:func:`alternating_ms`); one
+    row per :data:`EPILOGUE_METHODS`, each nvmath row with
+    ``paired_ratio_vs_gpudense`` (its time over gpudense's, paired by round).
+    Rows of the nvmath methods carry ``"skipped"`` where nvmath cannot be
+    used; an error inside nvmath is recorded the same way.
     """
+    from gpudense.activation_math import activation_forward
+
     xp = backend.xp
     dt = float_dtype(dtype)
     batch, n_in, n_out = dims
@@ -129,45 +135,50 @@ def time_epilogues(backend: Any, dims: tuple[int, int, int], dtype: str, *, repe
     x = random_normal(xp, gen, (batch, n_in), dt)
     dy = random_normal(xp, gen, (batch, n_out), dt)
     w_next = random_normal(xp, gen, (n_out, n_out), dt, 1.0 / math.sqrt(n_out))
-    y = xp.maximum(random_normal(xp, gen, (batch, n_out), dt), 0)
-    timer = CudaTimer(xp)
+    z = random_normal(xp, gen, (batch, n_out), dt)
+    saved = {a: activation_forward(xp, a, z.copy(), overwrite=True)[1] for a in ("relu", "gelu")}
     flops_dw, flops_dx = 2 * batch * n_in * n_out, 2 * batch * n_out * n_out
 
     def ours_dw(i: int) -> Any:
         return backend.matmul(x.T, dy), backend.bias_grad(dy)
 
-    def ours_dx(i: int) -> Any:
-        return backend.act_bias_grad(backend.matmul(dy, w_next.T), y, "relu")
+    def ours_dx(activation: str) -> Callable[[int], Any]:
+        return lambda i: backend.act_bias_grad(backend.matmul(dy, w_next.T), saved[activation], activation)
 
-    fns: dict[str, Callable[[int], Any] | str] = {EPILOGUE_METHODS[0]: ours_dw, EPILOGUE_METHODS[2]: ours_dx}
+    fns: dict[str, Callable[[int], Any]] = {EPILOGUE_METHODS[0]: ours_dw, EPILOGUE_METHODS[2]: ours_dx("relu"),
+                                            EPILOGUE_METHODS[4]: ours_dx("gelu")}
+    skipped: dict[str, str] = {}
     advanced, why = _nvmath()
     if advanced is None:
-        fns[EPILOGUE_METHODS[1]] = fns[EPILOGUE_METHODS[3]] = why
+        skipped = {m: why for m in EPILOGUE_PAIRS}
     else:
         epilog = advanced.MatmulEpilog
-        try:
-            _, aux = advanced.matmul(dy, w_next.T, epilog=epilog.RELU_AUX)  # relu's mask, as cuBLASLt keeps it
-            fns[EPILOGUE_METHODS[1]] = lambda i: advanced.matmul(x.T, dy, epilog=epilog.BGRADB)
-            fns[EPILOGUE_METHODS[3]] = lambda i: advanced.matmul(dy, w_next.T, epilog=epilog.DRELU_BGRAD,
-                                                                 epilog_inputs={"relu_aux": aux["relu_aux"]})
-        except Exception as exc:  # an nvmath or cuBLASLt version that refuses the epilogue
-            fns[EPILOGUE_METHODS[1]] = fns[EPILOGUE_METHODS[3]] = f"nvmath failed: {type(exc).__name__}: {exc}"
+        fns[EPILOGUE_METHODS[1]] = lambda i: advanced.matmul(x.T, dy, epilog=epilog.BGRADB)
+        for method, act in ((EPILOGUE_METHODS[3], "relu"), (EPILOGUE_METHODS[5], "gelu")):
+            try:  # the forward's auxiliary output (relu's mask, gelu's input), as cuBLASLt keeps it
+                key = f"{act}_aux"
+                _, aux = advanced.matmul(dy, w_next.T, epilog=getattr(epilog, key.upper()))
+                backward = getattr(epilog, f"D{act.upper()}_BGRAD")
+                fns[method] = (lambda b, a: lambda i: advanced.matmul(dy, w_next.T, epilog=b, epilog_inputs=a))(
+                    backward, {key: aux[key]})
+            except Exception as exc:  # an nvmath or cuBLASLt version that refuses the epilogue
+                skipped[method] = f"nvmath failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    times = alternating_ms(fns, CudaTimer(xp), repeat=repeat)
     rows = []
     for method in EPILOGUE_METHODS:
-        fn = fns[method]
         base = {"method": method, "shape": [batch, n_in, n_out], "dtype": dtype}
-        if isinstance(fn, str):
-            rows.append({**base, "skipped": fn})
+        samples = skipped.get(method) or times[method]
+        if isinstance(samples, str):
+            rows.append({**base, "skipped": samples})
             continue
-        try:
-            times_ms = [t * 1e3 for t in time_per_call(fn, timer, repeat=repeat)]
-        except Exception as exc:
-            rows.append({**base, "skipped": f"failed: {type(exc).__name__}: {exc}"})
-            continue
-        median = sorted(times_ms)[len(times_ms) // 2]
+        median = sorted(samples)[len(samples) // 2]
         flops = flops_dw if method in EPILOGUE_METHODS[:2] else flops_dx
-        rows.append({**base, "median_ms": median, "times_ms": times_ms, "repeats": len(times_ms),
-                     "tflops": flops / (median * 1e-3) / 1e12})
+        row = {**base, "median_ms": median, "times_ms": samples, "repeats": len(samples),
+               "tflops": flops / (median * 1e-3) / 1e12}
+        ours = times.get(EPILOGUE_PAIRS.get(method, ""))
+        if isinstance(ours, list):
+            row["paired_ratio_vs_gpudense"] = paired_ratio(samples, ours)
+        rows.append(row)
     return rows
 
 
