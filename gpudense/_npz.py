@@ -29,7 +29,7 @@ _EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*\.npy")
+_NAME = re.compile(r"[^\x00-\x1f\x7f]+\.npy")  # any printable name of an .npy entry
 _MAX_NAME = 200
 _HEADER_MOST = 10_000  # NumPy's own limit on an .npy header it reads without being told to trust it
 _CHUNK = 1 << 20
@@ -39,7 +39,7 @@ class NpzReader:
     """An ``.npz`` read one entry at a time, each bounded before it is decompressed.
 
     Opening reads only the zip's directories: at most ``max_entries``
-    entries, each a ``<name>.npy`` (letters, digits, ``_ . -`` and ``/``)
+    entries, each a ``<name>.npy`` (printable, at most 200 characters)
     named once, stored or deflated, not encrypted, its compressed bytes
     inside the file and overlapping no other entry, its declared size no
     more than its compressed bytes can expand to. :meth:`header` then

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from gpudense._checks import float_dtype, is_float_dtype
-from gpudense._files import FileRefused, read_npz
+from gpudense._files import FileRefused
+from gpudense._npz import read_npz
 from gpudense.data import Dataset, stratified_split
 
 __all__ = ["DataError", "Rows", "check_finite_rows", "load_arrays", "load_dataset", "take_rows"]

@@ -245,8 +245,7 @@ def dense_backward(
             needs no dL/dx).
         out: Optional :class:`DenseGrads` of arrays to write the gradients
             into (C-contiguous, of the gradient's shape, dtype and backend,
-            sharing memory with no input and no other ``out`` array); an
-            entry that is None gets a new array.
+            apart from the inputs and each other); None gets a new array.
         accumulate: Add ``dw`` and ``db`` into ``out.dw`` and ``out.db``
             (which must be given) instead of overwriting them, as a layer
             accumulates gradients over several backward calls. On CuPy this
@@ -260,10 +259,8 @@ def dense_backward(
         ``dw = 0``, ``db = 0`` (or leaves them unchanged when accumulating).
 
     Raises:
-        TypeError, ValueError: as :func:`dense_forward`, when ``dy``'s shape
-            or dtype differs from the forward output's, when ``bias`` or
-            ``input_grad`` is not a bool, or when ``out`` does not fit or
-            overlaps an input or another ``out`` array.
+        TypeError, ValueError: as :func:`dense_forward`, when ``dy``'s shape or dtype differs from the
+            forward output's, ``bias`` or ``input_grad`` is not a bool, or ``out`` does not fit or overlaps.
 
     Example:
         >>> import numpy as np
@@ -427,11 +424,9 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
     if accumulate and (out_dw is None or (bias and out_db is None)):
         raise ValueError("accumulate=True adds into out.dw and out.db: pass out=DenseGrads(None, dw, db) "
                          "with the arrays to add into")
-    if out is not None:
-        check_no_overlap(backend.xp, {"out.dx": out_dx if input_grad else None, "out.dw": out_dw,
-                                      "out.db": out_db if bias else None},
-                         {"dy": dy, "x": x, "w": w, "saved": saved})
-    return backend, DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)
+    outs = DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)
+    check_no_overlap(backend.xp, dict(zip(("out.dx", "out.dw", "out.db"), outs)), dict(dy=dy, x=x, w=w, saved=saved))
+    return backend, outs
 
 
 def _weight_and_input_grads(backend: Any, dy2: Any, x: Any, w: Any, input_grad: bool, outs: DenseGrads,
