@@ -20,7 +20,8 @@ from gpudense.benchmark.config import DTYPES, BenchConfig
 from gpudense.benchmark import machine
 from gpudense.benchmark.report import format_table, write_json, write_plot, write_text
 from gpudense.benchmark.sweep import sweep
-from gpudense.cli._common import blas_threads, check_output_path, int_at_least, progress_bar
+from gpudense.cli._common import (blas_threads, check_distinct_paths, check_output_path, int_at_least, path_value,
+                                  progress_bar)
 
 NSYS_RECIPE = (
     "nsys profile -t cuda,nvtx -o gpudense-bench --force-overwrite true "
@@ -58,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sweep, under a minute on a CPU")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes and 3 repeats: checks the harness runs (for tests)")
-    parser.add_argument("--json", metavar="PATH", help="write raw samples and environment as JSON")
-    parser.add_argument("--table", metavar="PATH", help="also write the table to this file")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG of fraction of ceiling per stage")
+    parser.add_argument("--json", metavar="PATH", type=path_value, help="write raw samples and environment as JSON")
+    parser.add_argument("--table", metavar="PATH", type=path_value, help="also write the table to this file")
+    parser.add_argument("--plot", metavar="PATH", type=path_value, help="write a PNG of fraction of ceiling per stage")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch.nn.Linear comparison")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -115,6 +116,8 @@ def check_outputs(args: argparse.Namespace) -> None:
     """
     for flag, path in (("--json", args.json), ("--table", args.table), ("--plot", args.plot)):
         check_output_path(flag, path, suffix=".png" if flag == "--plot" else None)
+    check_distinct_paths({"--json": args.json, "--table": args.table, "--plot": args.plot},
+                         outputs=["--json", "--table", "--plot"])
     if args.plot:
         from gpudense.plotting import import_pyplot
 

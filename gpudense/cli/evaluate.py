@@ -13,15 +13,16 @@ import json
 import sys
 
 from gpudense.backends import BACKEND_NAMES
-from gpudense.cli._common import int_at_least
+from gpudense.cli._common import int_at_least, path_value
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense evaluate``'s arguments on ``parser``."""
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by gpudense train --save")
-    parser.add_argument("--data", metavar="PATH", required=True,
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=path_value,
+                        help="a checkpoint written by gpudense train --save")
+    parser.add_argument("--data", metavar="PATH", required=True, type=path_value,
                         help="data.npz (arrays x, y), X.npy,Y.npy or a directory with x.npy and y.npy")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object: samples, loss, accuracy, per-class count/correct/predicted")

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from gpudense.cli._common import check_output_path
+from gpudense.cli._common import check_output_path, path_value
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense export``'s arguments on ``parser``."""
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by gpudense train --save")
-    parser.add_argument("out", metavar="MODEL.safetensors", help="the .safetensors file to write")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=path_value,
+                        help="a checkpoint written by gpudense train --save")
+    parser.add_argument("out", metavar="MODEL.safetensors", type=path_value, help="the .safetensors file to write")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 
-from gpudense.cli._common import check_output_path
+from gpudense.cli._common import check_output_path, path_value
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense import``'s arguments on ``parser``."""
-    parser.add_argument("source", metavar="MODEL.safetensors", help="the .safetensors file to read")
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint (.npz) to write")
+    parser.add_argument("source", metavar="MODEL.safetensors", type=path_value, help="the .safetensors file to read")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=path_value, help="the checkpoint (.npz) to write")
     parser.add_argument("--activation", choices=["relu", "gelu", "tanh"], default=None,
                         help="the hidden layers' activation (default: the file's gpudense metadata, else relu; "
                              "gelu is nn.GELU(approximate='tanh'))")

@@ -16,17 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from gpudense.backends import BACKEND_NAMES
-from gpudense.cli._common import check_output_path, int_at_least
+from gpudense.cli._common import check_output_path, int_at_least, path_value
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense predict``'s arguments on ``parser``."""
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint written by gpudense train --save")
-    parser.add_argument("--data", metavar="PATH", required=True,
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=path_value,
+                        help="a checkpoint written by gpudense train --save")
+    parser.add_argument("--data", metavar="PATH", required=True, type=path_value,
                         help="features: data.npz (array x), x.npy, X.npy,Y.npy or a directory with x.npy")
-    parser.add_argument("--out", metavar="PATH", required=True, help="the .npy file to write the predictions to")
+    parser.add_argument("--out", metavar="PATH", required=True, type=path_value,
+                        help="the .npy file to write the predictions to")
     parser.add_argument("--proba", action="store_true", help="write class probabilities (n, classes), not class ids")
     parser.add_argument("--backend", choices=list(BACKEND_NAMES), default="auto",
                         help="auto (default), numpy or cupy")

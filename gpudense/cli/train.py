@@ -99,10 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="synthetic: features per sample (default %(default)s)")
     g.add_argument("--classes", metavar="N", type=int_at_least(2), default=DEFAULTS["classes"],
                    help="synthetic: number of classes (default %(default)s)")
-    g.add_argument("--data", metavar="PATH",
+    g.add_argument("--data", metavar="PATH", type=path_value,
                    help="train on your own data instead of --dataset: data.npz (arrays x, y), X.npy,Y.npy "
                         "(memory-mapped) or a directory with x.npy and y.npy (docs/own-data.md)")
-    g.add_argument("--val-data", metavar="PATH",
+    g.add_argument("--val-data", metavar="PATH", type=path_value,
                    help="with --data: the test set, in the same forms (default: a stratified 20%% of --data)")
     g = parser.add_argument_group("model and training")
     g.add_argument("--backend", choices=list(BACKEND_NAMES), default="auto",
@@ -324,7 +324,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     if trained_on is not None and trained_on != _data_identity(args):  # before any data are loaded
         raise CheckpointError(
             f"checkpoint {args.resume} was trained on {trained_on}; this run asks for "
-            f"{_data_identity(args)} (give the same --dataset/--seed/--samples/--features/--classes)"
+            f"{_data_identity(args)} (give the same --dataset/--data/--val-data/--seed/--samples/--features/--classes)"
         )
 
     ds = _load_data(args)

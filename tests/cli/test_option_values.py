@@ -155,3 +155,30 @@ def test_resuming_a_checkpoint_that_records_no_data_says_so(tmp_path, capsys):
     assert status == 0, err
     assert (f"note: checkpoint {ck} does not record the data it was trained on (it was not saved by gpudense "
             "train); resuming on digits as asked, unchecked\n") in out
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["train", "--data", ""], "--data"),
+    (["train", "--data", "d.npz", "--val-data", ""], "--val-data"),
+    (["bench", "--smoke", "--json", ""], "--json"),
+    (["bench", "--smoke", "--table", ""], "--table"),
+    (["bench", "--smoke", "--plot", ""], "--plot"),
+    (["evaluate", "", "--data", "d.npz"], "CHECKPOINT"),
+    (["evaluate", "ck.npz", "--data", ""], "--data"),
+    (["predict", "ck.npz", "--data", "d.npz", "--out", ""], "--out"),
+    (["export", "ck.npz", ""], "MODEL.safetensors"),
+    (["import", "", "ck.npz"], "MODEL.safetensors"),
+])
+def test_every_command_refuses_an_empty_path(argv, name, capsys):
+    status, out, err = run_cli(argv, capsys)
+    assert status == 2 and out == ""
+    assert f"argument {name}: expected a path; got an empty value (an unset shell variable?)" in err
+
+
+def test_bench_outputs_must_be_distinct_files(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    status, out, err = run_cli(["bench", "--smoke", "--no-progress", "--json", str(path), "--table", str(path)],
+                               capsys)
+    assert status == 1 and out == ""
+    assert f"--json {path} is the file --table {path} names; give --json another path" in err
+    assert not path.exists()
