@@ -11,12 +11,13 @@ one ``.npy`` atomically: a failed run leaves the file that was there.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
 
 from gpudense.backends import BACKEND_NAMES
-from gpudense.cli._common import check_output_path, int_at_least, path_value
+from gpudense.cli._common import check_distinct_paths, check_output_path, int_at_least, path_value
 
 __all__ = ["add_arguments", "run"]
 
@@ -43,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from gpudense.inference import load_model, predict
 
     check_output_path("--out", args.out, suffix=".npy")
+    for part in args.data.split(","):  # the predictions never replace the data they are made from
+        inputs = [part, os.path.join(part, "x.npy")] if os.path.isdir(part) else [part]
+        for path in inputs:
+            check_distinct_paths({"--out": args.out, "--data": path, "CHECKPOINT": args.checkpoint}, outputs=["--out"])
     try:
         target = regular_target(args.out, "--out")
     except FileRefused as exc:

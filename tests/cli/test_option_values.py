@@ -182,3 +182,14 @@ def test_bench_outputs_must_be_distinct_files(tmp_path, capsys):
     assert status == 1 and out == ""
     assert f"--json {path} is the file --table {path} names; give --json another path" in err
     assert not path.exists()
+
+
+def test_predict_refuses_to_write_over_its_own_data(tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((3, 64), np.float32))
+    ck = tmp_path / "ck.npz"
+    save_checkpoint(ck, MLP([64, 8, 10], backend="numpy", rng=0), epoch=0)
+    status, out, err = run_cli(["predict", str(ck), "--data", str(x), "--out", str(x), "--backend", "numpy"], capsys)
+    assert status == 1 and out == ""
+    assert f"--out {x} is the file --data {x} names; give --out another path" in err
+    np.testing.assert_array_equal(np.load(x), np.zeros((3, 64), np.float32))
