@@ -129,7 +129,9 @@ class Dense:
 
     @b.setter
     def b(self, value: Any) -> None:
-        self._b = self._param("b", value, (self.out_features,)) if self._has_bias or value is not None else None
+        if not self._has_bias and value is not None:
+            raise ValueError("Dense.b of a layer without a bias (bias=False) must stay None")
+        self._b = self._param("b", value, (self.out_features,)) if self._has_bias else None
 
     def _param(self, name: str, a: Any, shape: tuple[int, ...]) -> Any:
         if getattr(a, "shape", None) != shape or getattr(a, "dtype", None) != self.dtype:

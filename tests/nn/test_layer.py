@@ -133,6 +133,9 @@ def test_assigning_a_parameter_that_fits_is_used():
     no_bias = Dense(3, 2, bias=False, backend="numpy", rng=0)
     no_bias.b = None
     assert no_bias.b is None
+    with pytest.raises(ValueError, match=r"Dense.b of a layer without a bias \(bias=False\) must stay None"):
+        no_bias.b = np.zeros(2, np.float32)
+    assert no_bias.b is None
 
 
 def test_input_grad_false_returns_none_and_still_fills_dw(rng):
