@@ -55,6 +55,16 @@ def read_checkpoint(f: BinaryIO, where: str) -> tuple[dict[str, Any], dict[str, 
             more than one could hold; one line naming the file.
         zipfile.BadZipFile, zlib.error, EOFError, ValueError: as the zip and
             npy readers find a truncated or corrupt archive.
+
+    Example:
+        >>> import os, tempfile
+        >>> from gpudense.checkpoint import save_checkpoint
+        >>> from gpudense.nn import MLP
+        >>> path = save_checkpoint(os.path.join(tempfile.mkdtemp(), "c.npz"), MLP([3, 2], backend="numpy"), epoch=4)
+        >>> with open(path, "rb") as f:
+        ...     meta, params, slots = read_checkpoint(f, "checkpoint c.npz")
+        >>> meta["epoch"], sorted(params), slots
+        (4, ['0.b', '0.w'], {})
     """
     with NpzReader(f, where, max_entries=MAX_ENTRIES) as z:
         meta = _parse_meta(where, _meta_json(z, where))
@@ -118,6 +128,12 @@ def read_meta(f: BinaryIO, where: str) -> dict[str, Any]:
         FileRefused, zipfile.BadZipFile, zlib.error, EOFError, ValueError: the
             file is no ``.npz``, has no readable ``meta``, or its ``meta`` is
             no JSON object naming a format.
+
+    Example:
+        >>> import io, json, numpy as np
+        >>> buf = io.BytesIO(); np.savez(buf, meta=np.array(json.dumps({"format": "x", "epoch": 1}))); _ = buf.seek(0)
+        >>> read_meta(buf, "example")
+        {'format': 'x', 'epoch': 1}
     """
     with NpzReader(f, where, max_entries=MAX_ENTRIES) as z:
         meta = _json(where, _meta_json(z, where))

@@ -35,6 +35,16 @@ def check_not_foreign(option: str, path: str) -> None:
 
     Raises:
         ValueError: one line naming the option, the path and what is there.
+
+    Example:
+        >>> import os, tempfile
+        >>> notes = os.path.join(tempfile.mkdtemp(), "notes.txt")
+        >>> with open(notes, "w") as f:
+        ...     _ = f.write("hello")
+        >>> check_not_foreign("--save", notes)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --save ...notes.txt: the file there is not a gpudense checkpoint (it is truncated or corrupt: ...
     """
     try:
         if os.path.getsize(path) == 0:

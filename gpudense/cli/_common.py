@@ -87,7 +87,15 @@ path_value.__name__ = "path"
 @contextlib.contextmanager
 def option_errors(option: str) -> Any:
     """Within: an ``OSError`` or ``ValueError`` (a file that cannot be written, a path refused late) says
-    which option it is about, as ``<option>: <message>``; its type and errno are kept."""
+    which option it is about, as ``<option>: <message>``; its type and errno are kept.
+
+    Example:
+        >>> with option_errors("--plot"):
+        ...     raise OSError(28, "No space left on device")
+        Traceback (most recent call last):
+        ...
+        OSError: --plot: [Errno 28] No space left on device
+    """
     try:
         yield
     except (OSError, ValueError) as exc:
