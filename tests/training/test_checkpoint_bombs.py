@@ -126,3 +126,24 @@ def test_gpudense_train_resume_refuses_a_bomb_on_one_line(good, tmp_path, capsys
     status, out, err = run_cli(["train", "--backend", "numpy", "--quiet", "--resume", str(path)], capsys)
     assert status == 1
     assert err.count("\n") == 1 and "its arrays claim" in err and str(path) in err
+
+
+def test_an_entry_that_decompresses_to_less_than_it_declares_is_truncated(good, tmp_path):
+    """The zip and the header agree on 96 bytes of data; the deflated stream holds 48: found while streaming."""
+    entries = entries_of(good)
+    header = npy_header((4, 6))
+    path = tmp_path / "short.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, header + b"\x01" * 48 if name == "param/0.w.npy" else data)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("param/0.w.npy")
+    struct.pack_into("<L", raw, info.header_offset + 22, len(header) + 96)  # the local header's size
+    record = raw.find(b"PK\x01\x02")
+    while raw[record + 46: record + 46 + len(info.filename)] != info.filename.encode():
+        record = raw.find(b"PK\x01\x02", record + 4)
+    struct.pack_into("<L", raw, record + 24, len(header) + 96)  # the central directory's
+    path.write_bytes(bytes(raw))
+    message = _refused(path, "truncated or corrupt")
+    assert "param/0.w" in message, message
