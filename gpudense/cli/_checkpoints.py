@@ -12,7 +12,31 @@ from gpudense import training
 from gpudense._checkpoint_read import FORMAT, read_meta
 from gpudense.checkpoint import CheckpointError
 
-__all__ = ["check_not_foreign", "saved_history", "stopped_note"]
+__all__ = ["check_data_shape", "check_not_foreign", "data_shape", "saved_history", "stopped_note"]
+
+
+def data_shape(ds: Any) -> dict[str, int]:
+    """What a checkpoint records of the data it was trained on, beyond the options that named them.
+
+    Example:
+        >>> from gpudense.data import make_synthetic
+        >>> data_shape(make_synthetic(50, 4, 3, seed=0))
+        {'train': 40, 'test': 10, 'features': 4, 'classes': 3}
+    """
+    return {"train": int(ds.x_train.shape[0]), "test": int(ds.x_test.shape[0]),
+            "features": int(ds.n_features), "classes": int(ds.n_classes)}
+
+
+def check_data_shape(path: str, ckpt: Any, ds: Any) -> None:
+    """Refuse to resume a checkpoint on data of another shape than it recorded (the same --data path may
+    hold other data by now); a checkpoint that recorded none is not checked.
+
+    Raises:
+        CheckpointError: one line naming the checkpoint and both shapes.
+    """
+    saved, now = ckpt.extra.get("data_shape"), data_shape(ds)
+    if saved is not None and saved != now:
+        raise CheckpointError(f"checkpoint {path} was trained on data of {saved}; the data given now are {now}")
 
 
 def _epoch_of(path: str, counted: int) -> int:

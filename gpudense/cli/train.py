@@ -37,7 +37,7 @@ from gpudense import training
 from gpudense._blas import step_threads
 from gpudense.backends import BACKEND_NAMES
 from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, save_checkpoint
-from gpudense.cli._checkpoints import check_not_foreign, saved_history, stopped_note
+from gpudense.cli._checkpoints import check_data_shape, check_not_foreign, data_shape, saved_history, stopped_note
 from gpudense.cli._common import (blas_threads, check_distinct_paths, check_output_path, finite_float, int_at_least,
                                   option_errors, path_value, progress_bar)
 from gpudense.cli._distributed import on_rank0, split_note, start_distributed
@@ -328,6 +328,8 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
         )
 
     ds = _load_data(args)
+    if ckpt is not None:
+        check_data_shape(args.resume, ckpt, ds)
     sizes = [ds.n_features, *args.hidden, ds.n_classes]
     init_seq, shuffle_seq = np.random.SeedSequence(args.seed).spawn(2)
     model = MLP(sizes, activation=args.activation, dtype=args.dtype, backend=args.backend,
@@ -382,7 +384,8 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
             f"test acc {stats.test_acc:.4f}  {stats.seconds:6.2f} s  ({n / stats.seconds:,.0f} samples/s)")
         if args.save:  # rank 0 writes; every rank learns that it has (or why not) before counting it as last
             on_rank0(comm, lambda: save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
-                                                   extra={"data": _data_identity(args), "history": history.as_dict(),
+                                                   extra={"data": _data_identity(args), "data_shape": data_shape(ds),
+                                                          "history": history.as_dict(),
                                                           "batch_size": args.batch_size}))
             last = (args.save, stats.epoch)
 

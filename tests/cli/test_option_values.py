@@ -193,3 +193,16 @@ def test_predict_refuses_to_write_over_its_own_data(tmp_path, capsys):
     assert status == 1 and out == ""
     assert f"--out {x} is the file --data {x} names; give --out another path" in err
     np.testing.assert_array_equal(np.load(x), np.zeros((3, 64), np.float32))
+
+
+def test_resuming_on_a_data_file_that_changed_since_is_refused(tmp_path, capsys):
+    data, ck = tmp_path / "data.npz", tmp_path / "ck.npz"
+    gen = np.random.default_rng(0)
+    np.savez(data, x=gen.standard_normal((100, 5)).astype(np.float32), y=gen.integers(0, 3, 100))
+    assert run_cli([*FAST, "--data", str(data), "--save", str(ck)], capsys)[0] == 0
+    saved = load_checkpoint(ck).extra["data_shape"]
+    assert saved["train"] + saved["test"] == 100 and saved["features"] == 5 and saved["classes"] == 3
+    np.savez(data, x=gen.standard_normal((120, 5)).astype(np.float32), y=gen.integers(0, 3, 120))
+    line = _error(*run_cli([*FAST, "--epochs", "2", "--data", str(data), "--resume", str(ck)], capsys))
+    assert line.startswith(f"gpudense train: error: checkpoint {ck} was trained on data of {saved}; the data given "
+                           "now are {'train': ")
