@@ -42,15 +42,28 @@ def test_spin_down_waits_until_the_other_threads_have_been_quiet_for_quiet_s(mon
         return next(readings)
 
     monkeypatch.setattr(isolation, "other_threads_cpu_s", fake_cpu)
+    fake_clock(monkeypatch)
     waited = isolation.spin_down(quiet_s=0.01, max_s=5.0, poll_s=0.002)
-    assert len(calls) >= 1 + 10 + 5  # the busy readings, then 0.01 s of quiet ones
-    assert 0.01 <= waited < 5.0
+    assert len(calls) == 1 + 10 + 5  # the busy readings, then 0.01 s of quiet ones
+    assert waited == pytest.approx(0.002 * 15)
+
+
+def fake_clock(monkeypatch):
+    """A clock that moves only when spin_down sleeps, so that a loaded machine cannot stretch a poll."""
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    monkeypatch.setattr(isolation.time, "sleep", sleep)
+    monkeypatch.setattr(isolation.time, "perf_counter", lambda: now[0])
 
 
 def test_spin_down_gives_up_after_max_s(monkeypatch):
     readings = iter(0.01 * k for k in range(10**6))  # always busy
     monkeypatch.setattr(isolation, "other_threads_cpu_s", lambda: next(readings))
-    assert isolation.spin_down(quiet_s=0.01, max_s=0.05, poll_s=0.002) >= 0.05
+    fake_clock(monkeypatch)
+    assert isolation.spin_down(quiet_s=0.01, max_s=0.05, poll_s=0.002) == pytest.approx(0.05)
 
 
 def test_spin_down_records_its_waits():
