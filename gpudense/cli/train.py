@@ -91,14 +91,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stratified 80/20 split, MLP 64-256-10 (ReLU), Adam (lr 0.002)."
     )
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", choices=["digits", "synthetic"], default=DEFAULTS["dataset"],
+    g.add_argument("--dataset", choices=["digits", "synthetic"],
                    help="digits (bundled with scikit-learn; default) or synthetic Gaussian blobs")
-    g.add_argument("--samples", metavar="N", type=int_at_least(2), default=DEFAULTS["samples"],
-                   help="synthetic: total samples, 20%% held out for test (default %(default)s)")
-    g.add_argument("--features", metavar="N", type=int_at_least(1), default=DEFAULTS["features"],
-                   help="synthetic: features per sample (default %(default)s)")
-    g.add_argument("--classes", metavar="N", type=int_at_least(2), default=DEFAULTS["classes"],
-                   help="synthetic: number of classes (default %(default)s)")
+    g.add_argument("--samples", metavar="N", type=int_at_least(2),
+                   help=f"synthetic: total samples, 20%% held out for test (default {DEFAULTS['samples']})")
+    g.add_argument("--features", metavar="N", type=int_at_least(1),
+                   help=f"synthetic: features per sample (default {DEFAULTS['features']})")
+    g.add_argument("--classes", metavar="N", type=int_at_least(2),
+                   help=f"synthetic: number of classes (default {DEFAULTS['classes']})")
     g.add_argument("--data", metavar="PATH", type=path_value,
                    help="train on your own data instead of --dataset: data.npz (arrays x, y), X.npy,Y.npy "
                         "(memory-mapped) or a directory with x.npy and y.npy (docs/own-data.md)")
@@ -168,6 +168,7 @@ def _resolve_options(args: argparse.Namespace, ckpt: Any) -> argparse.Namespace:
     continues the same training; only --lr and --epochs may change).
     """
     args = argparse.Namespace(**vars(args))
+    _resolve_data_options(args)
     opt_state = ckpt.optimizer_state if ckpt is not None else None
 
     def conflict(option: str, given: Any, saved: Any, what: str) -> ValueError:
@@ -211,6 +212,22 @@ def _resolve_options(args: argparse.Namespace, ckpt: Any) -> argparse.Namespace:
     if args.batch_size is None:
         args.batch_size = DEFAULTS["batch_size"]
     return args
+
+
+def _resolve_data_options(args: argparse.Namespace) -> None:
+    """Fill in --dataset, --samples, --features and --classes; refuse them beside --data, which they cannot shape."""
+    synthetic = [f"--{name}" for name in ("samples", "features", "classes") if getattr(args, name) is not None]
+    if args.data is not None:
+        given = (["--dataset"] if args.dataset is not None else []) + synthetic
+        if given:
+            raise ValueError(f"--data is the training set; {', '.join(given)} would be ignored beside it: "
+                             "give one or the other")
+    elif synthetic and args.dataset != "synthetic":
+        raise ValueError(f"{', '.join(synthetic)} shape --dataset synthetic only; this run uses "
+                         f"{args.dataset or DEFAULTS['dataset']}")
+    for name in ("dataset", "samples", "features", "classes"):
+        if getattr(args, name) is None:
+            setattr(args, name, DEFAULTS[name])
 
 
 def _load_data(args: argparse.Namespace) -> Dataset:
@@ -292,7 +309,8 @@ def train(args: argparse.Namespace, *, out: Any = None, comm: Communicator | Non
     """
     # Matrices of the digits run (32 x 64 x 256) are too small for BLAS threads to pay; on a
     # busy 2-core machine OpenBLAS's spinning threads made the default run ten times slower.
-    limit = args.threads if args.threads is not None else (1 if args.dataset == "digits" and not args.data else None)
+    digits = args.data is None and args.dataset in (None, "digits")
+    limit = args.threads if args.threads is not None else (1 if digits else None)
     with blas_threads(limit, option="--threads", extra="train", required=args.threads is not None):
         return _train(args, out=sys.stdout if out is None else out, comm=comm)
 

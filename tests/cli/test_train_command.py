@@ -213,6 +213,29 @@ def test_resume_with_a_malformed_history_is_a_one_line_error(tmp_path, capsys):
     assert "extra 'history' must map names to lists of numbers" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "digits"], "--data is the training set; --dataset would be ignored beside it"),
+        (["--dataset", "synthetic", "--classes", "3"],
+         "--data is the training set; --dataset, --classes would be ignored beside it"),
+        (["--samples", "500"], "--data is the training set; --samples would be ignored beside it"),
+    ],
+)
+def test_data_beside_another_data_source_is_an_error(tmp_path, argv, message, capsys):
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.zeros((20, 4), np.float32), y=np.arange(20) % 2)
+    status, out, err = run_cli(["train", *FAST, "--data", str(data), *argv], capsys)
+    assert status == 1 and out == ""
+    assert err == f"gpudense train: error: {message}: give one or the other\n"
+
+
+def test_synthetic_sizes_without_the_synthetic_set_are_an_error(capsys):
+    status, out, err = run_cli(["train", *FAST, "--features", "20"], capsys)
+    assert status == 1
+    assert err == "gpudense train: error: --features shape --dataset synthetic only; this run uses digits\n"
+
+
 def test_momentum_without_sgd_is_an_error(capsys):
     status, _, err = run_cli(["train", *FAST, "--epochs", "1", "--momentum", "0.5"], capsys)
     assert status == 1
