@@ -19,8 +19,6 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["SHORT_SPIN", "SPIN_VARIABLE", "blas_thread_count", "short_spin", "step_threads"]
-
 #: The environment variable OpenBLAS reads: log2 of the cycles an idle worker spins.
 SPIN_VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
 #: The value gpudense sets (when unset): 2**18 cycles, about 0.1 ms.

@@ -17,26 +17,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "BF16_EXTRA",
-    "FLOAT_DTYPES",
-    "FLOAT_NAMES",
-    "array_kind",
-    "bfloat16_dtype",
-    "as_generator",
-    "check_bool",
-    "check_finite",
-    "check_float_array",
-    "check_number",
-    "describe_array",
-    "float_dtype",
-    "int_at_least",
-    "is_count",
-    "is_float_dtype",
-    "positive_int",
-    "wide_dtype",
-]
-
 #: Floating dtypes gpudense computes in that NumPy itself provides; bfloat16
 #: (from ml_dtypes, imported only when asked for) is the fourth.
 FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))

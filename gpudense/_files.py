@@ -31,8 +31,6 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
-__all__ = ["FileRefused", "atomic_write", "read_npz", "regular_target"]
-
 
 class FileRefused(ValueError):
     """A path is not a place to write a file to, or a file does not hold what it claims."""

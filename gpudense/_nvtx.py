@@ -12,8 +12,6 @@ import contextlib
 import threading
 from typing import Any, Callable, ContextManager
 
-__all__ = ["nvtx_provider", "nvtx_range"]
-
 _NULL: ContextManager[None] = contextlib.nullcontext()  # reusable, re-entrant
 _lock = threading.Lock()
 _chosen: tuple[str, Callable[[str], None] | None, Callable[[], None] | None] | None = None

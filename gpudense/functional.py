@@ -34,17 +34,12 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, describe_array
+from gpudense._checks import check_bool, check_float_array, describe_array
 from gpudense.activation_math import check_activation
 from gpudense.backends import backend_of
 
-__all__ = ["DenseActOutput", "DenseGrads", "SUPPORTED_DTYPES", "backward_math", "dense_act_backward",
+__all__ = ["DenseActOutput", "DenseGrads", "backward_math", "dense_act_backward",
            "dense_act_forward", "dense_backward", "dense_forward", "forward_math"]
-
-#: Floating dtypes gpudense computes in that NumPy provides; bfloat16
-#: (``ml_dtypes.bfloat16``, imported only when used) is supported too.
-SUPPORTED_DTYPES = FLOAT_DTYPES
-
 
 class DenseActOutput(NamedTuple):
     """What :func:`dense_act_forward` returns: the output and what the backward pass needs."""

@@ -17,10 +17,7 @@ from gpudense.backends import Backend, get_backend
 from gpudense.functional import DenseGrads, backward_math, dense_act_backward, dense_act_forward, forward_math
 from gpudense.saved import snapshot, verify
 
-__all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
-
-#: ``check_dtype(dtype)``: ``dtype`` as a supported ``numpy.dtype``, or a clear TypeError.
-check_dtype = float_dtype
+__all__ = ["Dense", "ParamGrad"]
 
 
 class ParamGrad(NamedTuple):

@@ -17,28 +17,6 @@ import numpy as np
 
 from gpudense._checks import check_bool, float_dtype, int_at_least
 
-__all__ = [
-    "BenchConfig",
-    "CEILING_REPEATS",
-    "CEILING_SIZES",
-    "COMPARED_WITH",
-    "COMPARISONS",
-    "DEFAULT_DTYPES",
-    "DTYPES",
-    "MODES",
-    "REPEATS",
-    "SHAPES",
-    "STAGES",
-    "WARMUP",
-    "ceiling_sizes",
-    "default_threads",
-    "parse_dtypes",
-    "parse_shapes",
-    "shape_table",
-    "storage_dtype",
-    "tf32_plan",
-]
-
 Dims = tuple[int, int, int]
 
 #: Named shapes (batch, n_in, n_out). The CPU set is sized so that the default

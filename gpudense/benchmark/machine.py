@@ -13,15 +13,6 @@ import os
 import platform
 from typing import Any
 
-__all__ = [
-    "blas_info",
-    "cache_bytes_cpu",
-    "device_memory",
-    "environment",
-    "rotation_sizes",
-    "utc_now",
-]
-
 #: Environment variables recorded with every run.
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "CUPY_TF32", "GPUDENSE_BACKEND")

@@ -42,9 +42,6 @@ from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, 
 from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 from gpudense.benchmark.torch_linear import TORCH_SLOW_RATIO, TorchLinear, torch_cpu_slowdown, torch_importable
 
-__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "bench_shape_calls", "rotating_sets_for", "run_child",
-           "sweep", "torch_importable"]
-
 #: Seconds of warm-up calls before every timed block (outside smoke mode).
 MIN_WARMUP_S = 0.1
 #: The step's floor, timed with the stages: the backend's three bare products (x @ w, dy @ w.T,

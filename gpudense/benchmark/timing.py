@@ -13,8 +13,6 @@ import math
 import time
 from typing import Any, Callable, ContextManager
 
-__all__ = ["CpuTimer", "CudaTimer", "calls_of", "run_rounds", "split_repeats", "time_per_call", "timer_for"]
-
 
 class CpuTimer:
     """Times a call with ``time.perf_counter``.

@@ -9,8 +9,6 @@ from typing import Any
 from gpudense import training
 from gpudense.checkpoint import CheckpointError
 
-__all__ = ["saved_history", "stopped_note"]
-
 
 def saved_history(path: str, ckpt: Any) -> training.History:
     """The history a checkpoint holds in ``extra["history"]`` (empty if none), checked against its epoch.

@@ -15,14 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
-__all__ = [
-    "blas_threads",
-    "check_output_path",
-    "finite_float",
-    "int_at_least",
-    "progress_bar",
-]
-
 
 def int_at_least(low: int) -> Callable[[str], int]:
     """argparse type: an integer >= ``low``.

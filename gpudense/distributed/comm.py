@@ -22,8 +22,6 @@ import numpy as np
 
 from gpudense._checks import array_kind, describe_array
 
-__all__ = ["OPS", "CollectiveError", "Communicator", "LocalCommunicator", "MismatchError", "split_rows"]
-
 #: Reductions :meth:`Communicator.allreduce` accepts.
 OPS = ("sum", "mean")
 

@@ -29,8 +29,6 @@ from gpudense.backends import get_backend
 from gpudense.distributed.comm import CollectiveError, Communicator
 from gpudense.distributed.mpi import MPICommunicator
 
-__all__ = ["KINDS", "DistributedFallbackWarning", "abort_on_error", "init", "run_on_root"]
-
 #: What :func:`init` accepts: pick for the backend, MPI, or NCCL.
 KINDS = ("auto", "mpi", "nccl")
 

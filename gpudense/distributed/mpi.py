@@ -26,16 +26,6 @@ import numpy as np
 from gpudense.backends import backend_of
 from gpudense.distributed.comm import Communicator
 
-__all__ = [
-    "CUDA_AWARE_ENV",
-    "LAUNCHER_SIZE_VARS",
-    "DistributedUnavailableError",
-    "HostStagingWarning",
-    "MPICommunicator",
-    "import_mpi",
-    "launched_world_size",
-]
-
 #: Environment variable that states whether MPI takes CUDA device memory ("1") or not ("0").
 CUDA_AWARE_ENV = "GPUDENSE_MPI_CUDA_AWARE"
 

@@ -32,8 +32,6 @@ from gpudense.distributed.comm import Communicator, MismatchError, split_rows
 from gpudense.losses import softmax_cross_entropy
 from gpudense.training import EVAL_BATCH, STEP_RANGE, _no_range
 
-__all__ = ["DataParallel", "check_same_setup", "fingerprint"]
-
 _HINTS = {
     "shuffle": "every rank must shuffle alike: give every rank the same seed",
     "data": "every rank must load the same data",

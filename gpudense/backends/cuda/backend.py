@@ -32,8 +32,6 @@ from gpudense.backends.cuda.launch import launch_act_bias_grad, launch_bias_act,
 from gpudense.backends.cuda.loader import DeviceKernels, KernelCache
 from gpudense.backends.cuda.optim_kernels import OptimizerKernels
 
-__all__ = ["CupyBackend", "library_facts"]
-
 
 def _unavailable(message: str, *, cupy_installed: bool) -> BackendUnavailableError:
     exc = BackendUnavailableError(message)
