@@ -221,7 +221,26 @@ def to_device(data: Dataset, backend: Any) -> Dataset:
     return dataclasses.replace(data, **parts)
 
 
-def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> float:
+class _OneProcess:
+    """The hooks of a run in one process: all rows here, nothing to sum with other ranks."""
+
+    @staticmethod
+    def rows(n: int) -> tuple[int, int]:
+        return 0, n
+
+    @staticmethod
+    def reduce_grads() -> None:
+        pass
+
+    @staticmethod
+    def reduce_sums(sums: Any) -> None:
+        pass
+
+
+_ONE_PROCESS = _OneProcess()
+
+
+def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH, parallel: Any = None) -> float:
     """Accuracy of ``model``'s argmax predictions on ``x`` against integer labels ``y``.
 
     Args:
@@ -230,6 +249,9 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
             (host batches are copied one at a time).
         y: Integer labels ``(n,)``, alongside ``x``.
         batch_size: Samples per forward pass.
+        parallel: The hooks of a data-parallel run (see :func:`train_epoch`):
+            this rank counts its rows of ``x``, the counts are summed over
+            the ranks. None: one process.
 
     Returns:
         The fraction of correct predictions; NaN for an empty set.
@@ -237,20 +259,23 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
     Example:
         >>> from gpudense.nn import MLP
         >>> model = MLP([2, 2], backend="numpy", rng=0)
-        >>> 0.0 <= evaluate(model, np.ones((4, 2), np.float32), np.array([0, 1, 0, 1])) <= 1.0
-        True
+        >>> acc = evaluate(model, np.ones((4, 2), np.float32), np.array([0, 1, 0, 1]))
+        >>> acc  # every row is the same, so the argmax is right for half of them
+        0.5
     """
+    hooks = _ONE_PROCESS if parallel is None else parallel
     backend = model.backend
-    xp = backend.xp
     n = int(x.shape[0])
     if n == 0:
         return float("nan")
-    correct = xp.zeros((), dtype=xp.int64)
-    for start in range(0, n, batch_size):
-        xb = backend.asarray(x[start:start + batch_size])
-        yb = backend.asarray(y[start:start + batch_size])
-        correct += (model(xb).argmax(axis=1) == yb).sum()
-    return int(correct) / n
+    lo, hi = hooks.rows(n)
+    correct = backend.xp.zeros(1, dtype=np.float64)
+    for start in range(lo, hi, batch_size):
+        stop = min(start + batch_size, hi)
+        xb, yb = backend.asarray(x[start:stop]), backend.asarray(y[start:stop])
+        correct[0] += (model(xb).argmax(axis=1) == yb).sum()
+    hooks.reduce_sums(correct)
+    return int(correct[0]) / n
 
 
 def _no_range(name: str) -> ContextManager[Any]:
@@ -267,6 +292,7 @@ def train_epoch(
     batch_size: int,
     ranges: Callable[[str], ContextManager[Any]] | None = None,
     on_batch: Callable[[int, int, Any, Any], None] | None = None,
+    parallel: Any = None,
 ) -> tuple[Any, Any]:
     """One epoch of mini-batch training with softmax cross-entropy.
 
@@ -282,45 +308,64 @@ def train_epoch(
         ranges: ``name -> context manager`` wrapped around every step
             (``backend.nvtx_range`` to profile).
         on_batch: Called after each step as ``on_batch(step, seen, loss_sum, correct)``.
+        parallel: The hooks of a data-parallel run, e.g. a
+            :class:`gpudense.distributed.DataParallel`: ``rows(n) -> (start,
+            stop)``, the rows of each batch this process takes;
+            ``reduce_grads()``, called after backward; ``reduce_sums(a)``,
+            which sums a float64 array over the processes in place. Then
+            ``batch_size`` is the global batch, each process scales its
+            loss gradient by its share of the batch, and the sums are those
+            of all processes. None: one process.
 
     Returns:
-        ``(loss_sum, correct)``: 0-d arrays on the model's backend, the sum of
-        per-sample losses (float64) and the count of correct predictions made
-        during the epoch. Nothing waits for the device until they are read.
+        ``(loss_sum, correct)``: 0-d float64 arrays on the model's backend,
+        the sum of per-sample losses and the count of correct predictions
+        made during the epoch. Nothing waits for the device until they are read.
 
     Example:
         >>> from gpudense.nn import MLP
         >>> from gpudense.optim import SGD
         >>> model = MLP([2, 3], backend="numpy", rng=0)
         >>> x, y = np.ones((5, 2), np.float32), np.array([0, 1, 2, 0, 1])
-        >>> loss_sum, correct = train_epoch(model, SGD(model), x, y, np.arange(5), batch_size=2)
-        >>> loss_sum.shape, int(correct) <= 5
-        ((), True)
+        >>> seen = []
+        >>> loss_sum, correct = train_epoch(model, SGD(model), x, y, np.arange(5), batch_size=2,
+        ...                                 on_batch=lambda step, n, loss, c: seen.append(n))
+        >>> seen, loss_sum.shape
+        ([2, 4, 5], ())
     """
+    hooks = _ONE_PROCESS if parallel is None else parallel
     backend = model.backend
     xp = backend.xp
     ranges = ranges or _no_range
-    loss_sum = xp.zeros((), dtype=xp.float64)
-    correct = xp.zeros((), dtype=xp.int64)
+    sums = xp.zeros(2, dtype=np.float64)  # this step's loss sum and correct count (of all processes)
+    totals = xp.zeros(2, dtype=np.float64)
     n = int(order.shape[0])
-    seen = 0
     for step, start in enumerate(range(0, n, batch_size)):
         with ranges(STEP_RANGE):
-            idx = order[start:start + batch_size]
+            rows = min(batch_size, n - start)
+            lo, hi = hooks.rows(rows)
+            idx = order[start + lo:start + hi]
             xb = backend.asarray(x[idx])  # no copy when x is on the backend already
             yb = backend.asarray(y[idx])
             logits = model(xb)
-            loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+            if hi > lo:
+                loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+                if hi - lo < rows:
+                    dlogits *= (hi - lo) / rows  # the gradient of this process's share of the batch's mean
+                sums[0] = loss * (hi - lo)
+                sums[1] = (logits.argmax(axis=1) == yb).sum()
+            else:  # no rows here: zero gradients, still summed with the others
+                dlogits = xp.zeros_like(logits)
+                sums[...] = 0
             model.backward(dlogits)
+            hooks.reduce_grads()
+            hooks.reduce_sums(sums)
             optimizer.step()
             optimizer.zero_grad()
-            nb = int(xb.shape[0])
-            loss_sum += loss * nb
-            correct += (logits.argmax(axis=1) == yb).sum()
-        seen += nb
+            totals += sums
         if on_batch is not None:
-            on_batch(step, seen, loss_sum, correct)
-    return loss_sum, correct
+            on_batch(step, start + rows, totals[0], totals[1])
+    return totals[0], totals[1]
 
 
 def _on_backend(backend: Any, name: str, a: Any) -> bool:
@@ -371,7 +416,8 @@ def fit(
             and the running loss sum and correct count (0-d device arrays;
             reading them waits for the device, so read them rarely).
         comm: A :class:`~gpudense.distributed.Communicator`: data-parallel training over its
-            ranks (:mod:`gpudense.distributed.parallel`; ``batch_size`` is the global batch).
+            ranks (``batch_size`` is the global batch). The loop is the same; it calls the
+            hooks of ``comm.data_parallel(...)`` (:class:`~gpudense.distributed.DataParallel`).
 
     Returns:
         The :class:`History`, earlier epochs included.
@@ -413,11 +459,12 @@ def fit(
     history = History(**history.as_dict()) if history is not None else History()
     shuffle = as_generator(config.rng, "rng")
     ranges = backend.nvtx_range if config.profile else _no_range
-    run_epoch, run_evaluate = train_epoch, evaluate
+    parallel = None
     if comm is not None:
-        from gpudense.distributed.parallel import DataParallel
-        dp = DataParallel(model, optimizer, comm, data=data, config=config, shuffle=shuffle, start_epoch=start_epoch)
-        run_epoch, run_evaluate = dp.train_epoch, dp.evaluate
+        if not callable(getattr(comm, "data_parallel", None)):
+            raise TypeError(f"comm must be a gpudense.distributed.Communicator; got {type(comm).__name__}")
+        parallel = comm.data_parallel(model, optimizer, data=data, config=config, shuffle=shuffle,
+                                      start_epoch=start_epoch)
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.profiled(config.profile):
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -426,14 +473,14 @@ def fit(
             order = backend.asarray(perm) if resident else perm
             batch_done = None if on_batch is None else functools.partial(on_batch, epoch)
             with ranges(EPOCH_RANGE):
-                loss_sum, correct = run_epoch(model, optimizer, x_train, y_train, order,
-                                              batch_size=config.batch_size, ranges=ranges, on_batch=batch_done)
+                loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, order, batch_size=config.batch_size,
+                                                ranges=ranges, on_batch=batch_done, parallel=parallel)
             loss = float(loss_sum) / n  # waits for the device
             train_acc = int(correct) / n
             seconds = time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise DivergenceError(epoch, loss, getattr(optimizer, "lr", None))
-            test_acc = run_evaluate(model, x_test, y_test)
+            test_acc = evaluate(model, x_test, y_test, parallel=parallel)
             history.loss.append(loss)
             history.train_acc.append(train_acc)
             history.test_acc.append(test_acc)

@@ -26,7 +26,8 @@ import warnings
 from typing import Any, Callable, Iterator
 
 from gpudense.backends import get_backend
-from gpudense.distributed.comm import CollectiveError, Communicator
+from gpudense.distributed.comm import Communicator
+from gpudense.distributed.errors import CollectiveError
 from gpudense.distributed.mpi import MPICommunicator
 
 #: What :func:`init` accepts: pick for the backend, MPI, or NCCL.
