@@ -18,28 +18,38 @@ product ``dw += x.T @ dy`` (``Backend.matmul_acc``) and the activation's
 passes (``Backend.bias_act`` after the forward product, one pass adding
 ``b`` and applying the activation; ``Backend.act_bias_grad``, one pass
 forming ``dz`` and ``db`` together on CuPy) and the weight gradient
-(``Backend.weight_grad``: an outer product for a batch of one on NumPy). Each
+(``Backend.weight_grad``: an outer product for a batch of one on NumPy).
+While profiling (``backend.profiled()``, ``TrainConfig(profile=True)``), each
 stage is one NVTX range: ``gpudense.forward``, ``gpudense.backward.act``
 (``dz`` and ``db`` of a layer with an activation), ``gpudense.backward.dx``,
 ``gpudense.backward.dw``, ``gpudense.backward.db``.
 
-The public functions check their arguments, then run :func:`forward_math`
-or :func:`backward_math`, the unchecked core. :class:`~gpudense.layer.Dense`
-checks its input once per call and calls the core directly, with the NVTX
-ranges only while its backend is profiling (``backend.profiling``).
+The public functions are the one door to the math (:class:`~gpudense.layer.Dense`
+calls them too). Each checks every rule once per call: a short test that
+every argument is as usual (one array type, one floating dtype, fitting
+shapes); only where it fails do the checks with messages run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, NamedTuple
 
-from gpudense._checks import check_bool, check_float_array, describe_array
-from gpudense.activation_math import check_activation
-from gpudense.backends import backend_of
+import numpy as np
 
-__all__ = ["DenseActOutput", "DenseGrads", "backward_math", "dense_act_backward",
-           "dense_act_forward", "dense_backward", "dense_forward", "forward_math"]
+from gpudense._checks import check_bool, check_float_array, describe_array, is_float_dtype
+from gpudense._nvtx import is_profiling
+from gpudense.activation_math import ACTIVATION_NAMES, check_activation
+from gpudense.backends import _load, backend_of
+
+__all__ = ["DenseActOutput", "DenseGrads", "dense_act_backward", "dense_act_forward", "dense_backward",
+           "dense_forward"]
+
+#: The backend name of each exact array type the checks have passed (numpy.ndarray, cupy.ndarray, ...).
+_KINDS: dict[type, str] = {np.ndarray: "numpy"}
+_ACTIVATIONS = frozenset(ACTIVATION_NAMES) | {None}
+_NULL_RANGE = contextlib.nullcontext()  # reusable and re-entrant
 
 class DenseActOutput(NamedTuple):
     """What :func:`dense_act_forward` returns: the output and what the backward pass needs."""
@@ -60,6 +70,32 @@ def _batch(x: Any) -> int:
     """Rows of the batch: the product of x's leading dimensions (1 for a single sample)."""
     shape = x.shape
     return shape[0] if len(shape) == 2 else math.prod(shape[:-1])
+
+
+def _usual(x: Any, w: Any, b: Any) -> Any:
+    """The backend of ``x``, ``w``, ``b`` when they are as usual (else None: run the checks with messages).
+
+    As usual: one exact array type the checks have passed before, one
+    floating dtype, ``w`` 2-D, ``x``'s last dimension ``w``'s first, ``b``
+    None or of shape ``(n_out,)``.
+    """
+    t = type(w)
+    kind = _KINDS.get(t)
+    dt = w.dtype if kind is not None else None
+    if (kind is None or type(x) is not t or x.dtype != dt or w.ndim != 2 or x.ndim < 1
+            or x.shape[-1] != w.shape[0] or not is_float_dtype(dt)):
+        return None
+    if b is not None and (type(b) is not t or b.dtype != dt or b.shape != (w.shape[1],)):
+        return None
+    return _load(kind)
+
+
+def _checked_backend(x: Any, w: Any, b: Any) -> Any:
+    """The backend of ``x``, ``w``, ``b`` after every check, each failing with a message naming the argument."""
+    backend = backend_of(x, w, b)
+    _check_layer(x, w, b)
+    _KINDS[type(w)] = backend.name
+    return backend
 
 
 def _check_layer(x: Any, w: Any, b: Any) -> None:
@@ -122,9 +158,8 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
         >>> dense_forward(x, w, np.zeros(4, np.float32)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
     """
-    backend = backend_of(x, w, b)
-    _check_layer(x, w, b)
-    return forward_math(backend, x, w, b, None, profile=True)[0]
+    backend = _usual(x, w, b) or _checked_backend(x, w, b)
+    return _forward(backend, x, w, b, None).y
 
 
 def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) -> DenseActOutput:
@@ -158,61 +193,31 @@ def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) 
         >>> y.tolist(), saved is y
         ([[1.0, 0.0]], True)
     """
-    act = check_activation(activation, allow_none=True)
-    if act is None:
-        return DenseActOutput(dense_forward(x, w, b), None)
-    backend = backend_of(x, w, b)
-    _check_layer(x, w, b)
-    return forward_math(backend, x, w, b, act, profile=True)
+    act = activation if activation in _ACTIVATIONS else check_activation(activation, allow_none=True)
+    backend = _usual(x, w, b) or _checked_backend(x, w, b)
+    return _forward(backend, x, w, b, act)
 
 
-def forward_math(backend: Any, x: Any, w: Any, b: Any, activation: str | None, *,
-                 profile: bool) -> DenseActOutput:
-    """The forward pass without checks: ``act(x @ w + b)`` and what the backward pass needs.
-
-    For callers that have checked the arguments themselves (as
-    :func:`dense_act_forward` does): ``x``, ``w``, ``b`` arrays of
-    ``backend``, one dtype, fitting shapes; ``activation`` a checked name or
-    None (then ``saved`` is None).
-
-    Args:
-        backend: The backend of the arrays (e.g. ``layer.backend``).
-        x: Input, ``(..., n_in)``.
-        w: Weights, ``(n_in, n_out)``.
-        b: Bias, ``(n_out,)``, or None.
-        activation: ``"relu"``, ``"gelu"``, ``"tanh"`` or None.
-        profile: Open the stage's NVTX range (``gpudense.forward``).
-
-    Returns:
-        ``DenseActOutput(y, saved)``, as :func:`dense_act_forward`.
-
-    Example:
-        >>> import numpy as np
-        >>> from gpudense import get_backend
-        >>> x = np.array([[1.0, -2.0]]); w = np.eye(2)
-        >>> forward_math(get_backend("numpy"), x, w, None, "relu", profile=False).y.tolist()
-        [[1.0, 0.0]]
-    """
-    n_in, n_out = w.shape
-    shape = tuple(x.shape[:-1]) + (n_out,)
-    if profile:
-        with backend.nvtx_range("gpudense.forward"):
-            y, saved = _forward_2d(backend, x.reshape(_batch(x), n_in), w, b, activation)
-    else:
-        y, saved = _forward_2d(backend, x.reshape(_batch(x), n_in), w, b, activation)
+def _forward(backend: Any, x: Any, w: Any, b: Any, activation: str | None) -> DenseActOutput:
+    """``act(x @ w + b)`` and what the backward pass needs, for checked arguments."""
+    flat = x.ndim == 2  # a batch of rows: no reshapes
+    x2 = x if flat else x.reshape(_batch(x), w.shape[0])
+    with (backend.nvtx_range if is_profiling() else _no_range)("gpudense.forward"):
+        y = backend.matmul(x2, w)
+        saved = None
+        if activation is not None:
+            y, saved = backend.bias_act(y, b, activation)
+        elif b is not None:
+            y += b
+    if flat:
+        return DenseActOutput(y, saved)
+    shape = tuple(x.shape[:-1]) + (w.shape[1],)
     y_out = y.reshape(shape)
-    if saved is None:
-        return DenseActOutput(y_out, None)
-    return DenseActOutput(y_out, y_out if saved is y else saved.reshape(shape))
+    return DenseActOutput(y_out, None if saved is None else y_out if saved is y else saved.reshape(shape))
 
 
-def _forward_2d(backend: Any, x2: Any, w: Any, b: Any, activation: str | None) -> tuple[Any, Any]:
-    z = backend.matmul(x2, w)
-    if activation is not None:
-        return backend.bias_act(z, b, activation)
-    if b is not None:
-        z += b
-    return z, None
+def _no_range(name: str) -> Any:
+    return _NULL_RANGE
 
 
 def dense_backward(
@@ -265,9 +270,8 @@ def dense_backward(
         >>> g.db.tolist()
         [4.0, 4.0, 4.0, 4.0]
     """
-    backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate)
-    return backward_math(backend, dy, x, w, None, None, bias=bias, input_grad=input_grad, out=outs,
-                         accumulate=accumulate, profile=True)
+    backend, outs = _check_backward(dy, x, w, None, bias, input_grad, out, accumulate)
+    return _backward(backend, dy, x, w, None, None, bias, input_grad, outs, accumulate)
 
 
 def dense_act_backward(
@@ -316,79 +320,75 @@ def dense_act_backward(
         >>> g.dx.tolist(), g.db.tolist()
         ([[1.0, 0.0]], [1.0, 0.0])
     """
-    act = check_activation(activation, allow_none=True)
-    if act is None:
-        return dense_backward(dy, x, w, bias=bias, input_grad=input_grad, out=out, accumulate=accumulate)
-    backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate, saved)
-    if tuple(saved.shape) != tuple(dy.shape) or saved.dtype != dy.dtype:
-        raise ValueError(
-            f"saved must be what dense_act_forward returned, of dy's shape {tuple(dy.shape)} and dtype "
-            f"{dy.dtype}; got {describe_array(saved)}"
-        )
-    return backward_math(backend, dy, x, w, saved, act, bias=bias, input_grad=input_grad, out=outs,
-                         accumulate=accumulate, profile=True)
+    act = activation if activation in _ACTIVATIONS else check_activation(activation, allow_none=True)
+    if act is not None and saved is None:
+        raise ValueError(f"saved must be what dense_act_forward returned for activation {act!r}; got None")
+    backend, outs = _check_backward(dy, x, w, saved if act is not None else None, bias, input_grad, out,
+                                    accumulate)
+    return _backward(backend, dy, x, w, saved, act, bias, input_grad, outs, accumulate)
 
 
-def backward_math(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str | None, *,
-                  bias: bool, input_grad: bool, out: DenseGrads, accumulate: bool,
-                  profile: bool) -> DenseGrads:
-    """The backward pass without checks, as :func:`dense_act_backward` computes it.
-
-    For callers that have checked the arguments themselves: ``dy``, ``x``,
-    ``w`` (and ``saved`` with an activation) arrays of ``backend`` of one
-    dtype and fitting shapes; ``out`` a :class:`DenseGrads` whose entries
-    are None or arrays that fit (C-contiguous), ``out.dw`` and ``out.db``
-    given when ``accumulate``.
-
-    Args:
-        backend: The backend of the arrays.
-        dy: dL/dy, ``(..., n_out)``.
-        x: The forward input, ``(..., n_in)``.
-        w: The weights, ``(n_in, n_out)``.
-        saved: What :func:`forward_math` returned as ``saved`` (None without an activation).
-        activation: The forward pass's activation, or None.
-        bias, input_grad, out, accumulate: As for :func:`dense_act_backward`;
-            ``out`` is always a :class:`DenseGrads`.
-        profile: Open the stages' NVTX ranges.
-
-    Returns:
-        ``DenseGrads(dx, dw, db)``, as :func:`dense_act_backward`.
-
-    Example:
-        >>> import numpy as np
-        >>> from gpudense import get_backend
-        >>> x = np.ones((2, 3)); w = np.ones((3, 4)); dy = np.ones((2, 4))
-        >>> g = backward_math(get_backend("numpy"), dy, x, w, None, None, bias=True, input_grad=False,
-        ...                   out=DenseGrads(None, None, None), accumulate=False, profile=False)
-        >>> g.dx is None, g.dw.shape, g.db.tolist()
-        (True, (3, 4), [2.0, 2.0, 2.0, 2.0])
-    """
-    batch = _batch(x)
-    n_out = w.shape[1]
-    dy2 = dy.reshape(batch, n_out)
+def _backward(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str | None, bias: bool,
+              input_grad: bool, out: DenseGrads, accumulate: bool) -> DenseGrads:
+    """The backward pass for checked arguments (``out`` a DenseGrads of None or fitting arrays)."""
+    stage = backend.nvtx_range if is_profiling() else _no_range
+    n_in, n_out = w.shape
+    flat = x.ndim == 2  # a batch of rows: no reshapes
+    batch = x.shape[0] if flat else _batch(x)
+    x2, dy2 = (x, dy) if flat else (x.reshape(batch, n_in), dy.reshape(batch, n_out))
+    db = None
     if activation is None:
-        db = _stage(profile, backend, "gpudense.backward.db", backend.bias_grad, dy2, out.db,
-                    accumulate=accumulate) if bias else None
         dz = dy2
+        if bias:
+            with stage("gpudense.backward.db"):
+                db = backend.bias_grad(dy2, out.db, accumulate=accumulate)
     else:
-        dz, db = _stage(profile, backend, "gpudense.backward.act", backend.act_bias_grad, dy2,
-                        saved.reshape(batch, n_out), activation, out.db, accumulate=accumulate, bias=bias)
-    return _weight_and_input_grads(backend, dz, x, w, input_grad, out, accumulate, db, profile)
+        with stage("gpudense.backward.act"):
+            dz, db = backend.act_bias_grad(dy2, saved if flat else saved.reshape(batch, n_out), activation,
+                                           out.db, accumulate=accumulate, bias=bias)
+    dx = None
+    if input_grad:
+        with stage("gpudense.backward.dx"):
+            if out.dx is None:
+                dx = backend.matmul(dz, w.T)
+                dx = dx if flat else dx.reshape(x.shape)
+            else:
+                backend.matmul(dz, w.T, out=out.dx if flat else out.dx.reshape(batch, n_in))
+                dx = out.dx
+    with stage("gpudense.backward.dw"):
+        dw = backend.weight_grad(x2, dz, out.dw, accumulate=accumulate)
+    return DenseGrads(dx, dw, db)
 
 
-def _stage(profile: bool, backend: Any, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``, inside the NVTX range ``name`` when ``profile``."""
-    if not profile:
-        return fn(*args, **kwargs)
-    with backend.nvtx_range(name):
-        return fn(*args, **kwargs)
+def _check_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: Any, out: Any,
+                    accumulate: Any) -> tuple[Any, DenseGrads]:
+    """The backend and ``out`` (None entries where not given) of checked backward arguments."""
+    backend = _usual(x, w, None)
+    t = type(w)
+    if (backend is not None and type(dy) is t and dy.dtype == w.dtype and dy.ndim == x.ndim
+            and dy.shape[:-1] == x.shape[:-1] and dy.shape[-1] == w.shape[1]
+            and (saved is None or (type(saved) is t and saved.dtype == w.dtype and saved.shape == dy.shape))
+            and (bias is True or bias is False) and (input_grad is True or input_grad is False)
+            and (accumulate is True or accumulate is False) and (out is None or type(out) is DenseGrads)):
+        dx, dw, db = (None, None, None) if out is None else out
+        dx, db = (dx if input_grad else None), (db if bias else None)
+        if ((dx is None or _fits(dx, x.shape, w)) and (dw is None or _fits(dw, w.shape, w))
+                and (db is None or _fits(db, (w.shape[1],), w))
+                and not (accumulate and (dw is None or (bias and db is None)))):
+            return backend, DenseGrads(dx, dw, db)
+    return _checked_backward(dy, x, w, saved, bias, input_grad, out, accumulate)
 
 
-def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: Any,
-                    accumulate: Any, saved: Any = None) -> tuple[Any, DenseGrads]:
-    """Check dense_backward's arguments; returns the backend and ``out`` (None entries where not given)."""
-    backend = backend_of(dy, x, w, saved)
-    _check_layer(x, w, None)
+def _fits(a: Any, shape: tuple[int, ...], like: Any) -> bool:
+    """Whether ``a`` is a C-contiguous array of ``like``'s type and dtype, of ``shape``."""
+    return type(a) is type(like) and a.dtype == like.dtype and a.shape == shape and a.flags.c_contiguous
+
+
+def _checked_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: Any, out: Any,
+                      accumulate: Any) -> tuple[Any, DenseGrads]:
+    """Every check of the backward arguments, each failing with a message naming the argument."""
+    backend = _checked_backend(x, w, None)
+    backend_of(dy, x, w, saved)
     check_float_array("dy", dy)
     n_in, n_out = w.shape
     expected = tuple(x.shape[:-1]) + (n_out,)
@@ -398,6 +398,11 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
         )
     if dy.dtype != x.dtype:
         raise TypeError(f"dy must have the forward dtype {x.dtype}; got {dy.dtype}")
+    if saved is not None and (tuple(saved.shape) != tuple(dy.shape) or saved.dtype != dy.dtype):
+        raise ValueError(
+            f"saved must be what dense_act_forward returned, of dy's shape {tuple(dy.shape)} and dtype "
+            f"{dy.dtype}; got {describe_array(saved)}"
+        )
     check_bool("bias", bias)
     check_bool("input_grad", input_grad)
     check_bool("accumulate", accumulate)
@@ -416,22 +421,3 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
         raise ValueError("accumulate=True adds into out.dw and out.db: pass out=DenseGrads(None, dw, db) "
                          "with the arrays to add into")
     return backend, DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)
-
-
-def _weight_and_input_grads(backend: Any, dy2: Any, x: Any, w: Any, input_grad: bool, outs: DenseGrads,
-                            accumulate: bool, db: Any, profile: bool) -> DenseGrads:
-    """``dx = dy2 @ w.T`` (when asked for) and ``dw = x.T @ dy2`` (added into ``outs.dw`` with ``accumulate``)."""
-    n_in = w.shape[0]
-    batch = dy2.shape[0]
-    x2 = x.reshape(batch, n_in)
-    dx = None
-    if input_grad:
-        if outs.dx is None:
-            dx = _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dy2, w.T).reshape(x.shape)
-        else:
-            _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dy2, w.T,
-                   out=outs.dx.reshape(batch, n_in))
-            dx = outs.dx
-    dw = _stage(profile, backend, "gpudense.backward.dw", backend.weight_grad, x2, dy2, outs.dw,
-                accumulate=accumulate)
-    return DenseGrads(dx, dw, db)

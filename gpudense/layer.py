@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudense._checks import array_kind, as_generator, check_bool, describe_array, float_dtype, positive_int
+from gpudense._checks import as_generator, check_bool, describe_array, float_dtype, positive_int
 from gpudense.activation_math import check_activation
 from gpudense.backends import Backend, get_backend
-from gpudense.functional import DenseGrads, backward_math, dense_act_backward, dense_act_forward, forward_math
+from gpudense.functional import DenseGrads, dense_act_backward, dense_act_forward
 from gpudense.saved import snapshot, verify
 
 __all__ = ["Dense", "ParamGrad"]
@@ -132,12 +132,7 @@ class Dense:
         relu and tanh, ``x @ w + b`` for gelu). Nothing is copied: change
         ``x`` in place only after :meth:`backward` (see :mod:`gpudense.saved`).
         """
-        if not self._fits(x, self.in_features):
-            self._check_input("x", x)  # a clear error, or an input only the checked path takes
-            y, saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
-        else:
-            y, saved = forward_math(self.backend, x, self.w, self.b, self.activation,
-                                    profile=self.backend.profiling)
+        y, saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
         self._x, self._saved = x, saved
         self._copies = snapshot(x, saved)
         return y
@@ -168,17 +163,8 @@ class Dense:
                    (x, self._saved), self._copies)
         accumulate = self.dw is not None
         out = DenseGrads(None, self.dw, self.db) if accumulate else self._grad_arrays()
-        own = out.dw is self._dw_keep and out.db is self._db_keep  # else gradients set from outside: checked
-        if own and (input_grad is True or input_grad is False) and self._fits(dy, self.out_features) \
-                and dy.shape[:-1] == x.shape[:-1]:
-            grads = backward_math(self.backend, dy, x, self.w, self._saved, self.activation,
-                                  bias=self._has_bias, input_grad=input_grad, out=out, accumulate=accumulate,
-                                  profile=self.backend.profiling)
-        else:  # the checked path: a clear error for what does not fit
-            self._check_input("dy", dy)
-            grads = dense_act_backward(dy, x, self.w, self._saved, activation=self.activation,
-                                       bias=self._has_bias, input_grad=input_grad, out=out,
-                                       accumulate=accumulate)
+        grads = dense_act_backward(dy, x, self.w, self._saved, activation=self.activation, bias=self._has_bias,
+                                   input_grad=input_grad, out=out, accumulate=accumulate)
         self.dw, self.db = grads.dw, grads.db
         return grads.dx
 
@@ -198,11 +184,6 @@ class Dense:
         if self._has_bias and self._db_keep is None:
             self._db_keep = self.backend.xp.empty((self.out_features,), dtype=self.dtype)
         return DenseGrads(None, self._dw_keep, self._db_keep)
-
-    def _fits(self, a: Any, size: int) -> bool:
-        """Whether ``a`` is an array of this layer's backend and dtype with ``size`` as its last dimension."""
-        return (type(a) is type(self.w) and a.dtype == self.dtype and a.ndim >= 1
-                and a.shape[-1] == size)
 
     def bind(self, w: Any, b: Any, dw: Any, db: Any) -> None:
         """Make the layer's parameters and gradient arrays the given arrays (views of a flat buffer).
@@ -282,14 +263,6 @@ class Dense:
         self._x = self._saved = self._copies = self._dw_keep = self._db_keep = None
         self.backend = target
         return self
-
-    def _check_input(self, name: str, a: Any) -> None:
-        kind = array_kind(a)
-        if kind != self.backend.name:
-            raise TypeError(
-                f"{name} is a {kind} array but this Dense layer lives on the "
-                f"{self.backend.name} backend; move one of them (Dense.to(...)) first"
-            )
 
     def __repr__(self) -> str:
         act = "" if self.activation is None else f"activation={self.activation!r}, "
