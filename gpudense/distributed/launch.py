@@ -25,6 +25,7 @@ import traceback
 import warnings
 from typing import Any, Callable, Iterator
 
+import gpudense._env as _env
 from gpudense.backends import get_backend
 from gpudense.distributed.comm import Communicator
 from gpudense.distributed.errors import CollectiveError
@@ -191,6 +192,7 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
         >>> with abort_on_error("demo"):  # no MPI world here: a plain block
         ...     x = 1
     """
+    debug = _env.debug()  # read before the block runs: a bad value is an error of its own, not of the block
     try:
         yield
     except BaseException as exc:
@@ -201,7 +203,7 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
         world = _mpi_world()
         if world is None or world.Get_size() <= 1:
             raise
-        if os.environ.get("GPUDENSE_DEBUG") or not isinstance(exc, _PLAIN):
+        if debug or not isinstance(exc, _PLAIN):
             traceback.print_exc()
         sys.stderr.write(f"{prog}: error on rank {world.Get_rank()} of {world.Get_size()}: {_one_line(exc)}; "
                          "stopping all ranks\n")  # one write: the lines of ranks do not mix
