@@ -68,3 +68,20 @@ def fresh_backends(monkeypatch):
     _reset_for_tests()
     yield
     _reset_for_tests()
+
+
+@pytest.fixture
+def nvtx_ranges(monkeypatch):
+    """The names of the NVTX ranges the NumPy backend opens during the test, in order."""
+    import contextlib
+
+    from gpudense.backends.numpy_backend import NumpyBackend
+
+    names = []
+
+    def recording_range(self, name):
+        names.append(name)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
+    return names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import subprocess
@@ -85,15 +84,9 @@ def test_diverging_run_stops_with_a_one_line_error(tmp_path, capsys):
     assert "test accuracy" not in out and not path.exists()  # no checkpoint of a diverged model
 
 
-def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
+def test_profile_opens_nvtx_ranges_through_the_backend(nvtx_ranges):
     # the counts per epoch and step: tests/training/test_fit.py
-    names = []
-
-    def recording_range(self, name):
-        names.append(name)
-        return contextlib.nullcontext()
-
-    monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
+    names = nvtx_ranges
     train(parse_args([*FAST, "--epochs", "2", "--hidden", "8", "--batch-size", "512", "--profile"]), out=io.StringIO())
     assert names.count("gpudense.train.epoch") == 2
     assert names.count("gpudense.train.step") == 2 * 3  # ceil(1438 / 512) steps per epoch
