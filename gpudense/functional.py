@@ -32,13 +32,12 @@ shapes); only where it fails do the checks with messages run.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudense._checks import check_bool, check_float_array, describe_array, is_float_dtype
+from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, describe_array
 from gpudense._nvtx import is_profiling
 from gpudense.activation_math import ACTIVATION_NAMES, check_activation
 from gpudense.backends import _load, backend_of
@@ -49,7 +48,8 @@ __all__ = ["DenseActOutput", "DenseGrads", "dense_act_backward", "dense_act_forw
 #: The backend name of each exact array type the checks have passed (numpy.ndarray, cupy.ndarray, ...).
 _KINDS: dict[type, str] = {np.ndarray: "numpy"}
 _ACTIVATIONS = frozenset(ACTIVATION_NAMES) | {None}
-_NULL_RANGE = contextlib.nullcontext()  # reusable and re-entrant
+#: The dtypes the checks have passed (float16, float32, float64; bfloat16 once seen).
+_FLOATS = set(FLOAT_DTYPES)
 
 class DenseActOutput(NamedTuple):
     """What :func:`dense_act_forward` returns: the output and what the backward pass needs."""
@@ -83,7 +83,7 @@ def _usual(x: Any, w: Any, b: Any) -> Any:
     kind = _KINDS.get(t)
     dt = w.dtype if kind is not None else None
     if (kind is None or type(x) is not t or x.dtype != dt or w.ndim != 2 or x.ndim < 1
-            or x.shape[-1] != w.shape[0] or not is_float_dtype(dt)):
+            or x.shape[-1] != w.shape[0] or dt not in _FLOATS):
         return None
     if b is not None and (type(b) is not t or b.dtype != dt or b.shape != (w.shape[1],)):
         return None
@@ -95,6 +95,7 @@ def _checked_backend(x: Any, w: Any, b: Any) -> Any:
     backend = backend_of(x, w, b)
     _check_layer(x, w, b)
     _KINDS[type(w)] = backend.name
+    _FLOATS.add(w.dtype)
     return backend
 
 
@@ -202,13 +203,7 @@ def _forward(backend: Any, x: Any, w: Any, b: Any, activation: str | None) -> De
     """``act(x @ w + b)`` and what the backward pass needs, for checked arguments."""
     flat = x.ndim == 2  # a batch of rows: no reshapes
     x2 = x if flat else x.reshape(_batch(x), w.shape[0])
-    with (backend.nvtx_range if is_profiling() else _no_range)("gpudense.forward"):
-        y = backend.matmul(x2, w)
-        saved = None
-        if activation is not None:
-            y, saved = backend.bias_act(y, b, activation)
-        elif b is not None:
-            y += b
+    y, saved = _stage(is_profiling(), backend, "gpudense.forward", _forward_2d, backend, x2, w, b, activation)
     if flat:
         return DenseActOutput(y, saved)
     shape = tuple(x.shape[:-1]) + (w.shape[1],)
@@ -216,8 +211,21 @@ def _forward(backend: Any, x: Any, w: Any, b: Any, activation: str | None) -> De
     return DenseActOutput(y_out, None if saved is None else y_out if saved is y else saved.reshape(shape))
 
 
-def _no_range(name: str) -> Any:
-    return _NULL_RANGE
+def _forward_2d(backend: Any, x2: Any, w: Any, b: Any, activation: str | None) -> tuple[Any, Any]:
+    y = backend.matmul(x2, w)
+    if activation is not None:
+        return backend.bias_act(y, b, activation)
+    if b is not None:
+        y += b
+    return y, None
+
+
+def _stage(profile: bool, backend: Any, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, inside the NVTX range ``name`` when ``profile``."""
+    if not profile:
+        return fn(*args, **kwargs)
+    with backend.nvtx_range(name):
+        return fn(*args, **kwargs)
 
 
 def dense_backward(
@@ -331,32 +339,29 @@ def dense_act_backward(
 def _backward(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str | None, bias: bool,
               input_grad: bool, out: DenseGrads, accumulate: bool) -> DenseGrads:
     """The backward pass for checked arguments (``out`` a DenseGrads of None or fitting arrays)."""
-    stage = backend.nvtx_range if is_profiling() else _no_range
+    profile = is_profiling()
     n_in, n_out = w.shape
     flat = x.ndim == 2  # a batch of rows: no reshapes
     batch = x.shape[0] if flat else _batch(x)
     x2, dy2 = (x, dy) if flat else (x.reshape(batch, n_in), dy.reshape(batch, n_out))
-    db = None
     if activation is None:
         dz = dy2
-        if bias:
-            with stage("gpudense.backward.db"):
-                db = backend.bias_grad(dy2, out.db, accumulate=accumulate)
+        db = _stage(profile, backend, "gpudense.backward.db", backend.bias_grad, dy2, out.db,
+                    accumulate=accumulate) if bias else None
     else:
-        with stage("gpudense.backward.act"):
-            dz, db = backend.act_bias_grad(dy2, saved if flat else saved.reshape(batch, n_out), activation,
-                                           out.db, accumulate=accumulate, bias=bias)
+        dz, db = _stage(profile, backend, "gpudense.backward.act", backend.act_bias_grad, dy2,
+                        saved if flat else saved.reshape(batch, n_out), activation, out.db,
+                        accumulate=accumulate, bias=bias)
     dx = None
     if input_grad:
-        with stage("gpudense.backward.dx"):
-            if out.dx is None:
-                dx = backend.matmul(dz, w.T)
-                dx = dx if flat else dx.reshape(x.shape)
-            else:
-                backend.matmul(dz, w.T, out=out.dx if flat else out.dx.reshape(batch, n_in))
-                dx = out.dx
-    with stage("gpudense.backward.dw"):
-        dw = backend.weight_grad(x2, dz, out.dw, accumulate=accumulate)
+        if out.dx is None:
+            dx = _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dz, w.T)
+            dx = dx if flat else dx.reshape(x.shape)
+        else:
+            _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dz, w.T,
+                   out=out.dx if flat else out.dx.reshape(batch, n_in))
+            dx = out.dx
+    dw = _stage(profile, backend, "gpudense.backward.dw", backend.weight_grad, x2, dz, out.dw, accumulate=accumulate)
     return DenseGrads(dx, dw, db)
 
 
@@ -372,16 +377,15 @@ def _check_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: 
             and (accumulate is True or accumulate is False) and (out is None or type(out) is DenseGrads)):
         dx, dw, db = (None, None, None) if out is None else out
         dx, db = (dx if input_grad else None), (db if bias else None)
-        if ((dx is None or _fits(dx, x.shape, w)) and (dw is None or _fits(dw, w.shape, w))
-                and (db is None or _fits(db, (w.shape[1],), w))
+        dt = w.dtype
+        if ((dx is None or (type(dx) is t and dx.dtype == dt and dx.shape == x.shape and dx.flags.c_contiguous))
+                and (dw is None or (type(dw) is t and dw.dtype == dt and dw.shape == w.shape
+                                    and dw.flags.c_contiguous))
+                and (db is None or (type(db) is t and db.dtype == dt and db.shape == (w.shape[1],)
+                                    and db.flags.c_contiguous))
                 and not (accumulate and (dw is None or (bias and db is None)))):
             return backend, DenseGrads(dx, dw, db)
     return _checked_backward(dy, x, w, saved, bias, input_grad, out, accumulate)
-
-
-def _fits(a: Any, shape: tuple[int, ...], like: Any) -> bool:
-    """Whether ``a`` is a C-contiguous array of ``like``'s type and dtype, of ``shape``."""
-    return type(a) is type(like) and a.dtype == like.dtype and a.shape == shape and a.flags.c_contiguous
 
 
 def _checked_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: Any, out: Any,
