@@ -81,11 +81,12 @@ def _usual(x: Any, w: Any, b: Any) -> Any:
     """
     t = type(w)
     kind = _KINDS.get(t)
-    dt = w.dtype if kind is not None else None
-    if (kind is None or type(x) is not t or x.dtype != dt or w.ndim != 2 or x.ndim < 1
-            or x.shape[-1] != w.shape[0] or dt not in _FLOATS):
+    if kind is None or type(x) is not t:
         return None
-    if b is not None and (type(b) is not t or b.dtype != dt or b.shape != (w.shape[1],)):
+    dt, ws, xs = w.dtype, w.shape, x.shape
+    if len(ws) != 2 or not xs or xs[-1] != ws[0] or x.dtype != dt or dt not in _FLOATS:
+        return None
+    if b is not None and (type(b) is not t or b.dtype != dt or b.shape != ws[1:]):
         return None
     return _load(kind)
 
@@ -340,17 +341,19 @@ def _backward(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str
               input_grad: bool, out: DenseGrads, accumulate: bool) -> DenseGrads:
     """The backward pass for checked arguments (``out`` a DenseGrads of None or fitting arrays)."""
     profile = is_profiling()
-    n_in, n_out = w.shape
     flat = x.ndim == 2  # a batch of rows: no reshapes
-    batch = x.shape[0] if flat else _batch(x)
-    x2, dy2 = (x, dy) if flat else (x.reshape(batch, n_in), dy.reshape(batch, n_out))
+    if flat:
+        x2, dy2 = x, dy
+    else:
+        batch, (n_in, n_out) = _batch(x), w.shape
+        x2, dy2 = x.reshape(batch, n_in), dy.reshape(batch, n_out)
     if activation is None:
         dz = dy2
         db = _stage(profile, backend, "gpudense.backward.db", backend.bias_grad, dy2, out.db,
                     accumulate=accumulate) if bias else None
     else:
         dz, db = _stage(profile, backend, "gpudense.backward.act", backend.act_bias_grad, dy2,
-                        saved if flat else saved.reshape(batch, n_out), activation, out.db,
+                        saved if flat else saved.reshape(dy2.shape), activation, out.db,
                         accumulate=accumulate, bias=bias)
     dx = None
     if input_grad:
@@ -359,7 +362,7 @@ def _backward(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str
             dx = dx if flat else dx.reshape(x.shape)
         else:
             _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dz, w.T,
-                   out=out.dx if flat else out.dx.reshape(batch, n_in))
+                   out=out.dx if flat else out.dx.reshape(x2.shape))
             dx = out.dx
     dw = _stage(profile, backend, "gpudense.backward.dw", backend.weight_grad, x2, dz, out.dw, accumulate=accumulate)
     return DenseGrads(dx, dw, db)
@@ -370,21 +373,22 @@ def _check_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: 
     """The backend and ``out`` (None entries where not given) of checked backward arguments."""
     backend = _usual(x, w, None)
     t = type(w)
-    if (backend is not None and type(dy) is t and dy.dtype == w.dtype and dy.ndim == x.ndim
-            and dy.shape[:-1] == x.shape[:-1] and dy.shape[-1] == w.shape[1]
-            and (saved is None or (type(saved) is t and saved.dtype == w.dtype and saved.shape == dy.shape))
+    if backend is None or type(dy) is not t:
+        return _checked_backward(dy, x, w, saved, bias, input_grad, out, accumulate)
+    dt, ys, xs = w.dtype, dy.shape, x.shape
+    if (dy.dtype == dt and len(ys) == len(xs) and ys[:-1] == xs[:-1] and ys[-1] == w.shape[1]
+            and (saved is None or (type(saved) is t and saved.dtype == dt and saved.shape == ys))
             and (bias is True or bias is False) and (input_grad is True or input_grad is False)
             and (accumulate is True or accumulate is False) and (out is None or type(out) is DenseGrads)):
         dx, dw, db = (None, None, None) if out is None else out
         dx, db = (dx if input_grad else None), (db if bias else None)
-        dt = w.dtype
-        if ((dx is None or (type(dx) is t and dx.dtype == dt and dx.shape == x.shape and dx.flags.c_contiguous))
+        if ((dx is None or (type(dx) is t and dx.dtype == dt and dx.shape == xs and dx.flags.c_contiguous))
                 and (dw is None or (type(dw) is t and dw.dtype == dt and dw.shape == w.shape
                                     and dw.flags.c_contiguous))
-                and (db is None or (type(db) is t and db.dtype == dt and db.shape == (w.shape[1],)
+                and (db is None or (type(db) is t and db.dtype == dt and db.shape == ys[-1:]
                                     and db.flags.c_contiguous))
                 and not (accumulate and (dw is None or (bias and db is None)))):
-            return backend, DenseGrads(dx, dw, db)
+            return backend, out if out is not None and dx is out.dx and db is out.db else DenseGrads(dx, dw, db)
     return _checked_backward(dy, x, w, saved, bias, input_grad, out, accumulate)
 
 

@@ -97,6 +97,7 @@ class Dense:
         self._copies: Any = None  # copies of _x and _saved while gpudense.saved checks them
         self._dw_keep: Any = None  # the gradient arrays, kept across zero_grad and reused
         self._db_keep: Any = None
+        self._keep: DenseGrads | None = None  # DenseGrads(None, _dw_keep, _db_keep), made once
         self._has_bias = bias
         self.reset_parameters(rng)
 
@@ -179,11 +180,14 @@ class Dense:
 
     def _grad_arrays(self) -> DenseGrads:
         """``DenseGrads(None, dw, db)``: the kept gradient arrays, made on first use."""
+        if self._keep is not None and self._keep.dw is self._dw_keep and self._keep.db is self._db_keep:
+            return self._keep
         if self._dw_keep is None:
             self._dw_keep = self.backend.xp.empty((self.in_features, self.out_features), dtype=self.dtype)
         if self._has_bias and self._db_keep is None:
             self._db_keep = self.backend.xp.empty((self.out_features,), dtype=self.dtype)
-        return DenseGrads(None, self._dw_keep, self._db_keep)
+        self._keep = DenseGrads(None, self._dw_keep, self._db_keep)
+        return self._keep
 
     def bind(self, w: Any, b: Any, dw: Any, db: Any) -> None:
         """Make the layer's parameters and gradient arrays the given arrays (views of a flat buffer).
