@@ -107,9 +107,3 @@ def nvtx_range(name: str) -> ContextManager[None]:
 def nvtx_provider() -> str:
     """Which NVTX provider ranges go to: ``"nvtx package X"``, ``"cupy.cuda.nvtx"`` or ``"none"``."""
     return (_chosen if _chosen is not None else _choose())[0]
-
-
-def _reset_for_tests() -> None:
-    global _chosen
-    with _lock:
-        _chosen = None

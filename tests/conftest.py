@@ -14,7 +14,8 @@ import functools
 import numpy as np
 import pytest
 
-from gpudense.backends import BackendUnavailableError, _reset_for_tests, get_backend
+import gpudense.backends
+from gpudense.backends import BackendUnavailableError, get_backend
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,11 +64,10 @@ def rng():
 
 @pytest.fixture
 def fresh_backends(monkeypatch):
-    """Forget the cached "auto" decision before and after a test that changes it."""
+    """No cached backends and no "auto" decision during the test; the process's own come back after it."""
     monkeypatch.delenv("GPUDENSE_BACKEND", raising=False)
-    _reset_for_tests()
-    yield
-    _reset_for_tests()
+    monkeypatch.setattr(gpudense.backends, "_instances", {})
+    monkeypatch.setattr(gpudense.backends, "_auto", None)
 
 
 @pytest.fixture

@@ -181,11 +181,3 @@ def backend_name_of(*arrays: Any) -> str:
             f"got a mix of {got}. Move them with Dense.to(...), cupy.asarray or cupy.asnumpy."
         )
     return next(iter(kinds), "numpy")
-
-
-def _reset_for_tests() -> None:
-    """Forget cached backends and the "auto" decision (tests only)."""
-    global _auto
-    with _lock:
-        _instances.clear()
-        _auto = None

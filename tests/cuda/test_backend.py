@@ -162,7 +162,7 @@ def test_another_failure_keeps_cupys_words(monkeypatch):
         CupyBackend()
 
 
-def test_the_skip_reason_here_names_the_missing_driver():
+def test_the_skip_reason_here_names_the_missing_driver(fresh_backends):
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed here")
     try:
         driver = cupy.cuda.runtime.driverGetVersion()
@@ -170,14 +170,10 @@ def test_the_skip_reason_here_names_the_missing_driver():
         pytest.skip(f"the CUDA runtime does not answer: {exc}")
     if driver != 0:
         pytest.skip("an NVIDIA driver is installed here")
-    from gpudense.backends import _reset_for_tests, get_backend
+    from gpudense.backends import get_backend
 
-    _reset_for_tests()
-    try:
-        with pytest.raises(BackendUnavailableError, match="no NVIDIA driver found"):
-            get_backend("cupy")
-    finally:
-        _reset_for_tests()
+    with pytest.raises(BackendUnavailableError, match="no NVIDIA driver found"):
+        get_backend("cupy")
 
 
 def test_without_a_driver_library_auto_does_not_import_cupy():
