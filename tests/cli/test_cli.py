@@ -33,6 +33,7 @@ def test_unknown_command_is_a_one_line_usage_error():
     assert "invalid choice: 'bogus'" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.digits
 def test_unavailable_backend_is_a_one_line_error(monkeypatch, capsys, fresh_backends):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert main(["train", "--backend", "cupy"]) == 1

@@ -40,6 +40,7 @@ def small_run(epochs=2, seed=0, hidden=16, samples=600):
 # -- the job ------------------------------------------------------------------------------
 
 
+@pytest.mark.digits
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("dtype,activation", [("float64", "gelu"), ("float16", "tanh")])
 def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
@@ -52,6 +53,7 @@ def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
     assert history.test_acc[-1] > 0.8
 
 
+@pytest.mark.digits
 def test_profile_opens_nvtx_ranges_through_the_backend(nvtx_ranges):
     names = nvtx_ranges
     data = load_digits(seed=0)
