@@ -51,6 +51,7 @@ _ACTIVATIONS = frozenset(ACTIVATION_NAMES) | {None}
 #: The dtypes the checks have passed (float16, float32, float64; bfloat16 once seen).
 _FLOATS = set(FLOAT_DTYPES)
 
+
 class DenseActOutput(NamedTuple):
     """What :func:`dense_act_forward` returns: the output and what the backward pass needs."""
 

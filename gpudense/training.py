@@ -55,6 +55,7 @@ EVAL_BATCH = 8192
 EPOCH_RANGE = "gpudense.train.epoch"
 STEP_RANGE = "gpudense.train.step"
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How :func:`fit` trains.
