@@ -47,7 +47,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-import gpudense  # noqa: E402,F401  before NumPy, as in `gpudense train`: it shortens OpenBLAS's idle spin
+from gpudense._blas import shorten_openblas_spin  # noqa: E402
+
+shorten_openblas_spin()  # before NumPy loads OpenBLAS, as `gpudense train` does
+
 import numpy as np  # noqa: E402
 
 CONTENDERS = ("gpudense", "torch")

@@ -3,13 +3,15 @@
 After each threaded product, OpenBLAS keeps its worker threads spinning for
 ``2**OPENBLAS_THREAD_TIMEOUT`` cycles (28 by default: about 0.1 s) before they
 sleep. During a training step that spin occupies the cores the optimizer's
-own threads would use right after the backward pass. ``import gpudense``
-therefore sets ``OPENBLAS_THREAD_TIMEOUT=18`` (about 0.1 ms: the products of
-one step still follow each other within it, so they find their threads
-awake) when the variable is unset and NumPy is not imported yet; OpenBLAS
-reads it once, when NumPy loads it. A value set by the user is kept.
-:func:`short_spin` tells whether the spin in effect is short, which is when
-an optimizer step gains from more than one thread (see
+own threads would use right after the backward pass. The ``gpudense``
+command (its ``main``, before a subcommand loads NumPy) therefore sets
+``OPENBLAS_THREAD_TIMEOUT=18`` (about 0.1 ms: the products of one step still
+follow each other within it, so they find their threads awake) when the
+variable is unset; OpenBLAS reads it once, when NumPy loads it. A value set
+by the user is kept. ``import gpudense`` sets nothing: a program of one's own
+sets the variable in its environment, before Python starts
+(docs/environment.md). :func:`short_spin` tells whether the spin in effect is
+short, which is when an optimizer step gains from more than one thread (see
 ``Optimizer.threads``).
 """
 
@@ -19,43 +21,39 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["SHORT_SPIN", "SPIN_VARIABLE", "blas_thread_count", "short_spin", "step_threads"]
+from gpudense._env import OPENBLAS_THREAD_TIMEOUT as SPIN_VARIABLE
+from gpudense._env import openblas_thread_timeout
 
-#: The environment variable OpenBLAS reads: log2 of the cycles an idle worker spins.
-SPIN_VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
-#: The value gpudense sets (when unset): 2**18 cycles, about 0.1 ms.
+#: The value the ``gpudense`` command sets (when unset): 2**18 cycles, about 0.1 ms.
 SHORT_SPIN = 18
 
-_short: bool | None = None
+
+def shorten_openblas_spin() -> None:
+    """Set ``OPENBLAS_THREAD_TIMEOUT`` to :data:`SHORT_SPIN` unless it is set or NumPy is loaded.
+
+    For a program's ``main`` (the ``gpudense`` command's), before anything
+    imports NumPy; the library never calls it.
+    """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault(SPIN_VARIABLE, str(SHORT_SPIN))
 
 
-def _is_short(value: str | None) -> bool:
+def short_spin(value: str | None = ...) -> bool:  # type: ignore[assignment]
+    """Whether OpenBLAS's idle threads spin briefly: ``OPENBLAS_THREAD_TIMEOUT`` (or ``value``) is at most 20.
+
+    The variable counts as OpenBLAS read it when NumPy loaded it: set it
+    before that, not later.
+
+    Example:
+        >>> short_spin("18"), short_spin("28"), short_spin(None), short_spin("x")
+        (True, False, False, False)
+    """
+    if value is ...:
+        value = openblas_thread_timeout()
     try:
         return value is not None and int(value) <= 20
     except ValueError:
         return False
-
-
-def shorten_openblas_spin() -> None:
-    """Set ``OPENBLAS_THREAD_TIMEOUT`` to :data:`SHORT_SPIN` unless it is set or NumPy is loaded."""
-    global _short
-    if "numpy" not in sys.modules:
-        os.environ.setdefault(SPIN_VARIABLE, str(SHORT_SPIN))
-        _short = _is_short(os.environ.get(SPIN_VARIABLE))
-    elif _short is None:  # NumPy came first: OpenBLAS read whatever the environment said then
-        _short = _is_short(os.environ.get(SPIN_VARIABLE))
-
-
-def short_spin() -> bool:
-    """Whether OpenBLAS's idle threads in this process spin briefly (``OPENBLAS_THREAD_TIMEOUT`` <= 20).
-
-    Example:
-        >>> isinstance(short_spin(), bool)
-        True
-    """
-    if _short is None:
-        shorten_openblas_spin()
-    return bool(_short)
 
 
 def blas_thread_count() -> int | None:
@@ -77,9 +75,10 @@ def step_threads(backend: Any) -> int:
     ``docs/training.md`` gives the measured effect.
 
     Example:
-        >>> from gpudense.backends import get_backend
-        >>> step_threads(get_backend("numpy")) >= 1
-        True
+        >>> class OnGpu:  # a step on a GPU is one kernel: one thread drives it
+        ...     name = "cupy"
+        >>> step_threads(OnGpu())
+        1
     """
     if getattr(backend, "name", None) != "numpy" or not short_spin():
         return 1

@@ -17,26 +17,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "BF16_EXTRA",
-    "FLOAT_DTYPES",
-    "FLOAT_NAMES",
-    "array_kind",
-    "bfloat16_dtype",
-    "as_generator",
-    "check_bool",
-    "check_finite",
-    "check_float_array",
-    "check_number",
-    "describe_array",
-    "float_dtype",
-    "int_at_least",
-    "is_count",
-    "is_float_dtype",
-    "positive_int",
-    "wide_dtype",
-]
-
 #: Floating dtypes gpudense computes in that NumPy itself provides; bfloat16
 #: (from ml_dtypes, imported only when asked for) is the fourth.
 FLOAT_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -330,3 +310,31 @@ def check_optimizer_of(optimizer: Any, model: Any, name: str = "optimizer") -> N
         return
     raise ValueError(f"{name} was built for another model: the parameters it steps are not this model's; "
                      f"build it from this model, e.g. {type(optimizer).__name__}(model)")
+
+
+def check_layer(x: Any, w: Any, b: Any) -> None:
+    """The rules of a dense layer's arguments: floating arrays, ``w`` 2-D, ``x`` of ``(..., n_in)``, ``b`` of
+    ``(n_out,)``, one dtype; each broken rule a TypeError or ValueError naming the argument."""
+    check_float_array("x", x)
+    check_float_array("w", w)
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-D (n_in, n_out); got {describe_array(w)}")
+    if x.ndim < 1:
+        raise ValueError(f"x must have at least 1 dimension (..., n_in); got {describe_array(x)}")
+    if x.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"x's last dimension must equal w's in_features {w.shape[0]}; got x of shape "
+            f"{tuple(x.shape)} and w of shape {tuple(w.shape)}"
+        )
+    if x.dtype != w.dtype:
+        raise TypeError(
+            f"x and w must have the same dtype (no silent cast); got x {x.dtype} and w {w.dtype}"
+        )
+    if b is not None:
+        check_float_array("b", b)
+        if b.shape != (w.shape[1],):
+            raise ValueError(
+                f"b must have shape ({w.shape[1]},) to match w's out_features; got shape {tuple(b.shape)}"
+            )
+        if b.dtype != w.dtype:
+            raise TypeError(f"b must have w's dtype {w.dtype}; got {b.dtype}")

@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["FileRefused", "atomic_write", "regular_target", "sweep_orphans"]
-
 
 class FileRefused(ValueError):
     """A path is not a place to write a file to, or a file does not hold what it claims."""

@@ -2,21 +2,47 @@
 
 The provider is chosen once per process, on first use: the ``nvtx`` package
 when it imports, else ``cupy.cuda.nvtx`` when CuPy was built with NVTX, else
-nothing (every range is one shared no-op context manager). Nothing here is
-imported by ``import gpudense``; the CuPy backend imports it on first use.
+nothing (every range is one shared no-op context manager). No provider is
+imported before the first range.
+
+Whether the layers' stages open ranges at all is the caller's choice, set by
+:func:`profiling` (``backend.profiled()``, ``TrainConfig(profile=True)`` and
+``gpudense train --profile`` use it) for the code that runs inside it, in
+this thread or task: a context variable, not a flag passed to every function.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
-from typing import Any, Callable, ContextManager
-
-__all__ = ["nvtx_provider", "nvtx_range"]
+from typing import Any, Callable, ContextManager, Iterator
 
 _NULL: ContextManager[None] = contextlib.nullcontext()  # reusable, re-entrant
 _lock = threading.Lock()
 _chosen: tuple[str, Callable[[str], None] | None, Callable[[], None] | None] | None = None
+_profiling: contextvars.ContextVar[bool] = contextvars.ContextVar("gpudense_profiling", default=False)
+
+#: Whether the code running now is inside :func:`profiling`: ``is_profiling() -> bool``.
+is_profiling = _profiling.get
+
+
+@contextlib.contextmanager
+def profiling(enabled: bool = True) -> Iterator[None]:
+    """Within the block, the layers' stages open their NVTX ranges (when ``enabled``; nesting keeps it on).
+
+    Example:
+        >>> with profiling():
+        ...     is_profiling()
+        True
+        >>> is_profiling()
+        False
+    """
+    token = _profiling.set(_profiling.get() or bool(enabled))
+    try:
+        yield
+    finally:
+        _profiling.reset(token)
 
 
 def _choose() -> tuple[str, Callable[[str], None] | None, Callable[[], None] | None]:
@@ -81,9 +107,3 @@ def nvtx_range(name: str) -> ContextManager[None]:
 def nvtx_provider() -> str:
     """Which NVTX provider ranges go to: ``"nvtx package X"``, ``"cupy.cuda.nvtx"`` or ``"none"``."""
     return (_chosen if _chosen is not None else _choose())[0]
-
-
-def _reset_for_tests() -> None:
-    global _chosen
-    with _lock:
-        _chosen = None

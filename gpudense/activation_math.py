@@ -38,17 +38,6 @@ from typing import Any, Callable
 
 from gpudense._checks import wide_dtype
 
-__all__ = [
-    "ACTIVATION_NAMES",
-    "GELU_A",
-    "GELU_C",
-    "GELU_CLIP",
-    "activation_forward",
-    "activation_grad",
-    "check_activation",
-    "saves_output",
-]
-
 #: The activations, by name.
 ACTIVATION_NAMES = ("relu", "gelu", "tanh")
 #: GELU's ``sqrt(2/pi)``.
@@ -78,11 +67,6 @@ def check_activation(name: Any, *, allow_none: bool = False) -> str | None:
         return name.strip().lower()
     expected = ", ".join(repr(n) for n in ACTIVATION_NAMES) + (" or None" if allow_none else "")
     raise ValueError(f"unknown activation {name!r}; expected one of {expected}")
-
-
-def saves_output(name: str) -> bool:
-    """Whether the backward pass of ``name`` needs the output ``y`` (True) or the input ``z`` (gelu)."""
-    return name != "gelu"
 
 
 def _work(a: Any) -> Any:

@@ -18,16 +18,18 @@ product ``dw += x.T @ dy`` (``Backend.matmul_acc``) and the activation's
 passes (``Backend.bias_act`` after the forward product, one pass adding
 ``b`` and applying the activation; ``Backend.act_bias_grad``, one pass
 forming ``dz`` and ``db`` together on CuPy) and the weight gradient
-(``Backend.weight_grad``: an outer product for a batch of one on NumPy). Each
+(``Backend.weight_grad``: an outer product for a batch of one on NumPy).
+While profiling (``backend.profiled()``, ``TrainConfig(profile=True)``), each
 stage is one NVTX range: ``gpudense.forward``, ``gpudense.backward.act``
 (``dz`` and ``db`` of a layer with an activation), ``gpudense.backward.dx``,
 ``gpudense.backward.dw``, ``gpudense.backward.db``.
 
-The public functions take NumPy or CuPy arrays, or tensors with ``__dlpack__`` (PyTorch, JAX: taken
-without a copy, :func:`~gpudense.backends.from_dlpack`), check them, then run :func:`forward_math`
-or :func:`backward_math`, the unchecked core. :class:`~gpudense.layer.Dense`
-checks its input once per call and calls the core directly, with the NVTX
-ranges only while its backend is profiling (``backend.profiling``).
+The public functions are the one door to the math (:class:`~gpudense.layer.Dense`
+calls them too). They take NumPy or CuPy arrays, or tensors with ``__dlpack__``
+(PyTorch, JAX: taken without a copy, :func:`~gpudense.backends.from_dlpack`).
+Each checks every rule once per call: a short test that every argument is as
+usual (one array type, one floating dtype, fitting shapes); only where it
+fails do the checks with messages run.
 """
 
 from __future__ import annotations
@@ -35,16 +37,22 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from gpudense._checks import FLOAT_DTYPES, check_bool, check_float_array, check_no_overlap, describe_array
-from gpudense.activation_math import check_activation
-from gpudense.backends import backend_of, from_dlpack
+import numpy as np
 
-__all__ = ["DenseActOutput", "DenseGrads", "SUPPORTED_DTYPES", "backward_math", "dense_act_backward",
-           "dense_act_forward", "dense_backward", "dense_forward", "forward_math"]
+from gpudense._checks import (FLOAT_DTYPES, check_bool, check_float_array, check_layer, check_no_overlap,
+                              describe_array)
+from gpudense._nvtx import is_profiling
+from gpudense.activation_math import ACTIVATION_NAMES, check_activation
+from gpudense.backends import _load, backend_of, from_dlpack
 
-#: Floating dtypes gpudense computes in that NumPy provides; bfloat16
-#: (``ml_dtypes.bfloat16``, imported only when used) is supported too.
-SUPPORTED_DTYPES = FLOAT_DTYPES
+__all__ = ["DenseActOutput", "DenseGrads", "dense_act_backward", "dense_act_forward", "dense_backward",
+           "dense_forward"]
+
+#: The backend name of each exact array type the checks have passed (numpy.ndarray, cupy.ndarray, ...).
+_KINDS: dict[type, str] = {np.ndarray: "numpy"}
+_ACTIVATIONS = frozenset(ACTIVATION_NAMES) | {None}
+#: The dtypes the checks have passed (float16, float32, float64; bfloat16 once seen).
+_FLOATS = set(FLOAT_DTYPES)
 
 
 class DenseActOutput(NamedTuple):
@@ -68,30 +76,40 @@ def _batch(x: Any) -> int:
     return shape[0] if len(shape) == 2 else math.prod(shape[:-1])
 
 
-def _check_layer(x: Any, w: Any, b: Any) -> None:
-    check_float_array("x", x)
-    check_float_array("w", w)
-    if w.ndim != 2:
-        raise ValueError(f"w must be 2-D (n_in, n_out); got {describe_array(w)}")
-    if x.ndim < 1:
-        raise ValueError(f"x must have at least 1 dimension (..., n_in); got {describe_array(x)}")
-    if x.shape[-1] != w.shape[0]:
-        raise ValueError(
-            f"x's last dimension must equal w's in_features {w.shape[0]}; got x of shape "
-            f"{tuple(x.shape)} and w of shape {tuple(w.shape)}"
-        )
-    if x.dtype != w.dtype:
-        raise TypeError(
-            f"x and w must have the same dtype (no silent cast); got x {x.dtype} and w {w.dtype}"
-        )
-    if b is not None:
-        check_float_array("b", b)
-        if b.shape != (w.shape[1],):
-            raise ValueError(
-                f"b must have shape ({w.shape[1]},) to match w's out_features; got shape {tuple(b.shape)}"
-            )
-        if b.dtype != w.dtype:
-            raise TypeError(f"b must have w's dtype {w.dtype}; got {b.dtype}")
+def _native(*arrays: Any) -> bool:
+    """Whether no argument needs DLPack: each is None or of an array type the checks have passed before."""
+    for a in arrays:
+        if a is not None and type(a) not in _KINDS:
+            return False
+    return True
+
+
+def _usual(x: Any, w: Any, b: Any) -> Any:
+    """The backend of ``x``, ``w``, ``b`` when they are as usual (else None: run the checks with messages).
+
+    As usual: one exact array type the checks have passed before, one
+    floating dtype, ``w`` 2-D, ``x``'s last dimension ``w``'s first, ``b``
+    None or of shape ``(n_out,)``.
+    """
+    t = type(w)
+    kind = _KINDS.get(t)
+    if kind is None or type(x) is not t:
+        return None
+    dt, ws, xs = w.dtype, w.shape, x.shape
+    if len(ws) != 2 or not xs or xs[-1] != ws[0] or x.dtype != dt or dt not in _FLOATS:
+        return None
+    if b is not None and (type(b) is not t or b.dtype != dt or b.shape != ws[1:]):
+        return None
+    return _load(kind)
+
+
+def _checked_backend(x: Any, w: Any, b: Any) -> Any:
+    """The backend of ``x``, ``w``, ``b`` after every check, each failing with a message naming the argument."""
+    backend = backend_of(x, w, b)
+    check_layer(x, w, b)
+    _KINDS[type(w)] = backend.name
+    _FLOATS.add(w.dtype)
+    return backend
 
 
 def _check_out(name: str, a: Any, shape: tuple[int, ...], like: Any) -> None:
@@ -128,10 +146,10 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> Any:
         >>> dense_forward(x, w, np.zeros(4, np.float32)).tolist()
         [[3.0, 3.0, 3.0, 3.0], [3.0, 3.0, 3.0, 3.0]]
     """
-    x, w, b = from_dlpack(x, w, b)
-    backend = backend_of(x, w, b)
-    _check_layer(x, w, b)
-    return forward_math(backend, x, w, b, None, profile=True)[0]
+    if not _native(x, w, b):
+        x, w, b = from_dlpack(x, w, b)
+    backend = _usual(x, w, b) or _checked_backend(x, w, b)
+    return _forward(backend, x, w, b, None).y
 
 
 def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) -> DenseActOutput:
@@ -165,62 +183,40 @@ def dense_act_forward(x: Any, w: Any, b: Any = None, *, activation: str | None) 
         >>> y.tolist(), saved is y
         ([[1.0, 0.0]], True)
     """
-    act = check_activation(activation, allow_none=True)
-    x, w, b = from_dlpack(x, w, b)
-    if act is None:
-        return DenseActOutput(dense_forward(x, w, b), None)
-    backend = backend_of(x, w, b)
-    _check_layer(x, w, b)
-    return forward_math(backend, x, w, b, act, profile=True)
+    act = activation if activation in _ACTIVATIONS else check_activation(activation, allow_none=True)
+    if not _native(x, w, b):
+        x, w, b = from_dlpack(x, w, b)
+    backend = _usual(x, w, b) or _checked_backend(x, w, b)
+    return _forward(backend, x, w, b, act)
 
 
-def forward_math(backend: Any, x: Any, w: Any, b: Any, activation: str | None, *,
-                 profile: bool) -> DenseActOutput:
-    """The forward pass without checks: ``act(x @ w + b)`` and what the backward pass needs.
-
-    For callers that have checked the arguments themselves (as
-    :func:`dense_act_forward` does): ``x``, ``w``, ``b`` arrays of
-    ``backend``, one dtype, fitting shapes; ``activation`` a checked name or
-    None (then ``saved`` is None).
-
-    Args:
-        backend: The backend of the arrays (e.g. ``layer.backend``).
-        x: Input, ``(..., n_in)``.
-        w: Weights, ``(n_in, n_out)``.
-        b: Bias, ``(n_out,)``, or None.
-        activation: ``"relu"``, ``"gelu"``, ``"tanh"`` or None.
-        profile: Open the stage's NVTX range (``gpudense.forward``).
-
-    Returns:
-        ``DenseActOutput(y, saved)``, as :func:`dense_act_forward`.
-
-    Example:
-        >>> import numpy as np
-        >>> from gpudense import get_backend
-        >>> x = np.array([[1.0, -2.0]]); w = np.eye(2)
-        >>> forward_math(get_backend("numpy"), x, w, None, "relu", profile=False).y.tolist()
-        [[1.0, 0.0]]
-    """
-    n_in, n_out = w.shape
-    shape = tuple(x.shape[:-1]) + (n_out,)
-    if profile:
-        with backend.nvtx_range("gpudense.forward"):
-            y, saved = _forward_2d(backend, x.reshape(_batch(x), n_in), w, b, activation)
-    else:
-        y, saved = _forward_2d(backend, x.reshape(_batch(x), n_in), w, b, activation)
+def _forward(backend: Any, x: Any, w: Any, b: Any, activation: str | None) -> DenseActOutput:
+    """``act(x @ w + b)`` and what the backward pass needs, for checked arguments."""
+    flat = x.ndim == 2  # a batch of rows: no reshapes
+    x2 = x if flat else x.reshape(_batch(x), w.shape[0])
+    y, saved = _stage(is_profiling(), backend, "gpudense.forward", _forward_2d, backend, x2, w, b, activation)
+    if flat:
+        return DenseActOutput(y, saved)
+    shape = tuple(x.shape[:-1]) + (w.shape[1],)
     y_out = y.reshape(shape)
-    if saved is None:
-        return DenseActOutput(y_out, None)
-    return DenseActOutput(y_out, y_out if saved is y else saved.reshape(shape))
+    return DenseActOutput(y_out, None if saved is None else y_out if saved is y else saved.reshape(shape))
 
 
 def _forward_2d(backend: Any, x2: Any, w: Any, b: Any, activation: str | None) -> tuple[Any, Any]:
-    z = backend.matmul(x2, w)
+    y = backend.matmul(x2, w)
     if activation is not None:
-        return backend.bias_act(z, b, activation)
+        return backend.bias_act(y, b, activation)
     if b is not None:
-        z += b
-    return z, None
+        y += b
+    return y, None
+
+
+def _stage(profile: bool, backend: Any, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, inside the NVTX range ``name`` when ``profile``."""
+    if not profile:
+        return fn(*args, **kwargs)
+    with backend.nvtx_range(name):
+        return fn(*args, **kwargs)
 
 
 def dense_backward(
@@ -272,10 +268,11 @@ def dense_backward(
         >>> g.db.tolist()
         [4.0, 4.0, 4.0, 4.0]
     """
-    dy, x, w = from_dlpack(dy, x, w)
-    backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate)
-    return backward_math(backend, dy, x, w, None, None, bias=bias, input_grad=input_grad, out=outs,
-                         accumulate=accumulate, profile=True)
+    if not _native(dy, x, w):
+        dy, x, w = from_dlpack(dy, x, w)
+    backend, outs = _check_backward(dy, x, w, None, bias, input_grad, out, accumulate)
+    _check_apart(backend, outs, dy, x, w, None)
+    return _backward(backend, dy, x, w, None, None, bias, input_grad, outs, accumulate)
 
 
 def dense_act_backward(
@@ -324,80 +321,85 @@ def dense_act_backward(
         >>> g.dx.tolist(), g.db.tolist()
         ([[1.0, 0.0]], [1.0, 0.0])
     """
-    act = check_activation(activation, allow_none=True)
-    if act is None:
-        return dense_backward(dy, x, w, bias=bias, input_grad=input_grad, out=out, accumulate=accumulate)
-    dy, x, w, saved = from_dlpack(dy, x, w, saved)
-    backend, outs = _check_backward(dy, x, w, bias, input_grad, out, accumulate, saved)
-    if tuple(saved.shape) != tuple(dy.shape) or saved.dtype != dy.dtype:
-        raise ValueError(
-            f"saved must be what dense_act_forward returned, of dy's shape {tuple(dy.shape)} and dtype "
-            f"{dy.dtype}; got {describe_array(saved)}"
-        )
-    return backward_math(backend, dy, x, w, saved, act, bias=bias, input_grad=input_grad, out=outs,
-                         accumulate=accumulate, profile=True)
+    act = activation if activation in _ACTIVATIONS else check_activation(activation, allow_none=True)
+    if act is not None and saved is None:
+        raise ValueError(f"saved must be what dense_act_forward returned for activation {act!r}; got None")
+    if not _native(dy, x, w, saved):
+        dy, x, w, saved = from_dlpack(dy, x, w, saved)
+    backend, outs = _check_backward(dy, x, w, saved if act is not None else None, bias, input_grad, out,
+                                    accumulate)
+    _check_apart(backend, outs, dy, x, w, saved)
+    return _backward(backend, dy, x, w, saved, act, bias, input_grad, outs, accumulate)
 
 
-def backward_math(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str | None, *,
-                  bias: bool, input_grad: bool, out: DenseGrads, accumulate: bool,
-                  profile: bool) -> DenseGrads:
-    """The backward pass without checks, as :func:`dense_act_backward` computes it.
-
-    For callers that have checked the arguments themselves: ``dy``, ``x``,
-    ``w`` (and ``saved`` with an activation) arrays of ``backend`` of one
-    dtype and fitting shapes; ``out`` a :class:`DenseGrads` whose entries
-    are None or arrays that fit (C-contiguous), ``out.dw`` and ``out.db``
-    given when ``accumulate``.
-
-    Args:
-        backend: The backend of the arrays.
-        dy: dL/dy, ``(..., n_out)``.
-        x: The forward input, ``(..., n_in)``.
-        w: The weights, ``(n_in, n_out)``.
-        saved: What :func:`forward_math` returned as ``saved`` (None without an activation).
-        activation: The forward pass's activation, or None.
-        bias, input_grad, out, accumulate: As for :func:`dense_act_backward`;
-            ``out`` is always a :class:`DenseGrads`.
-        profile: Open the stages' NVTX ranges.
-
-    Returns:
-        ``DenseGrads(dx, dw, db)``, as :func:`dense_act_backward`.
-
-    Example:
-        >>> import numpy as np
-        >>> from gpudense import get_backend
-        >>> x = np.ones((2, 3)); w = np.ones((3, 4)); dy = np.ones((2, 4))
-        >>> g = backward_math(get_backend("numpy"), dy, x, w, None, None, bias=True, input_grad=False,
-        ...                   out=DenseGrads(None, None, None), accumulate=False, profile=False)
-        >>> g.dx is None, g.dw.shape, g.db.tolist()
-        (True, (3, 4), [2.0, 2.0, 2.0, 2.0])
-    """
-    batch = _batch(x)
-    n_out = w.shape[1]
-    dy2 = dy.reshape(batch, n_out)
+def _backward(backend: Any, dy: Any, x: Any, w: Any, saved: Any, activation: str | None, bias: bool,
+              input_grad: bool, out: DenseGrads, accumulate: bool) -> DenseGrads:
+    """The backward pass for checked arguments (``out`` a DenseGrads of None or fitting arrays)."""
+    profile = is_profiling()
+    flat = x.ndim == 2  # a batch of rows: no reshapes
+    if flat:
+        x2, dy2 = x, dy
+    else:
+        batch, (n_in, n_out) = _batch(x), w.shape
+        x2, dy2 = x.reshape(batch, n_in), dy.reshape(batch, n_out)
     if activation is None:
+        dz = dy2
         db = _stage(profile, backend, "gpudense.backward.db", backend.bias_grad, dy2, out.db,
                     accumulate=accumulate) if bias else None
-        dz = dy2
     else:
         dz, db = _stage(profile, backend, "gpudense.backward.act", backend.act_bias_grad, dy2,
-                        saved.reshape(batch, n_out), activation, out.db, accumulate=accumulate, bias=bias)
-    return _weight_and_input_grads(backend, dz, x, w, input_grad, out, accumulate, db, profile)
+                        saved if flat else saved.reshape(dy2.shape), activation, out.db,
+                        accumulate=accumulate, bias=bias)
+    dx = None
+    if input_grad:
+        if out.dx is None:
+            dx = _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dz, w.T)
+            dx = dx if flat else dx.reshape(x.shape)
+        else:
+            _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dz, w.T,
+                   out=out.dx if flat else out.dx.reshape(x2.shape))
+            dx = out.dx
+    dw = _stage(profile, backend, "gpudense.backward.dw", backend.weight_grad, x2, dz, out.dw, accumulate=accumulate)
+    return DenseGrads(dx, dw, db)
 
 
-def _stage(profile: bool, backend: Any, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)``, inside the NVTX range ``name`` when ``profile``."""
-    if not profile:
-        return fn(*args, **kwargs)
-    with backend.nvtx_range(name):
-        return fn(*args, **kwargs)
+def _check_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: Any, out: Any,
+                    accumulate: Any) -> tuple[Any, DenseGrads]:
+    """The backend and ``out`` (None entries where not given) of checked backward arguments."""
+    backend = _usual(x, w, None)
+    t = type(w)
+    if backend is None or type(dy) is not t:
+        return _checked_backward(dy, x, w, saved, bias, input_grad, out, accumulate)
+    dt, ys, xs = w.dtype, dy.shape, x.shape
+    if (dy.dtype == dt and len(ys) == len(xs) and ys[:-1] == xs[:-1] and ys[-1] == w.shape[1]
+            and (saved is None or (type(saved) is t and saved.dtype == dt and saved.shape == ys))
+            and (bias is True or bias is False) and (input_grad is True or input_grad is False)
+            and (accumulate is True or accumulate is False) and (out is None or type(out) is DenseGrads)):
+        dx, dw, db = (None, None, None) if out is None else out
+        dx, db = (dx if input_grad else None), (db if bias else None)
+        if ((dx is None or (type(dx) is t and dx.dtype == dt and dx.shape == xs and dx.flags.c_contiguous))
+                and (dw is None or (type(dw) is t and dw.dtype == dt and dw.shape == w.shape
+                                    and dw.flags.c_contiguous))
+                and (db is None or (type(db) is t and db.dtype == dt and db.shape == ys[-1:]
+                                    and db.flags.c_contiguous))
+                and not (accumulate and (dw is None or (bias and db is None)))):
+            return backend, out if out is not None and dx is out.dx and db is out.db else DenseGrads(dx, dw, db)
+    return _checked_backward(dy, x, w, saved, bias, input_grad, out, accumulate)
 
 
-def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: Any,
-                    accumulate: Any, saved: Any = None) -> tuple[Any, DenseGrads]:
-    """Check dense_backward's arguments; returns the backend and ``out`` (None entries where not given)."""
-    backend = backend_of(dy, x, w, saved)
-    _check_layer(x, w, None)
+def _check_apart(backend: Any, outs: DenseGrads, dy: Any, x: Any, w: Any, saved: Any) -> None:
+    """Refuse out arrays that share memory with an input or with each other (``dx`` is written before
+    ``dw = x.T @ dy`` reads ``x`` and ``dy``)."""
+    if outs.dx is not None or outs.dw is not None or outs.db is not None:
+        check_no_overlap(backend.xp, {"out.dx": outs.dx, "out.dw": outs.dw, "out.db": outs.db},
+                         {"dy": dy, "x": x, "w": w, "saved": saved})
+
+
+def _checked_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: Any, out: Any,
+                      accumulate: Any) -> tuple[Any, DenseGrads]:
+    """Every check of the backward arguments, each failing with a message naming the argument."""
+    backend = _checked_backend(x, w, None)
+    backend_of(dy, x, w, saved)
     check_float_array("dy", dy)
     n_in, n_out = w.shape
     expected = tuple(x.shape[:-1]) + (n_out,)
@@ -407,6 +409,11 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
         )
     if dy.dtype != x.dtype:
         raise TypeError(f"dy must have the forward dtype {x.dtype}; got {dy.dtype}")
+    if saved is not None and (tuple(saved.shape) != tuple(dy.shape) or saved.dtype != dy.dtype):
+        raise ValueError(
+            f"saved must be what dense_act_forward returned, of dy's shape {tuple(dy.shape)} and dtype "
+            f"{dy.dtype}; got {describe_array(saved)}"
+        )
     check_bool("bias", bias)
     check_bool("input_grad", input_grad)
     check_bool("accumulate", accumulate)
@@ -424,25 +431,4 @@ def _check_backward(dy: Any, x: Any, w: Any, bias: Any, input_grad: Any, out: An
     if accumulate and (out_dw is None or (bias and out_db is None)):
         raise ValueError("accumulate=True adds into out.dw and out.db: pass out=DenseGrads(None, dw, db) "
                          "with the arrays to add into")
-    outs = DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)
-    check_no_overlap(backend.xp, dict(zip(("out.dx", "out.dw", "out.db"), outs)), dict(dy=dy, x=x, w=w, saved=saved))
-    return backend, outs
-
-
-def _weight_and_input_grads(backend: Any, dy2: Any, x: Any, w: Any, input_grad: bool, outs: DenseGrads,
-                            accumulate: bool, db: Any, profile: bool) -> DenseGrads:
-    """``dx = dy2 @ w.T`` (when asked for) and ``dw = x.T @ dy2`` (added into ``outs.dw`` with ``accumulate``)."""
-    n_in = w.shape[0]
-    batch = dy2.shape[0]
-    x2 = x.reshape(batch, n_in)
-    dx = None
-    if input_grad:
-        if outs.dx is None:
-            dx = _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dy2, w.T).reshape(x.shape)
-        else:
-            _stage(profile, backend, "gpudense.backward.dx", backend.matmul, dy2, w.T,
-                   out=outs.dx.reshape(batch, n_in))
-            dx = outs.dx
-    dw = _stage(profile, backend, "gpudense.backward.dw", backend.weight_grad, x2, dy2, outs.dw,
-                accumulate=accumulate)
-    return DenseGrads(dx, dw, db)
+    return backend, DenseGrads(out_dx if input_grad else None, out_dw, out_db if bias else None)

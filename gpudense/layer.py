@@ -11,16 +11,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpudense._checks import array_kind, as_generator, check_bool, describe_array, float_dtype, positive_int
+from gpudense._checks import as_generator, check_bool, describe_array, float_dtype, positive_int
 from gpudense.activation_math import check_activation
 from gpudense.backends import Backend, from_dlpack, get_backend
-from gpudense.functional import DenseGrads, backward_math, dense_act_backward, dense_act_forward, forward_math
+from gpudense.functional import DenseGrads, dense_act_backward, dense_act_forward
 from gpudense.saved import snapshot, verify
 
-__all__ = ["Dense", "ParamGrad", "as_generator", "check_dtype"]
-
-#: ``check_dtype(dtype)``: ``dtype`` as a supported ``numpy.dtype``, or a clear TypeError.
-check_dtype = float_dtype
+__all__ = ["Dense", "ParamGrad"]
 
 
 class ParamGrad(NamedTuple):
@@ -105,6 +102,7 @@ class Dense:
         self._copies: Any = None  # copies of _x and _saved while gpudense.saved checks them
         self._dw_keep: Any = None  # the gradient arrays, kept across zero_grad and reused
         self._db_keep: Any = None
+        self._keep: DenseGrads | None = None  # DenseGrads(None, _dw_keep, _db_keep), made once
         self._has_bias = bias
         self.reset_parameters(rng)
 
@@ -170,13 +168,9 @@ class Dense:
         A tensor with ``__dlpack__`` (PyTorch, JAX) is taken without a copy
         (:func:`~gpudense.backends.from_dlpack`).
         """
-        x, = from_dlpack(x)
-        if not self._fits(x, self.in_features):
-            self._check_input("x", x)  # a clear error, or an input only the checked path takes
-            y, saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
-        else:
-            y, saved = forward_math(self.backend, x, self.w, self.b, self.activation,
-                                    profile=self.backend.profiling)
+        if type(x) is not type(self.w):  # a tensor with __dlpack__: kept as the array it views
+            x, = from_dlpack(x)
+        y, saved = dense_act_forward(x, self.w, self.b, activation=self.activation)
         self._x, self._saved, self._spent = x, saved, False
         self._copies = snapshot(x, saved)
         return y
@@ -199,7 +193,8 @@ class Dense:
         Returns:
             ``dx``, shape of the last forward input, or None.
         """
-        dy, = from_dlpack(dy)
+        if type(dy) is not type(self.w):
+            dy, = from_dlpack(dy)
         x = self._x
         if x is None and self._spent:
             raise RuntimeError("Dense.backward called twice after one forward: the first used the saved input; "
@@ -211,17 +206,8 @@ class Dense:
                    (x, self._saved), self._copies)
         accumulate = self.dw is not None
         out = DenseGrads(None, self.dw, self.db) if accumulate else self._grad_arrays()
-        own = out.dw is self._dw_keep and out.db is self._db_keep  # else gradients set from outside: checked
-        if own and (input_grad is True or input_grad is False) and self._fits(dy, self.out_features) \
-                and dy.shape[:-1] == x.shape[:-1]:
-            grads = backward_math(self.backend, dy, x, self.w, self._saved, self.activation,
-                                  bias=self._has_bias, input_grad=input_grad, out=out, accumulate=accumulate,
-                                  profile=self.backend.profiling)
-        else:  # the checked path: a clear error for what does not fit
-            self._check_input("dy", dy)
-            grads = dense_act_backward(dy, x, self.w, self._saved, activation=self.activation,
-                                       bias=self._has_bias, input_grad=input_grad, out=out,
-                                       accumulate=accumulate)
+        grads = dense_act_backward(dy, x, self.w, self._saved, activation=self.activation, bias=self._has_bias,
+                                   input_grad=input_grad, out=out, accumulate=accumulate)
         self.dw, self.db = grads.dw, grads.db
         self._x = self._saved = self._copies = None  # used: a second backward is refused
         self._spent = True
@@ -238,16 +224,14 @@ class Dense:
 
     def _grad_arrays(self) -> DenseGrads:
         """``DenseGrads(None, dw, db)``: the kept gradient arrays, made on first use."""
+        if self._keep is not None and self._keep.dw is self._dw_keep and self._keep.db is self._db_keep:
+            return self._keep
         if self._dw_keep is None:
             self._dw_keep = self.backend.xp.empty((self.in_features, self.out_features), dtype=self.dtype)
         if self._has_bias and self._db_keep is None:
             self._db_keep = self.backend.xp.empty((self.out_features,), dtype=self.dtype)
-        return DenseGrads(None, self._dw_keep, self._db_keep)
-
-    def _fits(self, a: Any, size: int) -> bool:
-        """Whether ``a`` is an array of this layer's backend and dtype with ``size`` as its last dimension."""
-        return (type(a) is type(self.w) and a.dtype == self.dtype and a.ndim >= 1
-                and a.shape[-1] == size)
+        self._keep = DenseGrads(None, self._dw_keep, self._db_keep)
+        return self._keep
 
     def bind(self, w: Any, b: Any, dw: Any, db: Any) -> None:
         """Make the layer's parameters and gradient arrays the given arrays (views of a flat buffer).
@@ -328,14 +312,6 @@ class Dense:
         self._spent = False
         self.backend = target
         return self
-
-    def _check_input(self, name: str, a: Any) -> None:
-        kind = array_kind(a)
-        if kind != self.backend.name:
-            raise TypeError(
-                f"{name} is a {kind} array but this Dense layer lives on the "
-                f"{self.backend.name} backend; move one of them (Dense.to(...)) first"
-            )
 
     def __repr__(self) -> str:
         act = "" if self.activation is None else f"activation={self.activation!r}, "

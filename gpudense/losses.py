@@ -18,7 +18,7 @@ import numpy as np
 from gpudense._checks import check_float_array, wide_dtype
 from gpudense.backends import backend_of
 
-__all__ = ["LossGrad", "MSELoss", "SoftmaxCrossEntropy", "check_labels", "mse_loss", "softmax_cross_entropy"]
+__all__ = ["LossGrad", "check_labels", "mse_loss", "softmax_cross_entropy"]
 
 
 class LossGrad(NamedTuple):
@@ -144,55 +144,3 @@ def mse_loss(y: Any, target: Any) -> LossGrad:
     grad = diff if diff.dtype == y.dtype else diff.astype(y.dtype)
     return LossGrad(loss, grad)
 
-
-class SoftmaxCrossEntropy:
-    """:func:`softmax_cross_entropy` as an object: call it for the loss, then :meth:`backward`.
-
-    Example:
-        >>> loss_fn = SoftmaxCrossEntropy()
-        >>> loss = loss_fn(np.zeros((2, 3)), np.array([0, 2]))
-        >>> loss_fn.backward().shape
-        (2, 3)
-    """
-
-    def __init__(self) -> None:
-        self._grad: Any = None
-
-    def __call__(self, logits: Any, labels: Any, *, check: bool = True) -> Any:
-        """The mean loss (0-d array); keeps the gradient for :meth:`backward`."""
-        loss, self._grad = softmax_cross_entropy(logits, labels, check=check)
-        return loss
-
-    forward = __call__
-
-    def backward(self) -> Any:
-        """dL/d(logits) of the last call."""
-        if self._grad is None:
-            raise RuntimeError("SoftmaxCrossEntropy.backward called before the loss")
-        return self._grad
-
-    def __repr__(self) -> str:
-        return "SoftmaxCrossEntropy()"
-
-
-class MSELoss:
-    """:func:`mse_loss` as an object: call it for the loss, then :meth:`backward`."""
-
-    def __init__(self) -> None:
-        self._grad: Any = None
-
-    def __call__(self, y: Any, target: Any) -> Any:
-        """The mean loss (0-d array); keeps the gradient for :meth:`backward`."""
-        loss, self._grad = mse_loss(y, target)
-        return loss
-
-    forward = __call__
-
-    def backward(self) -> Any:
-        """dL/dy of the last call."""
-        if self._grad is None:
-            raise RuntimeError("MSELoss.backward called before the loss")
-        return self._grad
-
-    def __repr__(self) -> str:
-        return "MSELoss()"

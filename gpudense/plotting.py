@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gpudense.training import History
+    from gpudense.history import History
 
 __all__ = ["import_pyplot", "plot_history"]
 

@@ -17,7 +17,8 @@ forward pass and another at the backward pass (a version counter such as
 PyTorch's does not exist for NumPy or CuPy arrays); for small or narrow
 layers that is a large part of the step. The check is therefore off by
 default; :func:`check_saved` (or ``GPUDENSE_CHECK_SAVED=1`` in the
-environment) switches it on for debugging: each forward pass then keeps a
+environment, read at the first forward pass unless :func:`check_saved` came
+first) switches it on for debugging: each forward pass then keeps a
 copy of what it saves, and the backward pass compares the saved arrays with
 their copies bit for bit and raises ``RuntimeError`` naming the array.
 
@@ -38,12 +39,13 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from gpudense._env import check_saved as _from_environment
 
 __all__ = ["check_saved", "checking_saved"]
 
-_enabled = os.environ.get("GPUDENSE_CHECK_SAVED", "").strip() not in ("", "0")
+_enabled: bool | None = None  # None: not decided yet; GPUDENSE_CHECK_SAVED decides on first use
 
 
 def check_saved(enabled: bool = True) -> bool:
@@ -65,17 +67,25 @@ def check_saved(enabled: bool = True) -> bool:
     global _enabled
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be True or False; got {enabled!r}")
-    previous, _enabled = _enabled, enabled
+    previous, _enabled = checking_saved(), enabled
     return previous
 
 
 def checking_saved() -> bool:
     """Whether saved arrays are checked (see :func:`check_saved`).
 
+    Raises:
+        ValueError: ``GPUDENSE_CHECK_SAVED`` is set to a value that is not a boolean.
+
     Example:
-        >>> isinstance(checking_saved(), bool)
+        >>> previous = check_saved(True)
+        >>> checking_saved()
         True
+        >>> _ = check_saved(previous)
     """
+    global _enabled
+    if _enabled is None:
+        _enabled = _from_environment()
     return _enabled
 
 
@@ -85,7 +95,7 @@ def snapshot(*arrays: Any) -> tuple[Any, ...] | None:
     What a block that keeps arrays for its backward pass calls in its forward
     pass; its backward pass hands the result to :func:`verify`.
     """
-    if not _enabled:
+    if not (_enabled if _enabled is not None else checking_saved()):
         return None
     return tuple(None if a is None else a.copy() for a in arrays)
 

@@ -34,7 +34,7 @@ import functools
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
 import numpy as np
@@ -43,6 +43,7 @@ from gpudense._checks import as_generator, check_bool, check_optimizer_of, int_a
 from gpudense.backends import backend_name_of
 from gpudense.data import Dataset
 from gpudense.datasets import Rows
+from gpudense.history import EpochStats, History
 from gpudense.losses import check_labels, softmax_cross_entropy
 
 __all__ = ["EVAL_BATCH", "DataOnHostWarning", "DivergenceError", "EpochStats", "History", "TrainConfig",
@@ -54,53 +55,6 @@ EVAL_BATCH = 8192
 #: NVTX range names opened with ``TrainConfig(profile=True)``.
 EPOCH_RANGE = "gpudense.train.epoch"
 STEP_RANGE = "gpudense.train.step"
-
-_HISTORY_KEYS = ("loss", "train_acc", "test_acc", "seconds")
-
-
-@dataclass
-class History:
-    """Per-epoch results, lists indexed by epoch - 1.
-
-    Attributes:
-        loss: Mean training loss over each epoch.
-        train_acc: Accuracy on the training batches during each epoch.
-        test_acc: Accuracy on the test set at the end of each epoch.
-        seconds: Wall time of each epoch's training (evaluation excluded).
-    """
-
-    loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, list[float]]:
-        """``{"loss": [...], "train_acc": [...], "test_acc": [...], "seconds": [...]}`` (copies)."""
-        return {key: list(getattr(self, key)) for key in _HISTORY_KEYS}
-
-    @classmethod
-    def from_dict(cls, d: Any) -> "History":
-        """A History from :meth:`as_dict`'s form (e.g. a checkpoint's ``extra["history"]``).
-
-        Missing keys give empty lists; unknown keys are ignored.
-
-        Raises:
-            ValueError: ``d`` is not a dict of lists of numbers of one length (one entry per epoch).
-
-        Example:
-            >>> History.from_dict({"loss": [0.5, 0.25]}).loss
-            [0.5, 0.25]
-        """
-        if not isinstance(d, dict) or not all(
-            isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            for v in d.values()
-        ):
-            raise ValueError(f"a history must map names to lists of numbers; got {d!r:.80}")
-        lengths = {key: len(d[key]) for key in _HISTORY_KEYS if key in d}
-        if len(set(lengths.values())) > 1:
-            got = ", ".join(f"{key} {n}" for key, n in lengths.items())
-            raise ValueError(f"a history needs one entry per epoch in every list; got {got}")
-        return cls(*(list(map(float, d.get(key, []))) for key in _HISTORY_KEYS))
 
 
 @dataclass(frozen=True)
@@ -137,26 +91,6 @@ class TrainConfig:
         if not isinstance(self.rng, np.random.Generator):
             as_generator(self.rng, "rng")  # checks a seed or None
         check_bool("profile", self.profile)
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """What :func:`fit` passes to ``on_epoch`` after each epoch.
-
-    Attributes:
-        epoch: The epoch just finished, counted from 1 (resumed runs included).
-        epochs: The total, ``TrainConfig.epochs``.
-        loss, train_acc, test_acc, seconds: As in :class:`History`.
-        samples: Training samples per epoch.
-    """
-
-    epoch: int
-    epochs: int
-    loss: float
-    train_acc: float
-    test_acc: float
-    seconds: float
-    samples: int
 
 
 class DivergenceError(RuntimeError):
@@ -224,7 +158,26 @@ def to_device(data: Dataset, backend: Any) -> Dataset:
     return dataclasses.replace(data, **parts)
 
 
-def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> float:
+class _OneProcess:
+    """The hooks of a run in one process: all rows here, nothing to sum with other ranks."""
+
+    @staticmethod
+    def rows(n: int) -> tuple[int, int]:
+        return 0, n
+
+    @staticmethod
+    def reduce_grads() -> None:
+        pass
+
+    @staticmethod
+    def reduce_sums(sums: Any) -> None:
+        pass
+
+
+_ONE_PROCESS = _OneProcess()
+
+
+def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH, parallel: Any = None) -> float:
     """Accuracy of ``model``'s argmax predictions on ``x`` against integer labels ``y``.
 
     Args:
@@ -233,6 +186,9 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
             (host batches are copied one at a time).
         y: Integer labels ``(n,)``, alongside ``x``.
         batch_size: Samples per forward pass.
+        parallel: The hooks of a data-parallel run (see :func:`train_epoch`):
+            this rank counts its rows of ``x``, the counts are summed over
+            the ranks. None: one process.
 
     Returns:
         The fraction of correct predictions; an empty set is a ValueError (the
@@ -241,19 +197,23 @@ def evaluate(model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> flo
     Example:
         >>> from gpudense.nn import MLP
         >>> model = MLP([2, 2], backend="numpy", rng=0)
-        >>> 0.0 <= evaluate(model, np.ones((4, 2), np.float32), np.array([0, 1, 0, 1])) <= 1.0
-        True
+        >>> acc = evaluate(model, np.ones((4, 2), np.float32), np.array([0, 1, 0, 1]))
+        >>> acc  # every row is the same, so the argmax is right for half of them
+        0.5
     """
+    hooks = _ONE_PROCESS if parallel is None else parallel
     backend = model.backend
-    xp = backend.xp
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("evaluate needs a non-empty set (the accuracy of nothing is undefined); got x of "
                          f"shape {tuple(x.shape)}")
-    correct = xp.zeros((), dtype=xp.int64)
-    for xb, yb in backend.batches(x, y, None, batch_size):
-        correct += (model(xb).argmax(axis=1) == yb).sum()
-    return int(correct) / n
+    lo, hi = hooks.rows(n)
+    rows = None if (lo, hi) == (0, n) else (backend.xp if _on_backend(backend, "x", x) else np).arange(lo, hi)
+    correct = backend.xp.zeros(1, dtype=np.float64)
+    for xb, yb in backend.batches(x, y, rows, batch_size):
+        correct[0] += (model(xb).argmax(axis=1) == yb).sum()
+    hooks.reduce_sums(correct)
+    return int(correct[0]) / n
 
 
 def _no_range(name: str) -> ContextManager[Any]:
@@ -270,6 +230,7 @@ def train_epoch(
     batch_size: int,
     ranges: Callable[[str], ContextManager[Any]] | None = None,
     on_batch: Callable[[int, int, Any, Any], None] | None = None,
+    parallel: Any = None,
 ) -> tuple[Any, Any]:
     """One epoch of mini-batch training with softmax cross-entropy.
 
@@ -285,42 +246,73 @@ def train_epoch(
         ranges: ``name -> context manager`` wrapped around every step
             (``backend.nvtx_range`` to profile).
         on_batch: Called after each step as ``on_batch(step, seen, loss_sum, correct)``.
+        parallel: The hooks of a data-parallel run, e.g. a
+            :class:`gpudense.distributed.DataParallel`: ``rows(n) -> (start,
+            stop)``, the rows of each batch this process takes;
+            ``reduce_grads()``, called after backward; ``reduce_sums(a)``,
+            which sums a float64 array over the processes in place. Then
+            ``batch_size`` is the global batch, each process scales its
+            loss gradient by its share of the batch, and the sums are those
+            of all processes. None: one process.
 
     Returns:
-        ``(loss_sum, correct)``: 0-d arrays on the model's backend, the sum of
-        per-sample losses (float64) and the count of correct predictions made
-        during the epoch. Nothing waits for the device until they are read.
+        ``(loss_sum, correct)``: 0-d float64 arrays on the model's backend,
+        the sum of per-sample losses and the count of correct predictions
+        made during the epoch. Nothing waits for the device until they are read.
 
     Example:
         >>> from gpudense.nn import MLP
         >>> from gpudense.optim import SGD
         >>> model = MLP([2, 3], backend="numpy", rng=0)
         >>> x, y = np.ones((5, 2), np.float32), np.array([0, 1, 2, 0, 1])
-        >>> loss_sum, correct = train_epoch(model, SGD(model), x, y, np.arange(5), batch_size=2)
-        >>> loss_sum.shape, int(correct) <= 5
-        ((), True)
+        >>> seen = []
+        >>> loss_sum, correct = train_epoch(model, SGD(model), x, y, np.arange(5), batch_size=2,
+        ...                                 on_batch=lambda step, n, loss, c: seen.append(n))
+        >>> seen, loss_sum.shape
+        ([2, 4, 5], ())
     """
+    hooks = _ONE_PROCESS if parallel is None else parallel
     backend = model.backend
     xp = backend.xp
     ranges = ranges or _no_range
-    loss_sum = xp.zeros((), dtype=xp.float64)
-    correct = xp.zeros((), dtype=xp.int64)
-    seen = 0
-    # Data on the backend are sliced there; host data are streamed (Backend.batches).
-    for step, (xb, yb) in enumerate(backend.batches(x, y, order, batch_size)):
+    sums = xp.zeros(2, dtype=np.float64)  # this step's loss sum and correct count (of all processes)
+    totals = xp.zeros(2, dtype=np.float64)
+    n = int(order.shape[0])
+    if parallel is None:  # whole batches, sliced where the data lie or streamed to the device (Backend.batches)
+        batches = backend.batches(x, y, order, batch_size)
+    else:  # this process's rows of each batch
+        batches = (_rows_of(backend, x, y, order[start:start + batch_size], hooks) for start in range(0, n, batch_size))
+    for step, (xb, yb) in enumerate(batches):
         with ranges(STEP_RANGE):
+            start = step * batch_size
+            rows = min(batch_size, n - start)
+            share = int(xb.shape[0])  # this process's rows of the batch (all of them in one process)
             logits = model(xb)
-            loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+            if share:
+                loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
+                if share < rows:
+                    dlogits *= share / rows  # the gradient of this process's share of the batch's mean
+                sums[0] = loss * share
+                sums[1] = (logits.argmax(axis=1) == yb).sum()
+            else:  # no rows here: zero gradients, still summed with the others
+                dlogits = xp.zeros_like(logits)
+                sums[...] = 0
             model.backward(dlogits)
+            hooks.reduce_grads()
+            hooks.reduce_sums(sums)
             optimizer.step()
             optimizer.zero_grad()
-            nb = int(xb.shape[0])
-            loss_sum += loss * nb
-            correct += (logits.argmax(axis=1) == yb).sum()
-        seen += nb
+            totals += sums
         if on_batch is not None:
-            on_batch(step, seen, loss_sum, correct)
-    return loss_sum, correct
+            on_batch(step, start + rows, totals[0], totals[1])
+    return totals[0], totals[1]
+
+
+def _rows_of(backend: Any, x: Any, y: Any, idx: Any, hooks: Any) -> tuple[Any, Any]:
+    """The rows of the batch ``idx`` that this process takes (``hooks.rows``), on ``backend``."""
+    lo, hi = hooks.rows(int(idx.shape[0]))
+    idx = idx[lo:hi]
+    return backend.asarray(x[idx]), backend.asarray(y[idx])  # no copy when x is on the backend already
 
 
 def _on_backend(backend: Any, name: str, a: Any) -> bool:
@@ -373,7 +365,8 @@ def fit(
             and the running loss sum and correct count (0-d device arrays;
             reading them waits for the device, so read them rarely).
         comm: A :class:`~gpudense.distributed.Communicator`: data-parallel training over its
-            ranks (:mod:`gpudense.distributed.parallel`; ``batch_size`` is the global batch).
+            ranks (``batch_size`` is the global batch). The loop is the same; it calls the
+            hooks of ``comm.data_parallel(...)`` (:class:`~gpudense.distributed.DataParallel`).
 
     Returns:
         The :class:`History`, earlier epochs included.
@@ -418,11 +411,12 @@ def fit(
     history = History(**history.as_dict()) if history is not None else History()
     shuffle = as_generator(config.rng, "rng")
     ranges = backend.nvtx_range if config.profile else _no_range
-    run_epoch, run_evaluate = train_epoch, evaluate
+    parallel = None
     if comm is not None:
-        from gpudense.distributed.parallel import DataParallel
-        dp = DataParallel(model, optimizer, comm, data=data, config=config, shuffle=shuffle, start_epoch=start_epoch)
-        run_epoch, run_evaluate = dp.train_epoch, dp.evaluate
+        if not callable(getattr(comm, "data_parallel", None)):
+            raise TypeError(f"comm must be a gpudense.distributed.Communicator; got {type(comm).__name__}")
+        parallel = comm.data_parallel(model, optimizer, data=data, config=config, shuffle=shuffle,
+                                      start_epoch=start_epoch)
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), backend.profiled(config.profile):
         for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -431,14 +425,14 @@ def fit(
             order = backend.asarray(perm) if resident else perm
             batch_done = None if on_batch is None else functools.partial(on_batch, epoch)
             with ranges(EPOCH_RANGE):
-                loss_sum, correct = run_epoch(model, optimizer, x_train, y_train, order,
-                                              batch_size=config.batch_size, ranges=ranges, on_batch=batch_done)
+                loss_sum, correct = train_epoch(model, optimizer, x_train, y_train, order, batch_size=config.batch_size,
+                                                ranges=ranges, on_batch=batch_done, parallel=parallel)
             loss = float(loss_sum) / n  # waits for the device
             train_acc = int(correct) / n
             seconds = time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise DivergenceError(epoch, loss, getattr(optimizer, "lr", None))
-            test_acc = run_evaluate(model, x_test, y_test)
+            test_acc = evaluate(model, x_test, y_test, parallel=parallel)
             history.loss.append(loss)
             history.train_acc.append(train_acc)
             history.test_acc.append(test_acc)

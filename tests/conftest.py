@@ -4,17 +4,21 @@ CuPy is never imported at module level here. A test that needs a CUDA device
 carries the ``gpu`` marker (directly, or through the ``cupy`` parameter of the
 ``xp`` / ``backend`` fixtures); it is skipped, with the reason the CuPy
 backend gives, where that backend cannot be used. A test that needs *no*
-usable device (the CPU-fallback checks) carries ``no_gpu``.
+usable device (the CPU-fallback checks) carries ``no_gpu``. A test that loads
+scikit-learn's digits (``gpudense train``'s default data set) carries
+``digits``; it is skipped where scikit-learn is not installed.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import numpy as np
 import pytest
 
-from gpudense.backends import BackendUnavailableError, _reset_for_tests, get_backend
+import gpudense.backends
+from gpudense.backends import BackendUnavailableError, get_backend
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,6 +32,11 @@ def gpu_unavailable_reason() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    if importlib.util.find_spec("sklearn") is None:
+        for item in items:
+            if item.get_closest_marker("digits"):
+                item.add_marker(pytest.mark.skip(reason="needs scikit-learn for the digits data set: "
+                                                        "pip install 'gpudense[train]'"))
     needs_gpu = [item for item in items if item.get_closest_marker("gpu")]
     needs_none = [item for item in items if item.get_closest_marker("no_gpu")]
     if not needs_gpu and not needs_none:
@@ -63,8 +72,24 @@ def rng():
 
 @pytest.fixture
 def fresh_backends(monkeypatch):
-    """Forget the cached "auto" decision before and after a test that changes it."""
+    """No cached backends and no "auto" decision during the test; the process's own come back after it."""
     monkeypatch.delenv("GPUDENSE_BACKEND", raising=False)
-    _reset_for_tests()
-    yield
-    _reset_for_tests()
+    monkeypatch.setattr(gpudense.backends, "_instances", {})
+    monkeypatch.setattr(gpudense.backends, "_auto", None)
+
+
+@pytest.fixture
+def nvtx_ranges(monkeypatch):
+    """The names of the NVTX ranges the NumPy backend opens during the test, in order."""
+    import contextlib
+
+    from gpudense.backends.numpy_backend import NumpyBackend
+
+    names = []
+
+    def recording_range(self, name):
+        names.append(name)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
+    return names

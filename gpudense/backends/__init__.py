@@ -11,13 +11,13 @@ only when ``get_backend("cupy")`` or ``get_backend("auto")`` asks for it.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 import warnings
 from typing import Any
 
 import numpy as np
 
+import gpudense._env as _env
 from gpudense._checks import array_kind
 from gpudense.backends.base import Backend
 
@@ -90,7 +90,7 @@ def _choose_auto() -> tuple[str, str]:
     global _auto
     if _auto is not None:
         return _auto
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = _env.backend()
     if env and env.lower() != "auto":
         try:
             name = _check_name(env, allow_auto=False)
@@ -246,10 +246,3 @@ def from_dlpack(*arrays: Any) -> tuple[Any, ...]:
                             f"copy: {reason}{hint}") from exc
     return tuple(out)
 
-
-def _reset_for_tests() -> None:
-    """Forget cached backends and the "auto" decision (tests only)."""
-    global _auto
-    with _lock:
-        _instances.clear()
-        _auto = None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Iterator
+from typing import Any, ContextManager
 
 import numpy as np
 
 from gpudense._checks import array_kind
+from gpudense._nvtx import is_profiling, profiling
 from gpudense.activation_math import activation_forward, activation_grad
 
 
@@ -37,10 +38,6 @@ class Backend:
     name: str = ""
     #: The array module (``numpy`` or ``cupy``).
     xp: Any = None
-    #: Whether layers open their stages' NVTX ranges (``TrainConfig(profile=True)`` sets it for a
-    #: run); the public functions of :mod:`gpudense.functional` always do.
-    profiling: bool = False
-
     def matmul(self, a: Any, b: Any, out: Any = None) -> Any:
         """``a @ b`` for 2-D ``a``, ``b`` of one dtype, into ``out`` when given (C-contiguous)."""
         return self.xp.matmul(a, b, out=out)
@@ -132,9 +129,16 @@ class Backend:
         """
         return False
 
-    @contextlib.contextmanager
-    def profiled(self, enabled: bool = True) -> Iterator[None]:
-        """Within the block, layers open their stages' NVTX ranges (:attr:`profiling`) when ``enabled``.
+    @property
+    def profiling(self) -> bool:
+        """Whether the layers' stages open their NVTX ranges here and now (inside :meth:`profiled`)."""
+        return is_profiling()
+
+    def profiled(self, enabled: bool = True) -> ContextManager[None]:
+        """Within the block, the layers' stages open their NVTX ranges when ``enabled``.
+
+        The setting holds for all the code that runs inside the block (in
+        this thread or task), whichever backend its arrays are on.
 
         Example:
             >>> from gpudense import get_backend
@@ -145,12 +149,7 @@ class Backend:
             >>> be.profiling
             False
         """
-        previous = self.profiling
-        self.profiling = previous or enabled
-        try:
-            yield
-        finally:
-            self.profiling = previous
+        return profiling(enabled)
 
     def nvtx_range(self, name: str) -> ContextManager[None]:
         """A profiler range around a stage (a shared no-op where there is no profiler)."""

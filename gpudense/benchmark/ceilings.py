@@ -22,18 +22,6 @@ from gpudense.benchmark.config import CEILING_REPEATS, storage_dtype
 from gpudense.benchmark.stats import copy_gbps, matmul_tflops, rates, summarize
 from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 
-__all__ = [
-    "ParallelCopy",
-    "add_rates",
-    "ceiling_calls",
-    "chunk_bounds",
-    "copy_ceiling",
-    "finish_ceilings",
-    "matmul_ceiling",
-    "measure_ceilings",
-    "random_normal",
-]
-
 
 def random_normal(xp: Any, gen: Any, shape: tuple[int, ...], dtype: Any, scale: float = 1.0) -> Any:
     """Normal numbers drawn in float32, scaled, then cast to ``dtype``: never zeros, never inf.

@@ -16,28 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gpudense._checks import check_bool, float_dtype, int_at_least
-
-__all__ = [
-    "BenchConfig",
-    "CEILING_REPEATS",
-    "CEILING_SIZES",
-    "COMPARED_WITH",
-    "COMPARISONS",
-    "DEFAULT_DTYPES",
-    "DTYPES",
-    "MODES",
-    "REPEATS",
-    "SHAPES",
-    "STAGES",
-    "WARMUP",
-    "ceiling_sizes",
-    "default_threads",
-    "parse_dtypes",
-    "parse_shapes",
-    "shape_table",
-    "storage_dtype",
-    "tf32_plan",
-]
+from gpudense._env import cupy_tf32
 
 Dims = tuple[int, int, int]
 
@@ -190,7 +169,7 @@ def tf32_plan(dtypes: Sequence[str], current: str | None) -> dict[str, list[str]
         >>> tf32_plan(["float32", "tf32", "float16"], None)
         {'here': ['float32', 'float16'], '1': ['tf32'], '0': []}
     """
-    tf32_on = (current or "0").strip() not in ("", "0")
+    tf32_on = cupy_tf32(current or "")
     plan: dict[str, list[str]] = {"here": [], "1": [], "0": []}
     for d in dtypes:
         if d == "tf32" and not tf32_on:

@@ -23,8 +23,6 @@ from typing import Any
 
 from gpudense.benchmark.stats import summarize
 
-__all__ = ["SpinDown", "other_threads_cpu_s", "spin_down", "torch_facts"]
-
 _TASKS = "/proc/self/task"
 
 

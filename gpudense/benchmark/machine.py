@@ -13,15 +13,7 @@ import os
 import platform
 from typing import Any
 
-__all__ = [
-    "blas_info",
-    "busy_warning",
-    "cache_bytes_cpu",
-    "device_memory",
-    "environment",
-    "rotation_sizes",
-    "utc_now",
-]
+import gpudense._env as _env
 
 #: Environment variables recorded with every run.
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
@@ -148,7 +140,7 @@ def environment(backend: Any, threads: int | None) -> dict[str, Any]:
     env["threads"] = threads
     env["hostname"] = platform.node()
     env["blas"] = blas_info()
-    env["env_vars"] = {k: os.environ.get(k) for k in ENV_VARS}
+    env["env_vars"] = _env.values(ENV_VARS)
     try:
         import torch
     except Exception as exc:  # ImportError, or a broken install

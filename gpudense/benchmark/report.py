@@ -17,21 +17,6 @@ import numpy as np
 
 from gpudense.benchmark.config import COMPARISONS, STAGES
 
-__all__ = [
-    "ABOVE_CEILING",
-    "SCHEMA",
-    "check_document",
-    "format_percent",
-    "format_table",
-    "json_default",
-    "json_text",
-    "markdown_table",
-    "nan_to_none",
-    "write_json",
-    "write_plot",
-    "write_text",
-]
-
 #: Version of the JSON layout of a sweep's document.
 SCHEMA = "gpudense-bench/1"
 

@@ -12,16 +12,6 @@ import numpy as np
 
 from gpudense.benchmark.config import COMPARISONS, STAGES
 
-__all__ = [
-    "copy_gbps",
-    "matmul_tflops",
-    "n_rotating_sets",
-    "paired_ratio",
-    "rates",
-    "stage_work",
-    "summarize",
-]
-
 
 def summarize(samples: Sequence[float]) -> dict[str, float]:
     """Median and spread of timing samples (seconds).

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Sequence
 
+import gpudense._env as _env
 from gpudense.benchmark.ceilings import (
     add_rates,
     ceiling_calls,
@@ -41,9 +42,6 @@ from gpudense.benchmark.report import SCHEMA
 from gpudense.benchmark.stats import n_rotating_sets, paired_ratio, stage_work, summarize
 from gpudense.benchmark.timing import calls_of, run_rounds, timer_for
 from gpudense.benchmark.torch_linear import TORCH_SLOW_RATIO, TorchLinear, torch_cpu_slowdown, torch_importable
-
-__all__ = ["FLOOR", "MIN_WARMUP_S", "bench_shape", "bench_shape_calls", "rotating_sets_for", "run_child",
-           "sweep", "torch_importable"]
 
 #: Seconds of warm-up calls before every timed block (outside smoke mode).
 MIN_WARMUP_S = 0.1
@@ -271,7 +269,7 @@ def sweep(config: BenchConfig, *, progress: Progress | None = None, command: Seq
                 torch_skip.add(dt)
                 note(f"torch.step not measured for {dt}: torch's {dt} matrix product on this CPU takes "
                      f"{slowdown:.0f}x its float32 time (a 256^3 probe; no native {dt} GEMM here)")
-    plan = tf32_plan(dtypes, os.environ.get("CUPY_TF32")) if on_gpu else {
+    plan = tf32_plan(dtypes, _env.cupy_tf32_value()) if on_gpu else {
         "here": dtypes, "1": [], "0": []}
     cache, budget = rotation_sizes(be)
     doc: dict[str, Any] = {

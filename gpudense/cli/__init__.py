@@ -19,6 +19,9 @@ import threading
 import warnings
 from typing import Any, Iterator, Sequence
 
+import gpudense._env as _env
+from gpudense._blas import shorten_openblas_spin
+
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "info": ("gpudense.cli.info", "print the chosen backend, why, and library/device versions"),
@@ -142,7 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     standard output (``gpudense info | head -1``) ends it quietly with status
     141, as SIGPIPE ends other tools. Warnings print as one line each.
     """
+    shorten_openblas_spin()  # before the subcommand loads NumPy (and so OpenBLAS): see gpudense/_blas.py
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        debug = _env.debug()
+    except ValueError as exc:
+        _error_line(f"gpudense: error: {exc}")
+        return 2
     parser = _build_parser(argv)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
@@ -160,21 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except ImportError as exc:
-        if os.environ.get("GPUDENSE_DEBUG"):
+        if debug:
             raise
         extra = {"train": "train", "bench": "bench", "export": "safetensors",
                  "import": "safetensors"}.get(args.command, "test")
         _error_line(f'gpudense {args.command}: error: {exc}; install it with pip install "gpudense[{extra}]"')
         return 1
     except MemoryError:
-        if os.environ.get("GPUDENSE_DEBUG"):
+        if debug:
             raise
         _error_line(f"gpudense {args.command}: error: out of memory; try smaller sizes")
         return 1
     except (CliError, ValueError, TypeError, OSError, RuntimeError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
             return _quiet_broken_pipe()
-        if os.environ.get("GPUDENSE_DEBUG"):
+        if debug:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _error_line(f"gpudense {args.command}: error: {message}")

@@ -12,8 +12,6 @@ from gpudense import training
 from gpudense._checkpoint_read import FORMAT, read_meta
 from gpudense.checkpoint import CheckpointError
 
-__all__ = ["check_data_shape", "check_not_foreign", "data_shape", "saved_history", "stopped_note"]
-
 
 def data_shape(ds: Any) -> dict[str, int]:
     """What a checkpoint records of the data it was trained on, beyond the options that named them.

@@ -15,17 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
-__all__ = [
-    "blas_threads",
-    "check_distinct_paths",
-    "check_output_path",
-    "finite_float",
-    "int_at_least",
-    "option_errors",
-    "path_value",
-    "progress_bar",
-]
-
 
 def int_at_least(low: int) -> Callable[[str], int]:
     """argparse type: an integer >= ``low``.

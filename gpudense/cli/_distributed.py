@@ -6,7 +6,8 @@ import argparse
 import warnings
 from typing import Any
 
-from gpudense.distributed.comm import Communicator, split_rows
+from gpudense.distributed.comm import Communicator
+from gpudense.distributed.parallel import split_rows
 
 
 def on_rank0(comm: Communicator | None, fn: Any) -> Any:

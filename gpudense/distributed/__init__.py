@@ -10,9 +10,10 @@ through CuPy's ``cupyx.distributed.NCCLBackend``.
   NumPy, or as asked); :class:`Communicator` is the seam: ``rank``,
   ``size``, ``allreduce`` (sum or mean), ``broadcast``, ``barrier``.
 * :class:`GradientBuckets` all-reduces the gradients in a few flat buffers.
-* ``gpudense.training.fit(..., comm=comm)`` trains data-parallel
-  (:class:`~gpudense.distributed.parallel.DataParallel`); ``gpudense train``
-  does it under a launcher by itself.
+* ``gpudense.training.fit(..., comm=comm)`` trains data-parallel: its one
+  loop calls the hooks of :class:`DataParallel` (which rows this rank takes,
+  the gradient all-reduce after backward, the sums of the metrics);
+  ``gpudense train`` does it under a launcher by itself.
 * :func:`abort_on_error` ends the whole job when one rank fails, instead of
   leaving the others waiting.
 
@@ -33,13 +34,8 @@ Example (a script, run as ``mpiexec -n 2 python train.py``)::
 """
 
 from gpudense.distributed.buckets import DEFAULT_BUCKET_BYTES, GradientBuckets
-from gpudense.distributed.comm import (
-    CollectiveError,
-    Communicator,
-    LocalCommunicator,
-    MismatchError,
-    split_rows,
-)
+from gpudense.distributed.comm import Communicator, LocalCommunicator
+from gpudense.distributed.errors import CollectiveError, MismatchError
 from gpudense.distributed.launch import KINDS, DistributedFallbackWarning, abort_on_error, init, run_on_root
 from gpudense.distributed.mpi import (
     DistributedUnavailableError,
@@ -47,12 +43,14 @@ from gpudense.distributed.mpi import (
     MPICommunicator,
     launched_world_size,
 )
+from gpudense.distributed.parallel import DataParallel, split_rows
 
 __all__ = [
     "DEFAULT_BUCKET_BYTES",
     "KINDS",
     "CollectiveError",
     "Communicator",
+    "DataParallel",
     "DistributedFallbackWarning",
     "DistributedUnavailableError",
     "GradientBuckets",

@@ -28,8 +28,6 @@ import numpy as np
 from gpudense._checks import int_at_least
 from gpudense.flat import ALIGN
 
-__all__ = ["DEFAULT_BUCKET_BYTES", "Bucket", "GradientBuckets"]
-
 #: Bucket capacity: 25 MiB, as PyTorch DDP's ``bucket_cap_mb`` default.
 DEFAULT_BUCKET_BYTES = 25 * 2**20
 

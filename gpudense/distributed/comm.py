@@ -7,11 +7,9 @@ once, and call the engine's ``_allreduce_sum`` / ``_broadcast``; the engines
 are :class:`~gpudense.distributed.mpi.MPICommunicator` (mpi4py) and
 :class:`~gpudense.distributed.nccl.NCCLCommunicator` (NCCL through CuPy).
 :class:`LocalCommunicator` is the world of one process, where every
-collective is the identity.
-
-:class:`CollectiveError` marks an error that every rank raises at the same
-point (the ranks disagree on the training set-up, rank 0 cannot read the
-checkpoint): the processes can end normally, none waits for another.
+collective is the identity. :meth:`Communicator.data_parallel` gives the
+hooks that make :func:`gpudense.training.fit`'s loop data-parallel
+(:mod:`gpudense.distributed.parallel`).
 """
 
 from __future__ import annotations
@@ -21,55 +19,10 @@ from typing import Any, NoReturn
 import numpy as np
 
 from gpudense._checks import array_kind, describe_array
-
-__all__ = ["OPS", "CollectiveError", "Communicator", "LocalCommunicator", "MismatchError", "split_rows"]
+from gpudense.distributed.parallel import DataParallel
 
 #: Reductions :meth:`Communicator.allreduce` accepts.
 OPS = ("sum", "mean")
-
-
-class CollectiveError(RuntimeError):
-    """An error raised on every rank at the same point, so no rank is left waiting for another."""
-
-
-class MismatchError(CollectiveError, ValueError):
-    """The ranks do not run the same training (their set-up fingerprints differ); raised on every rank."""
-
-
-def split_rows(n: int, size: int, rank: int) -> tuple[int, int]:
-    """``(start, stop)``: the rows of ``n`` that rank ``rank`` of ``size`` takes.
-
-    The rows are cut into ``size`` contiguous parts in rank order; with
-    ``n = q * size + r``, ranks ``0 .. r-1`` take ``q + 1`` rows and the
-    others ``q`` (as ``numpy.array_split``). A rank takes 0 rows when
-    ``n < size``.
-
-    Args:
-        n: Rows to split, >= 0.
-        size: Ranks, >= 1.
-        rank: This rank, in ``[0, size)``.
-
-    Returns:
-        ``(start, stop)`` with ``0 <= start <= stop <= n``.
-
-    Raises:
-        ValueError: an argument out of range.
-
-    Example:
-        >>> [split_rows(32, 3, r) for r in range(3)]
-        [(0, 11), (11, 22), (22, 32)]
-        >>> split_rows(2, 3, 2)
-        (2, 2)
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be an int >= 0; got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be an int >= 1; got {size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < size:
-        raise ValueError(f"rank must be an int in [0, {size}); got {rank!r}")
-    q, r = divmod(int(n), int(size))
-    start = int(rank) * q + min(int(rank), r)
-    return start, start + q + (1 if rank < r else 0)
 
 
 class Communicator:
@@ -146,6 +99,27 @@ class Communicator:
 
     def barrier(self) -> None:
         """Wait until every rank has called ``barrier`` (and, on a GPU, its queued work is done)."""
+
+    # -- training ----------------------------------------------------------------
+    def data_parallel(self, model: Any, optimizer: Any, **setup: Any) -> DataParallel:
+        """The hooks of a data-parallel run of ``model`` over these ranks (collective): a :class:`DataParallel`.
+
+        :func:`gpudense.training.fit` calls this when given ``comm=``; the
+        keyword arguments are :class:`DataParallel`'s (``data``, ``config``,
+        ``shuffle``, ``start_epoch``).
+
+        Example:
+            >>> from gpudense.data import make_synthetic
+            >>> from gpudense.nn import MLP
+            >>> from gpudense.optim import SGD
+            >>> from gpudense.training import TrainConfig
+            >>> model = MLP([4, 2], backend="numpy", rng=0)
+            >>> dp = LocalCommunicator().data_parallel(model, SGD(model), data=make_synthetic(20, 4, 2),
+            ...                                        config=TrainConfig(epochs=1), shuffle=np.random.default_rng(0))
+            >>> dp.rows(32)
+            (0, 32)
+        """
+        return DataParallel(model, optimizer, self, **setup)
 
     # -- small Python objects (start-up checks, checkpoints) ---------------------
     def allgather_object(self, obj: Any) -> list[Any]:

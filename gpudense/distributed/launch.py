@@ -26,11 +26,11 @@ import traceback
 import warnings
 from typing import Any, Callable, Iterator
 
+import gpudense._env as _env
 from gpudense.backends import get_backend
-from gpudense.distributed.comm import CollectiveError, Communicator
+from gpudense.distributed.comm import Communicator
+from gpudense.distributed.errors import CollectiveError
 from gpudense.distributed.mpi import MPICommunicator
-
-__all__ = ["KINDS", "DistributedFallbackWarning", "abort_on_error", "init", "run_on_root"]
 
 #: What :func:`init` accepts: pick for the backend, MPI, or NCCL.
 KINDS = ("auto", "mpi", "nccl")
@@ -195,6 +195,7 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
         >>> with abort_on_error("demo"):  # no MPI world here: a plain block
         ...     x = 1
     """
+    debug = _env.debug()  # read before the block runs: a bad value is an error of its own, not of the block
     try:
         yield
     except BaseException as exc:
@@ -205,7 +206,7 @@ def abort_on_error(prog: str = "gpudense", *, collective: tuple[type, ...] = ())
         world = _mpi_world()
         if world is None or world.Get_size() <= 1:
             raise
-        if os.environ.get("GPUDENSE_DEBUG") or not isinstance(exc, _PLAIN):
+        if debug or not isinstance(exc, _PLAIN):
             traceback.print_exc()
         where, status = f"rank {world.Get_rank()} of {world.Get_size()}", 1
         if isinstance(exc, KeyboardInterrupt):  # a signal, as one process reports it (gpudense.cli.main)

@@ -23,25 +23,11 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+import gpudense._env as _env
 from gpudense.backends import backend_of
 from gpudense.distributed.comm import Communicator
 
-__all__ = [
-    "CUDA_AWARE_ENV",
-    "LAUNCHER_SIZE_VARS",
-    "DistributedUnavailableError",
-    "HostStagingWarning",
-    "MPICommunicator",
-    "import_mpi",
-    "launched_world_size",
-]
-
 #: Environment variable that states whether MPI takes CUDA device memory ("1") or not ("0").
-CUDA_AWARE_ENV = "GPUDENSE_MPI_CUDA_AWARE"
-
-#: Variables in which launchers give each process the number of processes they started:
-#: MPICH's and Intel MPI's hydra and Slurm's PMI (PMI_SIZE), Open MPI, MVAPICH2, Slurm's srun.
-LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
 
 
 class DistributedUnavailableError(RuntimeError):
@@ -55,7 +41,7 @@ class HostStagingWarning(RuntimeWarning):
 def launched_world_size(environ: Any = None) -> int | None:
     """The number of processes a launcher (mpiexec, srun) started, read from the environment.
 
-    Reads :data:`LAUNCHER_SIZE_VARS` without starting MPI; a hint only (the
+    Reads the launchers' variables (``PMI_SIZE``, ``OMPI_COMM_WORLD_SIZE``, ...) without starting MPI; a hint only (the
     MPI world, once started, is the truth).
 
     Returns:
@@ -65,12 +51,7 @@ def launched_world_size(environ: Any = None) -> int | None:
         >>> launched_world_size({"PMI_SIZE": "4"}), launched_world_size({})
         (4, None)
     """
-    environ = os.environ if environ is None else environ
-    sizes = []
-    for name in LAUNCHER_SIZE_VARS:
-        text = str(environ.get(name, "")).strip()
-        if text.isdigit():
-            sizes.append(int(text))
+    sizes = [int(text) for text in _env.launcher_sizes(environ) if text.isdigit()]
     return max(sizes) if sizes else None
 
 
@@ -94,9 +75,9 @@ def import_mpi() -> Any:
 
 def _cuda_aware(comm: Any) -> tuple[bool, str]:
     """Whether the MPI of ``comm`` takes CUDA device memory, and how that is known."""
-    env = os.environ.get(CUDA_AWARE_ENV, "").strip()
-    if env in ("0", "1"):
-        return env == "1", f"{CUDA_AWARE_ENV}={env}"
+    env = _env.mpi_cuda_aware()
+    if env is not None:
+        return env, f"{_env.MPI_CUDA_AWARE}={_env.text(_env.MPI_CUDA_AWARE)}"
     kinds = ""
     try:
         info = comm.Get_info()

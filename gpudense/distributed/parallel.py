@@ -1,43 +1,79 @@
 """Data-parallel training: every rank holds the model, takes its part of every batch, and sums gradients.
 
-:class:`DataParallel` is what :func:`gpudense.training.fit` runs when given
-``comm=``. At the start (collectively) the ranks compare a fingerprint of
-their set-up (:func:`fingerprint`; a difference is a :class:`MismatchError`
-on every rank), and rank 0's parameters and optimizer state are broadcast.
+:class:`DataParallel` holds the hooks that :func:`gpudense.training.fit`'s
+one loop calls when given ``comm=`` (it gets them from
+:meth:`Communicator.data_parallel <gpudense.distributed.comm.Communicator.data_parallel>`),
+as ChainerMN wraps an optimizer rather than rewriting the updater. Creating
+it is collective: the ranks compare a fingerprint of their set-up
+(:func:`fingerprint`; a difference is a :class:`MismatchError` on every
+rank), and rank 0's parameters and optimizer state are broadcast.
 
 Each step of an epoch (the same shuffled order on every rank, from the same
 seed): the global batch of ``batch_size`` rows is split across the ranks by
-:func:`~gpudense.distributed.comm.split_rows` (ranks ``0 .. r-1`` take one
+:func:`split_rows` (:meth:`DataParallel.rows`; ranks ``0 .. r-1`` take one
 row more when it does not divide; a rank takes 0 rows when the batch is
 smaller than the world, and still joins the all-reduce). Each rank runs
 forward and backward on its rows with the loss gradient scaled by
 ``rows / batch``, so the gradients summed over the ranks are those of the
 mean loss over the global batch; then one all-reduce per gradient bucket
-(:class:`~gpudense.distributed.buckets.GradientBuckets`) and one of two
-numbers (the step's loss sum and correct count), and the optimizer steps
-alike on every rank. The results equal single-process training with the same
-batch up to the order of additions.
+(:meth:`DataParallel.reduce_grads`, through
+:class:`~gpudense.distributed.buckets.GradientBuckets`) and one of two
+numbers (:meth:`DataParallel.reduce_sums`: the step's loss sum and correct
+count), and the optimizer steps alike on every rank. The results equal
+single-process training with the same batch up to the order of additions.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import numpy as np
 
 from gpudense.distributed.buckets import DEFAULT_BUCKET_BYTES, GradientBuckets
-from gpudense.distributed.comm import Communicator, MismatchError, split_rows
-from gpudense.losses import softmax_cross_entropy
-from gpudense.training import EVAL_BATCH, STEP_RANGE, _no_range
-
-__all__ = ["DataParallel", "check_same_setup", "fingerprint"]
+from gpudense.distributed.errors import MismatchError
 
 _HINTS = {
     "shuffle": "every rank must shuffle alike: give every rank the same seed",
     "data": "every rank must load the same data",
 }
+
+
+def split_rows(n: int, size: int, rank: int) -> tuple[int, int]:
+    """``(start, stop)``: the rows of ``n`` that rank ``rank`` of ``size`` takes.
+
+    The rows are cut into ``size`` contiguous parts in rank order; with
+    ``n = q * size + r``, ranks ``0 .. r-1`` take ``q + 1`` rows and the
+    others ``q`` (as ``numpy.array_split``). A rank takes 0 rows when
+    ``n < size``.
+
+    Args:
+        n: Rows to split, >= 0.
+        size: Ranks, >= 1.
+        rank: This rank, in ``[0, size)``.
+
+    Returns:
+        ``(start, stop)`` with ``0 <= start <= stop <= n``.
+
+    Raises:
+        ValueError: an argument out of range.
+
+    Example:
+        >>> [split_rows(32, 3, r) for r in range(3)]
+        [(0, 11), (11, 22), (22, 32)]
+        >>> split_rows(2, 3, 2)
+        (2, 2)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an int >= 0; got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be an int >= 1; got {size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < size:
+        raise ValueError(f"rank must be an int in [0, {size}); got {rank!r}")
+    q, r = divmod(int(n), int(size))
+    start = int(rank) * q + min(int(rank), r)
+    return start, start + q + (1 if rank < r else 0)
 
 
 def _crc(data: bytes) -> int:
@@ -93,7 +129,7 @@ def fingerprint(model: Any, optimizer: Any, data: Any, config: Any, shuffle: np.
     return fp
 
 
-def check_same_setup(comm: Communicator, fp: dict[str, Any]) -> None:
+def check_same_setup(comm: Any, fp: dict[str, Any]) -> None:
     """Compare this rank's fingerprint with every other rank's (collective).
 
     Raises:
@@ -113,11 +149,13 @@ def check_same_setup(comm: Communicator, fp: dict[str, Any]) -> None:
 
 
 class DataParallel:
-    """Data-parallel training of ``model`` over ``comm``: the start-up checks, the epoch and the evaluation.
+    """The hooks that make the training loop data-parallel over ``comm``: rows, gradient and metric sums.
 
     Creating it is collective: the set-up fingerprints are compared
     (:func:`check_same_setup`), then rank 0's parameters and optimizer state
-    are broadcast to every rank.
+    are broadcast to every rank. :func:`gpudense.training.train_epoch` and
+    :func:`~gpudense.training.evaluate` then call :meth:`rows`,
+    :meth:`reduce_grads` and :meth:`reduce_sums`.
 
     Args:
         model: A network with ``backend``, ``__call__``, ``backward`` and
@@ -132,7 +170,7 @@ class DataParallel:
         bucket_bytes: Gradient bucket capacity.
 
     Raises:
-        TypeError: ``comm`` is not a Communicator, or does not take the model's arrays.
+        TypeError: ``comm`` does not take the model's arrays.
         MismatchError: the ranks' set-ups differ (on every rank).
 
     Example:
@@ -149,87 +187,29 @@ class DataParallel:
         GradientBuckets(1 bucket: 10 x float32)
     """
 
-    def __init__(self, model: Any, optimizer: Any, comm: Communicator, *, data: Any, config: Any,
+    def __init__(self, model: Any, optimizer: Any, comm: Any, *, data: Any, config: Any,
                  shuffle: np.random.Generator, start_epoch: int = 0,
                  bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
-        if not isinstance(comm, Communicator):
-            raise TypeError(f"comm must be a gpudense.distributed.Communicator; got {type(comm).__name__}")
         backend = model.backend
         if backend.name not in comm.array_kinds:
             raise TypeError(f"the {comm.kind} communicator takes {' or '.join(comm.array_kinds)} arrays; "
                             f"the model is on the {backend.name} backend")
-        self.model, self.optimizer, self.comm = model, optimizer, comm
+        self.comm = comm
         self.buckets = GradientBuckets(model, comm, bucket_bytes=bucket_bytes)
         check_same_setup(comm, fingerprint(model, optimizer, data, config, shuffle, start_epoch))
         self.buckets.broadcast_params(0)
         for slot, arrays in sorted(getattr(optimizer, "state", {}).items()):
             for name in sorted(arrays):
                 comm.broadcast(arrays[name], 0)
-        self._stats = backend.xp.zeros(2, dtype=np.float64)
 
-    def train_epoch(self, model: Any, optimizer: Any, x: Any, y: Any, order: Any, *, batch_size: int,
-                    ranges: Callable[[str], ContextManager[Any]] | None = None,
-                    on_batch: Callable[[int, int, Any, Any], None] | None = None) -> tuple[Any, Any]:
-        """One epoch, as :func:`gpudense.training.train_epoch`, with ``batch_size`` the global batch.
+    def rows(self, n: int) -> tuple[int, int]:
+        """``(start, stop)``: the rows of ``n`` (a batch, or the evaluation set) that this rank takes."""
+        return split_rows(n, self.comm.size, self.comm.rank)
 
-        ``order`` is the epoch's order of all samples, alike on every rank;
-        this rank reads only its rows of each batch.
+    def reduce_grads(self) -> None:
+        """Sum the model's gradients over the ranks (after backward, before the optimizer step)."""
+        self.buckets.allreduce()
 
-        Returns:
-            ``(loss_sum, correct)`` over all ranks: 0-d float64 arrays on the
-            model's backend (alike on every rank). ``on_batch`` gets the
-            samples seen by all ranks and these running sums.
-        """
-        comm, backend = self.comm, model.backend
-        xp = backend.xp
-        ranges = ranges or _no_range
-        stats, totals = self._stats, xp.zeros(2, dtype=np.float64)
-        n = int(order.shape[0])
-        for step, start in enumerate(range(0, n, batch_size)):
-            with ranges(STEP_RANGE):
-                rows = min(batch_size, n - start)
-                lo, hi = split_rows(rows, comm.size, comm.rank)
-                idx = order[start + lo:start + hi]
-                xb = backend.asarray(x[idx])  # no copy when x is on the backend already
-                yb = backend.asarray(y[idx])
-                logits = model(xb)
-                if hi > lo:
-                    loss, dlogits = softmax_cross_entropy(logits, yb, check=False)
-                    dlogits *= (hi - lo) / rows  # the gradient of this rank's share of the global mean
-                    stats[0] = loss * (hi - lo)
-                    stats[1] = (logits.argmax(axis=1) == yb).sum()
-                else:  # no rows here: zero gradients, still all-reduced with the others
-                    dlogits = xp.zeros_like(logits)
-                    stats[...] = 0
-                model.backward(dlogits)
-                self.buckets.allreduce()
-                comm.allreduce(stats)
-                optimizer.step()
-                optimizer.zero_grad()
-                totals += stats
-            if on_batch is not None:
-                on_batch(step, start + rows, totals[0], totals[1])
-        return totals[0], totals[1]
-
-    def evaluate(self, model: Any, x: Any, y: Any, *, batch_size: int = EVAL_BATCH) -> float:
-        """Accuracy on ``(x, y)``, as :func:`gpudense.training.evaluate`; each rank counts its rows.
-
-        Returns:
-            The fraction correct over all rows (alike on every rank).
-
-        Raises:
-            ValueError: an empty set, as :func:`gpudense.training.evaluate`.
-        """
-        backend = model.backend
-        n = int(x.shape[0])
-        if n == 0:
-            raise ValueError("evaluate needs a non-empty set (the accuracy of nothing is undefined); got x of "
-                             f"shape {tuple(x.shape)}")
-        lo, hi = split_rows(n, self.comm.size, self.comm.rank)
-        counts = backend.xp.zeros(1, dtype=np.float64)
-        for start in range(lo, hi, batch_size):
-            stop = min(start + batch_size, hi)
-            xb, yb = backend.asarray(x[start:stop]), backend.asarray(y[start:stop])
-            counts[0] += (model(xb).argmax(axis=1) == yb).sum()
-        self.comm.allreduce(counts)
-        return int(counts[0]) / n
+    def reduce_sums(self, sums: Any) -> None:
+        """Sum ``sums`` (a float64 array of running totals: loss, correct count) over the ranks, in place."""
+        self.comm.allreduce(sums)

@@ -11,8 +11,6 @@ from gpudense._checks import check_number
 from gpudense.optim.flatstate import flush_small
 from gpudense.optim.optimizer import Optimizer
 
-__all__ = ["Adam", "AdamW"]
-
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), PyTorch's ``Adam``; ``weight_decay`` is the L2 form added to the gradient.

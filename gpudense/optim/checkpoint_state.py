@@ -17,8 +17,6 @@ import numpy as np
 from gpudense._checks import check_finite, is_count, wide_dtype
 from gpudense.backends import backend_of
 
-__all__ = ["CheckpointState", "PreparedState"]
-
 
 class CheckpointState:
     """The checkpoint half of an optimizer (mixed into :class:`~gpudense.optim.Optimizer`).

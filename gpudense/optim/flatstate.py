@@ -36,8 +36,6 @@ import numpy as np
 from gpudense._checks import wide_dtype
 from gpudense.flat import FlatLayout, chunk_bounds
 
-__all__ = ["FLUSH_PERIOD", "Scratch", "StateGroup", "build_groups", "flush_small", "run_chunks", "signature"]
-
 #: Every this many steps of a parameter, its slowly decaying state and the parameter itself
 #: are flushed of subnormal numbers too (the fast-decaying state is flushed every step).
 FLUSH_PERIOD = 16

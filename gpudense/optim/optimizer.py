@@ -30,8 +30,6 @@ from gpudense.optim.flatstate import (
     signature,
 )
 
-__all__ = ["Optimizer", "PreparedState"]
-
 
 class Optimizer(CheckpointState):
     """Base class: holds the model, the hyper-parameters, step counts and per-parameter state.

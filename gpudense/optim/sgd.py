@@ -10,8 +10,6 @@ from gpudense._checks import check_number
 from gpudense.optim.flatstate import flush_small
 from gpudense.optim.optimizer import Optimizer
 
-__all__ = ["SGD"]
-
 
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum and weight decay (PyTorch's ``SGD``).

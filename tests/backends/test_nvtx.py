@@ -10,12 +10,12 @@ from gpudense.backends import get_backend
 
 
 @pytest.fixture
-def fresh_nvtx():
+def fresh_nvtx(monkeypatch):
+    """The NVTX provider not chosen yet (chosen again in the test); the process's own comes back after it."""
     from gpudense import _nvtx
 
-    _nvtx._reset_for_tests()
-    yield _nvtx
-    _nvtx._reset_for_tests()
+    monkeypatch.setattr(_nvtx, "_chosen", None)
+    return _nvtx
 
 
 def test_nvtx_uses_the_nvtx_package_when_present(fresh_nvtx, monkeypatch):

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ml_dtypes") is None,
                                 reason="bfloat16 needs ml_dtypes (pip install 'gpudense[bf16]')")
 
 
+@pytest.mark.digits
 def test_train_in_bfloat16_reaches_the_accuracy_of_the_digits_run(capsys):
     """The default digits run in bfloat16: float32 master weights, products in float32; >= 0.95."""
     status = cli.main(["train", "--backend", "numpy", "--quiet", "--dtype", "bfloat16"])

@@ -33,6 +33,7 @@ def test_unknown_command_is_a_one_line_usage_error():
     assert "invalid choice: 'bogus'" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.digits
 def test_unavailable_backend_is_a_one_line_error(monkeypatch, capsys, fresh_backends):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert main(["train", "--backend", "cupy"]) == 1
@@ -75,3 +76,27 @@ def test_debug_variable_shows_the_traceback(monkeypatch):
     monkeypatch.setenv("GPUDENSE_DEBUG", "1")
     with pytest.raises(ValueError, match="bad"):
         main(["fake"])
+
+
+@pytest.mark.parametrize("value", ["0", "false", "No", "off", ""])
+def test_debug_variable_off_keeps_the_one_line_error(monkeypatch, capsys, value):
+    _fake_command(monkeypatch, ValueError("bad"))
+    monkeypatch.setenv("GPUDENSE_DEBUG", value)
+    assert main(["fake"]) == 1
+    assert capsys.readouterr().err == "gpudense fake: error: bad\n"
+
+
+@pytest.mark.parametrize("value", ["true", "YES", "on"])
+def test_debug_variable_on_in_any_spelling_shows_the_traceback(monkeypatch, value):
+    _fake_command(monkeypatch, ValueError("bad"))
+    monkeypatch.setenv("GPUDENSE_DEBUG", value)
+    with pytest.raises(ValueError, match="bad"):
+        main(["fake"])
+
+
+def test_debug_variable_of_another_value_is_an_error_before_the_command_runs(monkeypatch, capsys):
+    _fake_command(monkeypatch, AssertionError("the command must not run"))
+    monkeypatch.setenv("GPUDENSE_DEBUG", "2")
+    assert main(["fake"]) == 2
+    assert capsys.readouterr().err == ("gpudense: error: GPUDENSE_DEBUG='2' in the environment: expected 1, true, "
+                                       "yes or on (on), or 0, false, no, off or empty (off)\n")

@@ -48,6 +48,7 @@ def test_a_warning_is_one_line_without_a_python_file(monkeypatch, capsys):
     assert err == "gpudense info: warning: something worth knowing\n"
 
 
+@pytest.mark.digits
 def test_the_cupy_fallback_warning_is_one_clean_line(monkeypatch, capsys, fresh_backends):
     import gpudense.backends as backends
 

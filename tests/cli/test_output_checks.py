@@ -53,6 +53,7 @@ def test_train_plot_must_be_a_png_checked_before_the_data(name, tmp_path, capsys
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.digits
 def test_train_plot_prints_the_path_it_wrote(tmp_path, capsys):
     path = tmp_path / "curves.PNG"
     status, out, err = run_cli([*FAST, "--plot", str(path)], capsys)
@@ -81,6 +82,7 @@ def test_train_save_to_a_character_device_is_refused_before_the_data(tmp_path, c
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
+@pytest.mark.digits
 def test_train_save_through_a_symlink_keeps_the_link(tmp_path, capsys):
     (tmp_path / "runs").mkdir()
     real = tmp_path / "runs" / "ck.npz"
@@ -106,6 +108,7 @@ def _history_checkpoint(tmp_path, capsys, history):
     return bad
 
 
+@pytest.mark.digits
 def test_train_resume_with_history_lists_of_different_lengths_fails_at_load(tmp_path, capsys, monkeypatch):
     bad = _history_checkpoint(tmp_path, capsys, {"loss": [1.0], "train_acc": [0.5, 0.6],
                                                  "test_acc": [0.5], "seconds": [1.0]})
@@ -116,6 +119,7 @@ def test_train_resume_with_history_lists_of_different_lengths_fails_at_load(tmp_
     assert "loss 1, train_acc 2, test_acc 1, seconds 1" in err
 
 
+@pytest.mark.digits
 def test_train_resume_with_a_history_missing_a_list_fails_at_load(tmp_path, capsys, monkeypatch):
     bad = _history_checkpoint(tmp_path, capsys, {"loss": [1.0], "train_acc": [0.5], "test_acc": [0.5]})
     monkeypatch.setattr(train_command, "_load_data", lambda args: pytest.fail("data loaded"))
@@ -124,6 +128,7 @@ def test_train_resume_with_a_history_missing_a_list_fails_at_load(tmp_path, caps
     assert "extra 'history' needs the lists loss, train_acc, test_acc, seconds; got no seconds" in err
 
 
+@pytest.mark.digits
 def test_train_resume_with_a_history_longer_than_its_epochs_fails_at_load(tmp_path, capsys, monkeypatch):
     bad = _history_checkpoint(tmp_path, capsys, {"loss": [1.0, 0.5], "train_acc": [0.5, 0.6],
                                                  "test_acc": [0.5, 0.6], "seconds": [1.0, 1.0]})
@@ -153,6 +158,7 @@ def test_train_and_bench_word_a_missing_folder_alike(tmp_path, capsys, no_data, 
     assert not missing.exists()
 
 
+@pytest.mark.digits
 def test_a_full_disk_under_save_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     import errno
 

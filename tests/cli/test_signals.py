@@ -104,6 +104,7 @@ def train_argv(ckpt, *more):
     return ["train", "--quiet", "--epochs", "4", "--hidden", "1536,1536", "--save", str(ckpt), *more]
 
 
+@pytest.mark.digits
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_a_signal_during_a_save_leaves_the_last_checkpoint_and_no_temporary(sig, tmp_path):
     runs = tmp_path / "runs"
@@ -119,6 +120,7 @@ def test_a_signal_during_a_save_leaves_the_last_checkpoint_and_no_temporary(sig,
     assert "epoch   1/4" in out
 
 
+@pytest.mark.digits
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_a_signal_during_training_keeps_the_last_checkpoint(sig, tmp_path):
     runs = tmp_path / "runs"
@@ -132,6 +134,7 @@ def test_a_signal_during_training_keeps_the_last_checkpoint(sig, tmp_path):
     assert err == f"gpudense train: stopped by {sig.name}; the last complete checkpoint is {ckpt} (epoch 1)\n"
 
 
+@pytest.mark.digits
 def test_a_signal_without_save_says_no_checkpoint_was_written(tmp_path):
     proc = run_until_held(tmp_path, "epoch:2", ["train", "--quiet", "--epochs", "3", "--hidden", "16"])
     status, out, err = stop(proc, signal.SIGTERM)
@@ -139,6 +142,7 @@ def test_a_signal_without_save_says_no_checkpoint_was_written(tmp_path):
     assert err == "gpudense train: stopped by SIGTERM; no checkpoint was written (no --save given)\n"
 
 
+@pytest.mark.digits
 def test_a_signal_during_the_first_save_says_none_was_written(tmp_path):
     ckpt = tmp_path / "runs" / "ck.npz"
     ckpt.parent.mkdir()
@@ -149,6 +153,7 @@ def test_a_signal_during_the_first_save_says_none_was_written(tmp_path):
     assert err == f"gpudense train: stopped by SIGTERM; no checkpoint was written ({ckpt} was not created)\n"
 
 
+@pytest.mark.digits
 def test_a_resumed_run_stopped_before_its_first_save_names_the_checkpoint_it_resumed(tmp_path):
     first = tmp_path / "first.npz"
     done = subprocess.run([sys.executable, "-m", "gpudense", "train", "--backend", "numpy", "--quiet",

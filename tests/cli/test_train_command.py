@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import subprocess
@@ -23,6 +22,7 @@ FAST = ["--backend", "numpy", "--quiet"]
 # -- the job ------------------------------------------------------------------------------
 
 
+@pytest.mark.digits
 def test_digits_run_reaches_accuracy(capsys):
     status, out, err = run_cli(["train", *FAST, "--epochs", "6"], capsys)
     assert status == 0, err
@@ -34,6 +34,7 @@ def test_digits_run_reaches_accuracy(capsys):
     assert "1438 train / 359 test" in out
 
 
+@pytest.mark.digits
 def test_output_without_a_terminal_has_no_progress_bar():
     env = {**os.environ, "GPUDENSE_BACKEND": "numpy"}
     proc = subprocess.run(
@@ -54,6 +55,7 @@ def test_synthetic_dataset_run(capsys):
     assert float(out.splitlines()[-1].split(":")[1]) > 0.5  # well above the 0.25 of chance
 
 
+@pytest.mark.digits
 def test_model_and_optimizer_options_reach_the_run():
     # every optimizer, dtype and activation trains: tests/training/test_fit.py
     args = parse_args([*FAST, "--epochs", "1", "--hidden", "16,8", "--optimizer", "adamw", "--dtype", "float16",
@@ -67,6 +69,7 @@ def test_model_and_optimizer_options_reach_the_run():
     assert len(result.history.loss) == 1 and result.test_accuracy == result.history.test_acc[-1]
 
 
+@pytest.mark.digits
 def test_zero_epochs_only_evaluates(capsys):
     status, out, _ = run_cli(["train", *FAST, "--epochs", "0"], capsys)
     assert status == 0
@@ -75,6 +78,7 @@ def test_zero_epochs_only_evaluates(capsys):
     assert out.splitlines()[-1].startswith("test accuracy: ")
 
 
+@pytest.mark.digits
 def test_diverging_run_stops_with_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "c.npz"
     argv = ["train", *FAST, "--epochs", "3", "--hidden", "16", "--optimizer", "sgd", "--lr", "1e30"]
@@ -85,15 +89,10 @@ def test_diverging_run_stops_with_a_one_line_error(tmp_path, capsys):
     assert "test accuracy" not in out and not path.exists()  # no checkpoint of a diverged model
 
 
-def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
+@pytest.mark.digits
+def test_profile_opens_nvtx_ranges_through_the_backend(nvtx_ranges):
     # the counts per epoch and step: tests/training/test_fit.py
-    names = []
-
-    def recording_range(self, name):
-        names.append(name)
-        return contextlib.nullcontext()
-
-    monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
+    names = nvtx_ranges
     train(parse_args([*FAST, "--epochs", "2", "--hidden", "8", "--batch-size", "512", "--profile"]), out=io.StringIO())
     assert names.count("gpudense.train.epoch") == 2
     assert names.count("gpudense.train.step") == 2 * 3  # ceil(1438 / 512) steps per epoch
@@ -102,6 +101,7 @@ def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
     assert "gpudense.train.step" not in names  # no ranges without --profile
 
 
+@pytest.mark.digits
 def test_plot_writes_a_png(tmp_path, capsys):
     path = tmp_path / "curves.png"
     status, out, err = run_cli(["train", *FAST, "--epochs", "2", "--hidden", "16", "--plot", str(path)], capsys)
@@ -110,6 +110,7 @@ def test_plot_writes_a_png(tmp_path, capsys):
     assert f"plot: {path}" in out
 
 
+@pytest.mark.digits
 def test_save_then_resume_continues_the_epoch_count(tmp_path, capsys):
     path = str(tmp_path / "c.npz")
     assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", path], capsys)[0] == 0
@@ -148,6 +149,7 @@ def test_bad_options_are_one_line_argparse_errors(argv, message, capsys):
     assert message in lines[1]
 
 
+@pytest.mark.digits
 def test_bad_runs_are_one_line_errors(tmp_path, capsys):
     good = str(tmp_path / "good.npz")
     assert run_cli(["train", *FAST, "--epochs", "1", "--hidden", "16", "--save", good], capsys)[0] == 0
@@ -172,6 +174,7 @@ def test_bad_runs_are_one_line_errors(tmp_path, capsys):
         assert message in err, (argv, err)
 
 
+@pytest.mark.digits
 def test_resume_options_that_conflict_with_the_checkpoint_are_errors(tmp_path, capsys):
     sgd = str(tmp_path / "sgd.npz")
     common = [*FAST, "--hidden", "16"]
@@ -198,6 +201,7 @@ def test_resume_options_that_conflict_with_the_checkpoint_are_errors(tmp_path, c
     assert status == 0 and "batch size 64" in out, err
 
 
+@pytest.mark.digits
 def test_resume_with_a_malformed_history_is_a_one_line_error(tmp_path, capsys):
     from gpudense.checkpoint import load_checkpoint, save_checkpoint
 
@@ -262,6 +266,7 @@ def test_no_traceback_in_a_real_process():
     assert proc.stderr.strip().splitlines()[-1].startswith("gpudense train: error: argument --hidden")
 
 
+@pytest.mark.digits
 def test_batch_by_batch_copies_give_the_same_run(monkeypatch):
     args = [*FAST, "--epochs", "2", "--hidden", "16"]
     resident = train(parse_args(args), out=io.StringIO())

@@ -95,21 +95,13 @@ def test_describe_names_the_current_device():
     assert set(facts) == {"device", "nvtx"}
 
 
-def test_cupy_backend_module_gives_every_public_name():
-    from gpudense.backends import cupy_backend
-
-    assert sorted(cupy_backend.__all__) == sorted(cuda.__all__)
-    for name in cuda.__all__:
-        assert getattr(cupy_backend, name) is getattr(cuda, name), name
-
-
 @pytest.mark.parametrize("hide_cupy", [False, True])
 def test_the_package_imports_without_cupy(hide_cupy):
-    """Importing gpudense.backends.cuda (and its alias cupy_backend) imports no CuPy; it works where CuPy is absent."""
+    """Importing gpudense.backends.cuda imports no CuPy; it works where CuPy is absent."""
     code = (
         "import sys\n"
         + ("sys.modules['cupy'] = None\n" if hide_cupy else "")
-        + "import gpudense.backends.cuda as c, gpudense.backends.cupy_backend\n"
+        + "import gpudense.backends.cuda as c\n"
         "print(sys.modules.get('cupy', 'absent'))\n"
         "plan = c.bias_grad_plan(10, 3, itemsize=4, ld=3, ptr=0, n_sm=2)\n"
         "import numpy as np\n"
@@ -170,7 +162,7 @@ def test_another_failure_keeps_cupys_words(monkeypatch):
         CupyBackend()
 
 
-def test_the_skip_reason_here_names_the_missing_driver():
+def test_the_skip_reason_here_names_the_missing_driver(fresh_backends):
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed here")
     try:
         driver = cupy.cuda.runtime.driverGetVersion()
@@ -178,14 +170,10 @@ def test_the_skip_reason_here_names_the_missing_driver():
         pytest.skip(f"the CUDA runtime does not answer: {exc}")
     if driver != 0:
         pytest.skip("an NVIDIA driver is installed here")
-    from gpudense.backends import _reset_for_tests, get_backend
+    from gpudense.backends import get_backend
 
-    _reset_for_tests()
-    try:
-        with pytest.raises(BackendUnavailableError, match="no NVIDIA driver found"):
-            get_backend("cupy")
-    finally:
-        _reset_for_tests()
+    with pytest.raises(BackendUnavailableError, match="no NVIDIA driver found"):
+        get_backend("cupy")
 
 
 def test_without_a_driver_library_auto_does_not_import_cupy():

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpudense.backends.cuda.plan import (
-    ACCUMULATOR,
     BLOCK,
     MAX_GRID_Y,
     MIN_ROWS_PER_THREAD,
@@ -135,11 +134,6 @@ def test_small_batch_is_one_launch_and_a_larger_one_is_split():
     assert small.ty == BLOCK and small.final_in_pass1 and small.workspace_shape == (0, m)
     large = bias_grad_plan(BLOCK * SINGLE_PASS_ROWS_PER_THREAD + 1, m, itemsize=4, ld=m, ptr=0, n_sm=132)
     assert not large.final_in_pass1 and large.workspace_shape == (large.n_chunks, m)
-
-
-def test_accumulator_types():
-    assert ACCUMULATOR == {np.dtype(np.float64): np.float64, np.dtype(np.float32): np.float32,
-                           np.dtype(np.float16): np.float32}
 
 
 def test_cached_plan_is_the_plan_and_is_remembered():

@@ -73,6 +73,7 @@ def test_a_killed_rank_ends_every_rank(mpirun, tmp_path):
     assert "finished" not in done.stdout
 
 
+@pytest.mark.digits
 def test_gpudense_train_on_two_ranks_prints_once_and_matches_one_process(mpirun, capsys):
     done = mpirun(["-n", "2", *TRAIN, "--epochs", "3"])
     assert done.returncode == 0, done.stderr

@@ -141,3 +141,39 @@ def test_data_parallel_broadcasts_parameters_and_optimizer_state():
     assert len(state) == 8  # m and v of four parameters
     assert len(comm.seen) == 1 + len(state)  # one bucket of parameters, then each state array
     assert all(seen is a for seen, a in zip(comm.seen[1:], state))
+
+
+def test_the_training_loop_imports_nothing_of_the_distributed_package():
+    """One loop: data parallelism reaches it as hooks (DataParallel), never through an import."""
+    import ast
+
+    import gpudense.training
+
+    tree = ast.parse(Path(gpudense.training.__file__).read_text())
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert imported and not [name for name in imported if name and name.startswith("gpudense.distributed")]
+
+
+def test_fit_with_a_two_rank_world_takes_this_ranks_rows_and_sums_over_the_ranks():
+    """Rank 1 of a mirrored world of 2 reads its half of each batch and of the test set."""
+    model, opt, data, config = _setup(batch_size=64)
+    seen_rows = []
+    real_call = type(model).__call__
+
+    def recording_call(self, x):
+        seen_rows.append(int(x.shape[0]))
+        return real_call(self, x)
+
+    type(model).__call__ = recording_call
+    try:
+        history = fit(model, opt, data, dataclasses.replace(config, epochs=1),
+                      comm=load_fakes().Mirror(size=2, rank=1))
+    finally:
+        type(model).__call__ = real_call
+    n_train = data.x_train.shape[0]
+    train_steps = -(-n_train // 64)
+    assert seen_rows[:train_steps] == [32] * (n_train // 64) + [n_train % 64 - (n_train % 64 + 1) // 2]
+    n_test = data.x_test.shape[0]
+    assert seen_rows[train_steps:] == [n_test - (n_test + 1) // 2]  # evaluation: rank 1's rows of the test set
+    assert len(history.loss) == 1

@@ -102,7 +102,24 @@ def test_check_saved_takes_a_bool_and_returns_the_previous_setting():
 
 def test_the_environment_switches_the_check_on():
     code = "import gpudense.saved as s; print(s.checking_saved())"
-    for value, want in (("1", "True"), ("0", "False"), ("", "False")):
+    for value, want in (("1", "True"), ("0", "False"), ("", "False"), ("false", "False"), ("No", "False"),
+                        ("OFF", "False"), ("true", "True"), ("Yes", "True"), (" on ", "True")):
         env = {**os.environ, "GPUDENSE_CHECK_SAVED": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == want, value
+
+
+def test_the_environment_is_read_when_first_needed_not_at_import(monkeypatch):
+    code = ("import os, gpudense.saved as s; os.environ['GPUDENSE_CHECK_SAVED'] = '1'; print(s.checking_saved())")
+    env = {k: v for k, v in os.environ.items() if k != "GPUDENSE_CHECK_SAVED"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_a_value_that_is_no_boolean_is_an_error_naming_the_variable():
+    code = "import gpudense.saved as s; s.checking_saved()"
+    env = {**os.environ, "GPUDENSE_CHECK_SAVED": "maybe"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert ("ValueError: GPUDENSE_CHECK_SAVED='maybe' in the environment: expected 1, true, yes or on (on), "
+            "or 0, false, no, off or empty (off)") in out.stderr

@@ -398,6 +398,7 @@ def test_write_is_flushed_fsynced_and_renamed(tmp_path, monkeypatch):
 # -- resuming gives the same run ----------------------------------------------------------
 
 
+@pytest.mark.digits
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     from gpudense.cli.train import parse_args, train
 

@@ -20,6 +20,7 @@ def test_stratified_split_keeps_class_proportions():
         stratified_split(y, test_fraction=1.0, rng=0)
 
 
+@pytest.mark.digits
 def test_digits_are_split_and_standardized():
     ds = load_digits(seed=0)
     assert ds.x_train.shape == (1438, 64) and ds.x_test.shape == (359, 64)
@@ -57,6 +58,7 @@ def test_digits_read_from_the_bundled_file_equal_sklearns_loader():
     np.testing.assert_array_equal(labels, bunch.target)
 
 
+@pytest.mark.digits
 def test_digits_are_read_without_importing_sklearn_datasets():
     import subprocess
     import sys

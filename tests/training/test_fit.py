@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 
@@ -41,6 +40,7 @@ def small_run(epochs=2, seed=0, hidden=16, samples=600):
 # -- the job ------------------------------------------------------------------------------
 
 
+@pytest.mark.digits
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("dtype,activation", [("float64", "gelu"), ("float16", "tanh")])
 def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
@@ -53,14 +53,9 @@ def test_every_optimizer_dtype_and_activation_trains(opt, dtype, activation):
     assert history.test_acc[-1] > 0.8
 
 
-def test_profile_opens_nvtx_ranges_through_the_backend(monkeypatch):
-    names = []
-
-    def recording_range(self, name):
-        names.append(name)
-        return contextlib.nullcontext()
-
-    monkeypatch.setattr(NumpyBackend, "nvtx_range", recording_range)
+@pytest.mark.digits
+def test_profile_opens_nvtx_ranges_through_the_backend(nvtx_ranges):
+    names = nvtx_ranges
     data = load_digits(seed=0)
     model = MLP([64, 8, 10], backend="numpy", rng=0)
     fit(model, Adam(model), data, TrainConfig(epochs=2, batch_size=512, rng=0, profile=True))

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, ContextManager
 
+import gpudense._env as _env
 from gpudense._nvtx import nvtx_provider, nvtx_range
 from gpudense.backends import BackendUnavailableError
 from gpudense.backends.base import Backend
@@ -32,8 +32,6 @@ from gpudense.backends.cuda.launch import launch_act_bias_grad, launch_bias_act,
 from gpudense.backends.cuda.libraries import missing_libraries
 from gpudense.backends.cuda.loader import DeviceKernels, KernelCache
 from gpudense.backends.cuda.optim_kernels import OptimizerKernels
-
-__all__ = ["CupyBackend", "library_facts"]
 
 
 def _unavailable(message: str, *, cupy_installed: bool) -> BackendUnavailableError:
@@ -186,7 +184,7 @@ class CupyBackend(Backend):
     def __init__(self) -> None:
         self.xp = _import_cupy()
         # CuPy reads CUPY_TF32 once, at import; so do we (see matmul_acc).
-        self._tf32 = os.environ.get("CUPY_TF32", "0").strip() not in ("", "0")
+        self._tf32 = _env.cupy_tf32()
         self._kernels = KernelCache()
         self._optimizer_kernels = OptimizerKernels(self.xp)
 

@@ -32,8 +32,6 @@ import numpy as np
 from gpudense.backends.cuda.loader import SUFFIX, DeviceKernels
 from gpudense.backends.cuda.plan import BLOCK, VECTOR_BYTES, BiasGradPlan, accumulator_dtype, cached_plan
 
-__all__ = ["kernel_layout", "launch_act_bias_grad", "launch_bias_act", "launch_bias_grad"]
-
 _I32 = (np.int32(0), np.int32(1))
 
 

@@ -26,18 +26,6 @@ from typing import Any
 from gpudense.activation_math import ACTIVATION_NAMES, GELU_A, GELU_C, GELU_CLIP
 from gpudense.backends.cuda.plan import BLOCK, UNROLL, VECTOR_BYTES, blocks_per_sm
 
-__all__ = [
-    "ENTRY_POINTS",
-    "KERNEL_FILE",
-    "NVRTC_OPTIONS",
-    "SUFFIX",
-    "DeviceKernels",
-    "KernelBuildError",
-    "KernelCache",
-    "kernel_defines",
-    "kernel_source",
-]
-
 #: The kernel file, inside the kernels directory.
 KERNEL_FILE = "bias_grad.cu"
 #: Entry-point suffix per element type's name: ``bias_grad_pass1_f32`` sums float32.

@@ -32,25 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "ACCUMULATOR",
-    "BLOCK",
-    "MAX_GRID_Y",
-    "MIN_ROWS_PER_THREAD",
-    "SINGLE_PASS_BLOCK_BYTES",
-    "SINGLE_PASS_ROUNDS",
-    "SINGLE_PASS_ROWS_PER_THREAD",
-    "UNROLL",
-    "VECTOR_BYTES",
-    "ACCUMULATOR_BY_NAME",
-    "BiasGradPlan",
-    "accumulator_dtype",
-    "bias_grad_plan",
-    "blocks_per_sm",
-    "cached_plan",
-    "worst_case_tiles",
-]
-
 #: Threads per block of both bias-gradient passes (``GPUDENSE_BLOCK`` in the kernel).
 BLOCK = 256
 #: Rows each thread loads before its first add (``GPUDENSE_UNROLL`` in the kernel).
@@ -69,13 +50,8 @@ SINGLE_PASS_BLOCK_BYTES = BLOCK * VECTOR_BYTES * UNROLL * SINGLE_PASS_ROUNDS
 SINGLE_PASS_ROWS_PER_THREAD = SINGLE_PASS_BLOCK_BYTES // (BLOCK * VECTOR_BYTES)
 #: Largest grid.y the CUDA launch accepts.
 MAX_GRID_Y = 65535
-#: The type the kernel adds in, per element type (also the workspace's dtype).
-ACCUMULATOR = {
-    np.dtype(np.float64): np.dtype(np.float64),
-    np.dtype(np.float32): np.dtype(np.float32),
-    np.dtype(np.float16): np.dtype(np.float32),
-}
-#: The accumulator by dtype name, bfloat16 included (its dtype needs ml_dtypes, so names are the keys).
+#: The type the kernels add in (also the workspace's dtype), by dtype name, bfloat16 included
+#: (its dtype needs ml_dtypes, so names are the keys).
 ACCUMULATOR_BY_NAME = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
                        "float16": np.dtype(np.float32), "bfloat16": np.dtype(np.float32)}
 
