@@ -3,9 +3,8 @@
 Run by bench/gpu_validation.sh, or on its own from a plain checkout:
 
     PYTHONPATH=$PWD python3 bench/device_check.py [--out DIR] [--repeat N] [--quick] [--dtypes D,...]
-                                                  [--stage STAGE]
 
-``--stage bias`` (default): for each shape of :data:`SWEEP` and each of
+For each shape of :data:`SWEEP` and each of
 :data:`DTYPES` (or ``--dtypes``) it times, with CUDA events
 (:class:`~gpudense.benchmark.timing.CudaTimer` through
 :func:`~gpudense.benchmark.timing.time_per_call`), the three ways of
@@ -16,10 +15,7 @@ method's time over the kernel's, paired by round. The copy ceiling (:func:`~gpud
 is measured in the same run, at its start and its end, and each method's
 bandwidth (bytes of ``dy`` read + ``db`` written, per second) is given as a
 fraction of the first copy's (bytes read + written). The results go to
-``DIR/device_check.json``. ``--stage fused`` times the fused activation
-gradient against the unfused way and, where nvmath-python imports,
-cuBLASLt's epilogues (bench/fused_check.py) into ``DIR/fused_check.json``.
-Both files are rewritten after every shape, so a stopped run keeps what it
+``DIR/device_check.json``, rewritten after every shape, so a stopped run keeps what it
 measured. ``DIR`` is ``$OUT`` when set, else bench/results/.
 
 The formatting functions run on any machine; :func:`run_device_check` needs
@@ -325,22 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the smallest shapes, 5 samples")
     parser.add_argument("--dtypes", type=dtype_list, default=",".join(DTYPES),
                         help=f"bias stage: comma-separated dtypes (default {','.join(DTYPES)})")
-    parser.add_argument("--stage", choices=["bias", "fused"], default="bias",
-                        help="bias: the bias-gradient kernel (default); fused: the fused activation gradient "
-                             "and cuBLASLt's epilogues")
     args = parser.parse_args(argv)
 
-    if args.stage == "fused":
-        from fused_check import run_fused_check
-
-        path, data = run_fused_check(args.out, repeat=args.repeat, quick=args.quick,
-                                     log=lambda line: print(line, flush=True))
-        print(f"raw results: {path}")
-        print(results_table(data["fused"], baseline="gpudense fused act'+db kernel"))
-        for row in data["epilogues"]:
-            print(row["method"], row["dtype"], "x".join(map(str, row["shape"])),
-                  row.get("skipped") or f"{row['median_ms']:.4f} ms, {row['tflops']:.1f} TFLOP/s")
-        return 0
     path, data = run_device_check(args.out, repeat=args.repeat, quick=args.quick, dtypes=args.dtypes,
                                   log=lambda line: print(line, flush=True))
     print(f"raw results: {path}")

@@ -10,9 +10,10 @@ CuPy element-wise operations, then the bias-gradient kernel on ``dz``).
 activation's derivative and ``db`` in its epilogue) with gpudense's GEMM followed by its kernels; without
 nvmath the rows are recorded as skipped, with the reason.
 :func:`run_fused_check` runs both and writes ``fused_check.json`` after each
-shape, so a stopped run keeps what it measured. ``bench/device_check.py --stage
-fused`` runs it; it imports its sibling ``device_check`` (bench/ on the path,
-as it is for a script in bench/ and for the tests).
+shape, so a stopped run keeps what it measured. ``python3 bench/fused_check.py
+[--out DIR] [--repeat N] [--quick]`` runs it (``PYTHONPATH=$PWD``, from a plain
+checkout); it imports its sibling ``device_check`` (bench/ on the path, as it
+is for a script in bench/ and for the tests).
 
 Timing is bench/device_check.py's: CUDA events, warm-up, the methods
 alternating in rounds (:func:`~device_check.alternating_ms`), medians and
@@ -22,9 +23,12 @@ asserted anywhere; the GPU run records them.
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,7 +37,9 @@ from gpudense.benchmark.ceilings import random_normal
 from gpudense.benchmark.stats import paired_ratio
 from gpudense.benchmark.timing import CudaTimer
 
-from device_check import alternating_ms, copy_check, device_facts, result_row, write_json
+from gpudense.cli._common import int_at_least
+
+from device_check import alternating_ms, copy_check, device_facts, result_row, results_table, write_json
 
 #: ``(batch, n_out)`` shapes of ``dy`` for the fused rows.
 FUSED_SWEEP = [(65536, 4096), (1048576, 64), (256, 4096)]
@@ -223,3 +229,24 @@ def run_fused_check(out_dir: str | Path, *, repeat: int = 25, quick: bool = Fals
                 log(f"timed epilogues {dims} {dtype}")
     data["complete"] = True
     return write_json(data, out_dir, "fused_check.json"), data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "results"),
+                        help="directory for the JSON (default: $OUT, else bench/results)")
+    parser.add_argument("--repeat", type=int_at_least(1), default=25, help="timed samples per measurement")
+    parser.add_argument("--quick", action="store_true", help="only the smallest shape, 5 samples, no epilogues")
+    args = parser.parse_args(argv)
+    path, data = run_fused_check(args.out, repeat=args.repeat, quick=args.quick,
+                                 log=lambda line: print(line, flush=True))
+    print(f"raw results: {path}")
+    print(results_table(data["fused"], baseline="gpudense fused act'+db kernel"))
+    for row in data["epilogues"]:
+        print(row["method"], row["dtype"], "x".join(map(str, row["shape"])),
+              row.get("skipped") or f"{row['median_ms']:.4f} ms, {row['tflops']:.1f} TFLOP/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

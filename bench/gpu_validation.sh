@@ -121,7 +121,7 @@ cmd_bias() {
     if [ "$step" = check ]; then "$PY" bench/device_check.py --quick --out "$OUT"
     else "$PY" bench/device_check.py --dtypes float32,bfloat16 --out "$OUT"; fi
 }
-cmd_fused()   { "$PY" bench/device_check.py --stage fused --out "$OUT"; }
+cmd_fused()   { "$PY" bench/fused_check.py --out "$OUT"; }
 cmd_layers() {  # one dtype at a time, each merged into layers.json as it finishes
     local d rc=0
     for d in float32 tf32 float16 bfloat16; do

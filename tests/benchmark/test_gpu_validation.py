@@ -122,8 +122,8 @@ def _scripts_called():
 
 def test_every_python_script_the_run_calls_imports_and_parses_its_options():
     scripts = _scripts_called()
-    assert {"gpu_facts.py", "compile_smoke.py", "kernel_report.py", "device_check.py", "train_bench.py",
-            "gpu_report.py"} <= set(scripts)
+    assert {"gpu_facts.py", "compile_smoke.py", "kernel_report.py", "device_check.py", "fused_check.py",
+            "train_bench.py", "gpu_report.py"} <= set(scripts)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for name in scripts:
         done = subprocess.run([sys.executable, str(REPO / "bench" / name), "--help"], capture_output=True,
