@@ -40,6 +40,7 @@ from gpudense.checkpoint import CheckpointError, check_target, load_checkpoint, 
 from gpudense.cli._checkpoints import check_data_shape, check_not_foreign, data_shape, saved_history, stopped_note
 from gpudense.cli._common import (blas_threads, check_distinct_paths, check_output_path, finite_float, int_at_least,
                                   option_errors, path_value, progress_bar)
+from gpudense.cli._data_options import DATA_DEFAULTS, data_identity, resolve_data_options
 from gpudense.cli._distributed import on_rank0, split_note, start_distributed
 from gpudense.data import Dataset, load_digits, make_synthetic
 from gpudense.datasets import load_dataset
@@ -49,16 +50,13 @@ from gpudense.optim import OPTIMIZERS, Optimizer, make_optimizer
 from gpudense.plotting import import_pyplot, plot_history
 
 DEFAULTS = {
-    "dataset": "digits",
+    **DATA_DEFAULTS,
     "epochs": 20,
     "batch_size": 32,
     "hidden": (256,),
     "activation": "relu",
     "optimizer": "adam",
     "seed": 0,
-    "samples": 100_000,
-    "features": 784,
-    "classes": 10,
 }
 #: Learning rate when --lr is not given, per optimizer.
 DEFAULT_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
@@ -168,7 +166,7 @@ def _resolve_options(args: argparse.Namespace, ckpt: Any) -> argparse.Namespace:
     continues the same training; only --lr and --epochs may change).
     """
     args = argparse.Namespace(**vars(args))
-    _resolve_data_options(args)
+    resolve_data_options(args)
     opt_state = ckpt.optimizer_state if ckpt is not None else None
 
     def conflict(option: str, given: Any, saved: Any, what: str) -> ValueError:
@@ -214,22 +212,6 @@ def _resolve_options(args: argparse.Namespace, ckpt: Any) -> argparse.Namespace:
     return args
 
 
-def _resolve_data_options(args: argparse.Namespace) -> None:
-    """Fill in --dataset, --samples, --features and --classes; refuse them beside --data, which they cannot shape."""
-    synthetic = [f"--{name}" for name in ("samples", "features", "classes") if getattr(args, name) is not None]
-    if args.data is not None:
-        given = (["--dataset"] if args.dataset is not None else []) + synthetic
-        if given:
-            raise ValueError(f"--data is the training set; {', '.join(given)} would be ignored beside it: "
-                             "give one or the other")
-    elif synthetic and args.dataset != "synthetic":
-        raise ValueError(f"{', '.join(synthetic)} shape --dataset synthetic only; this run uses "
-                         f"{args.dataset or DEFAULTS['dataset']}")
-    for name in ("dataset", "samples", "features", "classes"):
-        if getattr(args, name) is None:
-            setattr(args, name, DEFAULTS[name])
-
-
 def _load_data(args: argparse.Namespace) -> Dataset:
     if args.data is not None or args.val_data is not None:
         if args.data is None:
@@ -238,15 +220,6 @@ def _load_data(args: argparse.Namespace) -> Dataset:
     if args.dataset == "digits":
         return load_digits(seed=args.seed, dtype=args.dtype)
     return make_synthetic(args.samples, args.features, args.classes, seed=args.seed, dtype=args.dtype)
-
-
-def _data_identity(args: argparse.Namespace) -> dict[str, Any]:
-    if args.data is not None:
-        return {"data": args.data, "val_data": args.val_data, "seed": args.seed}
-    ident: dict[str, Any] = {"dataset": args.dataset, "seed": args.seed}
-    if args.dataset == "synthetic":
-        ident.update(samples=args.samples, features=args.features, classes=args.classes)
-    return ident
 
 
 def _make_optimizer(args: argparse.Namespace, model: MLP) -> Optimizer:
@@ -339,10 +312,10 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
     history = saved_history(args.resume, ckpt) if ckpt is not None else training.History()
     args = _resolve_options(args, ckpt)
     trained_on = ckpt.extra.get("data") if ckpt is not None else None
-    if trained_on is not None and trained_on != _data_identity(args):  # before any data are loaded
+    if trained_on is not None and trained_on != data_identity(args):  # before any data are loaded
         raise CheckpointError(
             f"checkpoint {args.resume} was trained on {trained_on}; this run asks for "
-            f"{_data_identity(args)} (give the same --dataset/--data/--val-data/--seed/--samples/--features/--classes)"
+            f"{data_identity(args)} (give the same --dataset/--data/--val-data/--seed/--samples/--features/--classes)"
         )
 
     ds = _load_data(args)
@@ -402,7 +375,7 @@ def _train(args: argparse.Namespace, *, out: Any, comm: Communicator | None = No
             f"test acc {stats.test_acc:.4f}  {stats.seconds:6.2f} s  ({n / stats.seconds:,.0f} samples/s)")
         if args.save:  # rank 0 writes; every rank learns that it has (or why not) before counting it as last
             on_rank0(comm, lambda: save_checkpoint(args.save, model, optimizer, epoch=stats.epoch, rng=shuffle_rng,
-                                                   extra={"data": _data_identity(args), "data_shape": data_shape(ds),
+                                                   extra={"data": data_identity(args), "data_shape": data_shape(ds),
                                                           "history": history.as_dict(),
                                                           "batch_size": args.batch_size}))
             last = (args.save, stats.epoch)
