@@ -1,7 +1,7 @@
 """Every kernels/*.cu compiles through NVRTC exactly as CuPy's RawModule compiles it, for sm_80 and sm_90.
 
 NVRTC needs no GPU and no driver. The source is what the loader hands to
-``cupy.RawModule`` (the file after a ``#line`` directive) and the options
+``cupy.RawModule`` (``module_code``: the file and its headers, after ``#line`` directives) and the options
 are the loader's ``NVRTC_OPTIONS`` as CuPy completes them: the test calls
 CuPy's own ``compile_with_cache`` with the arguments ``RawModule`` passes
 (no CuPy headers prepended, the NVRTC backend), so CuPy adds its include
@@ -31,7 +31,7 @@ cupy = pytest.importorskip("cupy", reason="CuPy is not installed: the NVRTC buil
 
 from cupy.cuda import compiler  # noqa: E402
 
-from gpudense.backends.cuda.loader import ENTRY_POINTS, NVRTC_OPTIONS, _with_line_directive, kernel_source  # noqa: E402
+from gpudense.backends.cuda.loader import KERNEL_FILES, NVRTC_OPTIONS, module_code  # noqa: E402
 
 KERNELS = sorted((Path(__file__).resolve().parents[2] / "kernels").glob("*.cu"))
 _NVRTC_PROGRAM = compiler._NVRTCProgram  # CuPy's NVRTC program, before any test replaces it
@@ -65,8 +65,8 @@ def build_as_cupy_does(monkeypatch, name, arch):
     """``(options, cubin)``: NVRTC's build of kernel file ``name`` through CuPy's RawModule path."""
     import cupy._core.core as core
 
-    source, path = kernel_source(name)
-    code = _with_line_directive(source, path)
+    code, _ = module_code(name)
+
     class Recording(_NVRTC_PROGRAM):
         def compile(self, options=(), log_stream=None):
             result = super().compile(options, log_stream)
@@ -104,8 +104,7 @@ def test_kernel_compiles_with_nvrtc_as_cupy_builds_it(monkeypatch, path, arch):
     program = _NVRTC_PROGRAM(code, path.name)
     program.compile(options + ("--ptxas-options=-v",))
     report = parse_ptxas(nvrtc.getProgramLog(program.ptr))
-    if path.name == "bias_grad.cu":
-        assert sorted(report) == sorted(ENTRY_POINTS), sorted(report)
+    assert sorted(report) == sorted(KERNEL_FILES[path.name]), sorted(report)
     bad = {n: r for n, r in report.items() if r["spill_stores"] or r["spill_loads"] or r["stack"]}
     assert not bad, f"{path.name} (sm_{arch}, NVRTC) spills or uses a stack frame: {bad}"
     assert all(r["registers"] <= 128 for r in report.values()), report  # __launch_bounds__(256): 2+ blocks/SM
@@ -113,8 +112,8 @@ def test_kernel_compiles_with_nvrtc_as_cupy_builds_it(monkeypatch, path, arch):
 
 def test_a_broken_kernel_fails_the_nvrtc_build(monkeypatch):
     """The same path reports a compile error, with NVRTC's log naming the file."""
-    broken = ('extern "C" __global__ void k( { oops', "/x/broken.cu")
-    monkeypatch.setitem(globals(), "kernel_source", lambda name: broken)
+    broken = ('#line 1 "/x/broken.cu"\nextern "C" __global__ void k( { oops', "/x/broken.cu")
+    monkeypatch.setitem(globals(), "module_code", lambda name: broken)
     with pytest.raises(compiler.CompileException) as info:
         build_as_cupy_does(monkeypatch, "broken.cu", "90")
     assert "broken.cu" in str(info.value)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudense.backends.cuda.optim_kernels import PREAMBLE, SPECS
+from gpudense.backends.cuda.optim_kernels import SPECS, preamble
 from gpudense.optim import SGD, Adam, AdamW
 from gpudense.optim.flatstate import FLUSH_PERIOD
 
@@ -69,7 +69,7 @@ def wrapper(spec, t, g, p, *, device):
     head = f"typedef {t} T; typedef {g} G; typedef {p} P;\n"
     body = "\n".join(binds) + "\n" + spec.operation
     if device:
-        return ("#include <cuda_fp16.h>\n" + head + PREAMBLE
+        return ("#include <cuda_fp16.h>\n" + head + preamble()
                 + f'extern "C" __global__ void {spec.name}({", ".join(args)}) {{\n'
                 "long i = blockIdx.x * (long)blockDim.x + threadIdx.x;\nif (i >= n) return;\n"
                 + body + "\n}\n")
@@ -81,13 +81,13 @@ def wrapper(spec, t, g, p, *, device):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_every_optimizer_kernel_compiles_without_spills(tmp_path, arch):
     # one translation unit, each kernel in a namespace with its own T, G and P (CuPy binds them per call)
-    unit, names = ["#include <cuda_fp16.h>", PREAMBLE], []
+    unit, names = ["#include <cuda_fp16.h>", preamble()], []
     for (_, _, master), spec in SPECS.items():
         for t in ("float", "double"):
             g = "__half" if master else t
             head = f"typedef {t} T; typedef {g} G; typedef __half P;\n"
             src = wrapper(spec, t, g, "__half", device=True)
-            src = src.replace("#include <cuda_fp16.h>\n", "").replace(PREAMBLE, "").replace(head, "")
+            src = src.replace("#include <cuda_fp16.h>\n", "").replace(preamble(), "").replace(head, "")
             src = src.replace(f'extern "C" __global__ void {spec.name}(', f"__global__ void {spec.name}_{t}(")
             unit.append(f"namespace n_{spec.name}_{t} {{\n{head}{src}}}\n")
             names.append(f"{spec.name}_{t}")

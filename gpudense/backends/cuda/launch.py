@@ -1,4 +1,4 @@
-"""Launching the kernels of ``kernels/bias_grad.cu``: layouts, workspaces and argument lists.
+"""Launching the kernels of ``kernels/*.cu``: layouts, workspaces and argument lists.
 
 Three launches, each on CuPy's current stream:
 
