@@ -1,6 +1,6 @@
 """The NCCL communicator: CuPy arrays on one GPU per rank, NCCL collectives, MPI for the rest.
 
-NCCL (CuPy's ``cupyx.distributed.NCCLBackend``, whose CuPy-side code is
+NCCL (``cupy.cuda.nccl``, whose CuPy-side code is
 :mod:`gpudense.backends.cuda.nccl_engine`) sums and broadcasts the arrays, enqueued
 on CuPy's current stream: the optimizer step that follows on that stream
 sees the result without the host waiting. MPI (an
@@ -41,7 +41,7 @@ class NCCLCommunicator(Communicator):
 
         self.mpi = mpi
         self.rank, self.size = mpi.rank, mpi.size
-        self.engine = NcclEngine(self.rank, self.size)
+        self.engine = NcclEngine(self.rank, self.size, mpi.broadcast_object)
         self.device = self.engine.device
 
     def _allreduce_sum(self, a: Any) -> None:

@@ -214,7 +214,7 @@ class CupyBackend(Backend):
         product of one run must be computed alike.
         """
         cp = self.xp
-        if a.shape[1] == 0:  # empty batch: nothing to add
+        if a.shape[1] == 0 or out.size == 0:  # empty batch, or nothing to write (cuBLAS refuses ld = 0)
             return out
         limit = 2**31 - 1
         if (
