@@ -430,6 +430,8 @@ def _fake_cupy(lib, launches):
     def ctype_of(a):
         if isinstance(a, _FakeArray):
             return "ptr", ctypes.c_void_p(a.data.ptr)
+        if a is None:  # CuPy passes None as a null pointer
+            return "ptr", ctypes.c_void_p(0)
         if type(a) is np.int64:
             return "i64", ctypes.c_longlong(int(a))
         if type(a) is np.int32:

@@ -353,7 +353,7 @@ def array(obj: Any, dtype: Any = None, copy: bool = True, order: str = "K", ndmi
     return ndarray(_copy_in(np.asarray(obj), dtype, "F" if order == "F" else "C"))
 
 
-def asarray(a: Any, dtype: Any = None, order: Any = None) -> ndarray:
+def asarray(a: Any, dtype: Any = None, order: Any = None, *, copy: Any = None, blocking: bool = False) -> ndarray:
     if isinstance(a, ndarray):
         return a if dtype is None or np.dtype(dtype) == a.dtype else a.astype(dtype)
     return array(a, dtype)
@@ -367,7 +367,15 @@ def ascontiguousarray(a: ndarray, dtype: Any = None) -> ndarray:
     return a.astype(a.dtype if dtype is None else dtype)
 
 
-def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None) -> np.ndarray:
+def asfortranarray(a: ndarray, dtype: Any = None) -> ndarray:
+    if not isinstance(a, ndarray):
+        raise TypeError(f"Unsupported type {type(a)}")
+    if a.flags.f_contiguous and (dtype is None or np.dtype(dtype) == a.dtype):
+        return a
+    return ndarray(_copy_in(a._a, a.dtype if dtype is None else dtype, "F"))
+
+
+def asnumpy(a: Any, stream: Any = None, order: str = "C", out: Any = None, *, blocking: bool = True) -> np.ndarray:
     if isinstance(a, ndarray):
         return a.get(out=out)
     return np.asarray(a, order=order)
@@ -412,7 +420,7 @@ for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64"
               "iinfo", "result_type", "can_cast"):
     setattr(cupy, _name, getattr(np, _name))
 for _f in (empty, zeros, ones, full, empty_like, zeros_like, ones_like, full_like, array, asarray, ascontiguousarray,
-           asnumpy, arange, copyto):
+           asfortranarray, asnumpy, arange, copyto):
     setattr(cupy, _f.__name__, _f)
 cupy.ndarray = ndarray
 cupy.get_array_module = lambda *args: cupy if any(isinstance(a, ndarray) for a in args) else np

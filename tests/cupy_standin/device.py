@@ -74,12 +74,20 @@ runtime.setDevice = lambda d: Device(d).use()
 runtime.runtimeGetVersion = lambda: 13000
 runtime.driverGetVersion = lambda: 13000
 runtime.getDeviceProperties = _properties
+runtime.memGetInfo = lambda: (1 << 31, 1 << 32)  # a 4 GiB device, 2 GiB free: host memory is shared
 
 
 class Stream:
     """``cupy.cuda.Stream``: ``ptr`` 0 (the null stream), ``synchronize`` recorded."""
 
     ptr = 0
+
+    def __init__(self, null: bool = False, non_blocking: bool = False, ptds: bool = False, priority: Any = None) -> None:
+        self.non_blocking = non_blocking
+
+    def use(self) -> Stream:
+        CALLS.append(("stream.use",))
+        return self
 
     def synchronize(self) -> None:
         CALLS.append(("stream.synchronize",))
@@ -108,9 +116,9 @@ class Event:
         CALLS.append(("event.synchronize",))
 
 
-def get_elapsed_time(start: Event, end: Event) -> float:
+def get_elapsed_time(start_event: Event, end_event: Event) -> float:
     # cupy/cuda/stream.pyx: get_elapsed_time needs both events recorded (cudaErrorInvalidResourceHandle).
-    if not (start.recorded and end.recorded):
+    if not (start_event.recorded and end_event.recorded):
         raise CUDARuntimeError("cudaErrorInvalidResourceHandle: an event was not recorded")
     CALLS.append(("event.elapsed",))
     return 0.0
@@ -143,7 +151,7 @@ memory.MemoryPool = MemoryPool
 
 nvtx = types.ModuleType("cupy.cuda.nvtx")
 nvtx.available = True
-nvtx.RangePush = lambda message, id_color=-1: CALLS.append(("nvtx.push", message))
+nvtx.RangePush = lambda message, id_color=-1: CALLS.append(("nvtx.push", message))  # cupy/cuda/nvtx.pyx
 nvtx.RangePop = lambda: CALLS.append(("nvtx.pop",))
 nvtx.Mark = lambda message, id_color=-1: CALLS.append(("nvtx.mark", message))
 
@@ -222,6 +230,8 @@ class RawKernel:
 def _kernel_argument(kernel: str, p: Any, a: Any) -> Any:
     """The C value of argument ``a`` for parameter ``p``, refused where type or width differ."""
     if p.pointer:
+        if a is None:  # cupy/cuda/function.pyx: _pointer passes None as a null pointer
+            return ctypes.c_void_p(0)
         if not isinstance(a, ndarray):
             raise TypeError(f"{kernel}: parameter {p.name} is a {p.dtype} pointer; got {type(a).__name__}")
         if a.dtype != np.dtype(arrays.check_dtype(_dtype(p.dtype))):
@@ -249,7 +259,7 @@ class RawModule:
 
     def __init__(self, code: str | None = None, *, path: str | None = None, options: tuple = (),
                  backend: str = "nvrtc", translate_cucomplex: bool = False, enable_cooperative_groups: bool = False,
-                 name_expressions: Any = None, log_stream: Any = None, jitify: bool = False) -> None:
+                 name_expressions: Any = None, jitify: Any = None) -> None:
         if code is None or path is not None:
             raise NotImplementedError("the stand-in builds RawModule(code=...) only")
         if not isinstance(options, tuple):
@@ -258,16 +268,24 @@ class RawModule:
         self._checked = False
 
     def _preprocess(self) -> None:
-        """The code through the host preprocessor with the module's -D options: #error fails as NVRTC fails."""
+        """The code compiled by the host compiler with the module's -D options, in NVRTC's place.
+
+        The host harness's prelude stands in for the CUDA built-ins; an
+        error (a syntax error, an ``#error`` for a missing option) raises
+        :class:`CompileException` with the compiler's log, as NVRTC's would.
+        """
         if self._checked:
             return
-        from kernel_build import GXX
+        from kernel_build import GXX, HARNESS
 
         defines = [o for o in self.options if o.startswith("-D")]
+        prelude = HARNESS[: HARNESS.index("KERNEL_INCLUDES")]
+        check = subprocess.run([GXX or "g++", "-std=c++20", "-fsyntax-only", "-x", "c++", *defines, "-"],
+                               input=prelude + "\n" + self.code, capture_output=True, text=True, timeout=120)
+        if check.returncode != 0:
+            raise CompileException(check.stderr)
         res = subprocess.run([GXX or "cpp", "-E", "-P", "-x", "c++", *defines, "-"], input=self.code,
                              capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            raise CompileException(res.stderr)
         self._entries = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\(\w+\)\s+)?(\w+)',
                                        res.stdout))
         self._checked = True
@@ -291,7 +309,7 @@ class ElementwiseKernel:
 
     def __init__(self, in_params: str, out_params: str, operation: str, name: str = "kernel",
                  reduce_dims: bool = True, preamble: str = "", no_return: bool = False, return_tuple: bool = False,
-                 loop_prep: str = "", after_loop: str = "", options: tuple = ()) -> None:
+                 **kwargs: Any) -> None:
         from kernel_build import elementwise_params
 
         self.in_params, self.out_params, self.operation, self.name = in_params, out_params, operation, name
@@ -601,9 +619,9 @@ cupyx.distributed = distributed
 cuda = types.ModuleType("cupy.cuda")
 for _name, _value in (("Device", Device), ("Stream", Stream), ("Event", Event), ("get_elapsed_time", get_elapsed_time),
                       ("runtime", runtime), ("nvtx", nvtx), ("compiler", compiler), ("memory", memory),
-                      ("nccl", nccl), ("MemoryPool", MemoryPool), ("CUDARuntimeError", CUDARuntimeError)):
+                      ("nccl", nccl), ("MemoryPool", MemoryPool)):
     setattr(cuda, _name, _value)
-cuda.get_current_stream = lambda device=None: _NULL_STREAM
+cuda.get_current_stream = lambda device_id=-1: _NULL_STREAM
 cuda.is_available = lambda: True
 cuda.MemoryPointer = arrays._Pointer
 cupy.cuda = cuda
