@@ -24,8 +24,11 @@ $(VENV)/.stamp-%: pyproject.toml
 train: $(VENV)/.stamp-train
 	$(PY) -m gpudense train
 
+# The tests, and the line coverage of the CUDA path (gpudense/backends/cuda/ and
+# the NCCL communicator; pyproject.toml's [tool.coverage.*]): printed after the
+# tests, and below 90% the run fails.
 test: $(VENV)/.stamp-$(subst $(comma),+,$(TEST_EXTRAS))
-	$(PY) -m pytest
+	$(PY) -m pytest --cov --cov-report=term
 
 info: $(VENV)/.stamp-train
 	$(PY) -m gpudense info

@@ -51,7 +51,19 @@ def _allocate(shape: Any, dtype: Any, order: str = "C") -> np.ndarray:
     a = flat.reshape(shape, order=order)
     base = a.ctypes.data if n else raw.ctypes.data + start
     ALLOCATIONS[base] = (base + n * d.itemsize, weakref.ref(raw), d)
+    _POOL_MEMORY[id(raw)] = raw
     return a
+
+
+#: The memory the stand-in's pool handed out, by id: an array whose memory is not here came from NumPy.
+_POOL_MEMORY: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _from_pool(a: np.ndarray) -> bool:
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return _POOL_MEMORY.get(id(root)) is root
 
 
 def owner(ptr: int) -> tuple[int, int, np.dtype] | None:
@@ -85,8 +97,9 @@ def _unwrap(x: Any) -> Any:
 
 
 def _wrap(r: Any) -> Any:
-    if isinstance(r, np.ndarray):
-        return ndarray(r)
+    if isinstance(r, np.ndarray):  # a new array NumPy allocated: into the pool's memory, as CuPy allocates
+        return ndarray(r if _from_pool(r) else _copy_in(r, order="F" if r.flags.f_contiguous
+                                                        and not r.flags.c_contiguous else "C"))
     if isinstance(r, np.generic):  # CuPy's reductions and element access give 0-d arrays
         return ndarray(np.asarray(r))
     if isinstance(r, tuple):

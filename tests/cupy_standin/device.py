@@ -197,8 +197,10 @@ def _signatures() -> dict[str, Any]:
 class RawKernel:
     """One entry point of a :class:`RawModule`, launched on the host build of the same file."""
 
-    #: Registers per thread the stand-in reports (within what nvcc reports for these kernels).
+    #: Registers per thread the stand-in reports (within what nvcc reports for these kernels), and no
+    #: local memory (nvcc reports none: tests/cuda/test_kernels_compile.py).
     num_regs = 64
+    local_size_bytes = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
