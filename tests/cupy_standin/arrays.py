@@ -117,6 +117,11 @@ def _ufunc(f: Any, *args: Any, out: Any = None, **kw: Any) -> Any:
         f(*ins, out=tuple(o._a for o in outs) if isinstance(out, tuple) else out._a, **kw)
         return out
     r = f(*ins, **kw)
+    if f in (np.matmul, np.dot) and isinstance(r, np.ndarray):
+        # cupy/_core/_routines_linalg.pyx: matmul gives the operands' common dtype (bfloat16 for two
+        # bfloat16 operands, computed in float32 by cuBLAS); ml_dtypes' NumPy loop gives float32.
+        common = np.result_type(*(a.dtype for a in ins if isinstance(a, np.ndarray)))
+        r = r.astype(common, copy=False)
     if isinstance(r, np.ndarray) or isinstance(r, np.generic):
         check_dtype(r.dtype)
     return _wrap(r)
