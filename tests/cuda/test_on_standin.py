@@ -174,3 +174,31 @@ def test_gpu_tests_pass_on_the_standin(path):
     assert res.returncode == 0, tail + res.stderr[-2000:]
     skipped = [line for line in res.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all("GiB" in line for line in skipped), skipped
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_digits_training_on_the_standin_agrees_with_numpy(cp, dtype):
+    """`gpudense train` on digits, 2 epochs, GELU (the fused kernels): CuPy's losses and accuracy as NumPy's."""
+    import io
+
+    from gpudense.cli.train import parse_args, train
+
+    pytest.importorskip("sklearn", reason="the digits set comes with scikit-learn")
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    common = ["--quiet", "--epochs", "2", "--seed", "0", "--dtype", dtype, "--dataset", "digits",
+              "--activation", "gelu", "--distributed", "off"]
+    cpu = train(parse_args(["--backend", "numpy", *common]), out=io.StringIO())
+    start = len(cupy_standin.CALLS)
+    gpu = train(parse_args(["--backend", "cupy", *common]), out=io.StringIO())
+    assert gpu.model.backend.name == "cupy" and cpu.model.backend.name == "numpy"
+    launched = {c[1] for c in cupy_standin.CALLS[start:] if c[0] == "launch"}
+    suffix = "f32" if dtype == "float32" else "bf16"
+    assert {f"bias_act_gelu_{suffix}", f"act_bias_grad_gelu_{suffix}"} <= launched, launched
+    # float32: summation orders differ (the GPU tests allow 1e-3); bfloat16: a parameter may round to
+    # the neighbouring bfloat16 value, which moves the loss by a few 2**-8.
+    rel = 1e-3 if dtype == "float32" else 4 * 2.0**-8
+    assert len(gpu.history.loss) == 2
+    for epoch, (a, b) in enumerate(zip(cpu.history.loss, gpu.history.loss), start=1):
+        assert abs(a - b) <= rel * abs(a), f"epoch {epoch}: numpy loss {a}, cupy loss {b}"
+    assert abs(cpu.test_accuracy - gpu.test_accuracy) <= (1 if dtype == "float32" else 4) / 360 + 1e-12

@@ -317,6 +317,14 @@ for _op, _np in (("add", "add"), ("sub", "subtract"), ("mul", "multiply"), ("tru
 for _op, _np in (("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("ge", "greater_equal"),
                  ("eq", "equal"), ("ne", "not_equal")):
     setattr(ndarray, f"__{_op}__", _binary(_np))
+def _method(name: str) -> Any:
+    f = getattr(np, name)
+    return lambda self, *args, **kw: _ufunc(f, self, *args, **kw)
+
+
+for _name in ("clip", "cumsum", "prod", "std", "var", "argmin", "round", "squeeze", "swapaxes",
+              "repeat", "nonzero", "take", "dot", "conj", "trace", "diagonal", "sort", "argsort"):
+    setattr(ndarray, _name, _method(_name))
 ndarray.__neg__ = lambda self: _ufunc(np.negative, self)  # type: ignore[attr-defined]
 ndarray.__abs__ = lambda self: _ufunc(np.absolute, self)  # type: ignore[attr-defined]
 ndarray.__invert__ = lambda self: _ufunc(np.invert, self)  # type: ignore[attr-defined]
@@ -431,7 +439,9 @@ for _name in ("add", "subtract", "multiply", "divide", "true_divide", "negative"
               "greater_equal", "less", "less_equal", "equal", "not_equal", "isfinite", "isnan", "isinf",
               "count_nonzero", "sum", "mean", "argmax", "max", "min", "amax", "amin", "square", "sign", "matmul",
               "dot", "concatenate", "stack", "logical_and", "logical_or", "logical_not", "any", "all", "floor",
-              "exp2", "cumsum", "take", "reciprocal", "copysign", "signbit", "fabs", "nonzero", "argmin"):
+              "exp2", "cumsum", "take", "reciprocal", "copysign", "signbit", "fabs", "nonzero", "argmin", "shares_memory",
+              "may_share_memory", "array_equal", "allclose", "isclose", "round", "prod", "std", "var", "outer",
+              "log2", "log10", "cos", "sin", "eye", "diag", "unique", "bincount", "argsort", "sort"):
     setattr(cupy, _name, _function(_name))
 for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
               "uint64", "bool_", "complex64", "complex128", "dtype", "inf", "nan", "pi", "e", "newaxis", "finfo",
