@@ -7,14 +7,19 @@ One module per idea:
   pure Python.
 * :mod:`~gpudense.backends.cuda.launch`: the launches (layouts, workspaces,
   argument lists built once per plan).
-* :mod:`~gpudense.backends.cuda.loader`: the kernel source, its compiler
-  options (:func:`kernel_defines`) and the NVRTC module, built once per
-  process and device.
+* :mod:`~gpudense.backends.cuda.loader`: the kernel files and their source
+  (:func:`module_code`), their compiler options (:func:`kernel_defines`)
+  and the NVRTC modules, built once per process and device.
+* :mod:`~gpudense.backends.cuda.optim_kernels`: the optimizer steps as
+  ``ElementwiseKernel``\ s.
 * :mod:`~gpudense.backends.cuda.backend`: :class:`CupyBackend` (the launch
   glue), the CuPy availability check and :func:`library_facts`.
+* :mod:`~gpudense.backends.cuda.nccl_engine`: the CuPy side of multi-GPU
+  training (the rank's device, NCCL through ``cupy.cuda.nccl``).
 
 The registry imports this package only when asked for (``get_backend("cupy")``
-or ``"auto"``). Importing it imports no CuPy, so the plan and the loader can be used and tested on a machine without CuPy or a GPU.
+or ``"auto"``). Importing it imports no CuPy, so the plan and the loader can
+be used and tested on a machine without CuPy or a GPU.
 """
 
 from gpudense.backends.cuda.backend import CupyBackend, library_facts
