@@ -160,6 +160,59 @@ def test_optimizer_update_runs_as_an_elementwise_kernel_with_the_cpu_paths_bits(
     assert any(c[0] == "elementwise" for c in cupy_standin.CALLS[start:])
 
 
+def test_use_device_takes_the_ranks_gpu_modulo_the_count(cp, monkeypatch):
+    from cupy_standin import device
+
+    from gpudense.backends.cuda.nccl_engine import nccl_unavailable_reason, use_device
+
+    monkeypatch.setattr(device, "N_DEVICES", 2)
+    try:
+        assert use_device(3) == (1, 2) and cp.cuda.runtime.getDevice() == 1
+    finally:
+        cp.cuda.Device(0).use()
+    assert nccl_unavailable_reason() is None
+
+
+def test_use_device_without_a_usable_device_says_why(cp, monkeypatch):
+    from cupy_standin import device
+
+    from gpudense.backends import BackendUnavailableError
+    from gpudense.backends.cuda.nccl_engine import use_device
+
+    monkeypatch.setattr(device, "N_DEVICES", 0)
+    with pytest.raises(BackendUnavailableError, match="reports no device"):
+        use_device(0)
+
+    def broken():
+        raise device.CUDARuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    monkeypatch.setattr(device.runtime, "getDeviceCount", broken)
+    with pytest.raises(BackendUnavailableError, match="no CUDA device is usable: cudaErrorNoDevice"):
+        use_device(0)
+
+
+def test_the_engine_hands_nccl_its_own_datatype_and_refuses_others(cp):
+    from cupy_standin import device
+
+    from gpudense.backends.cuda.nccl_engine import NcclEngine
+
+    engine = NcclEngine.__new__(NcclEngine)  # its collectives' checks, without MPI
+    engine._cupy, engine._nccl = cp, device.nccl
+    assert engine._datatype(cp.zeros(3, np.float32)) == device.nccl.NCCL_FLOAT32
+    assert engine._datatype(cp.zeros(3, np.float16)) == device.nccl.NCCL_FLOAT16
+    pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+    from gpudense._checks import float_dtype
+
+    assert engine._datatype(cp.zeros(3, float_dtype("bfloat16"))) == device.nccl.NCCL_BFLOAT16 == 9
+    with pytest.raises(TypeError, match="NCCL collectives take .* got complex64"):
+        engine._datatype(cp.zeros(3, np.complex64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        engine._datatype(cp.zeros((3, 4), np.float32)[:, ::2])
+    assert engine.version() == "2.27.7"
+    engine.synchronize()
+    assert cupy_standin.CALLS[-1] == ("stream.synchronize",)
+
+
 GPU_TEST_FILES = ["tests/cuda/test_gpu.py", "tests/cuda/test_gpu_fused.py", "tests/training/test_gpu_optim.py",
                   "tests/training/test_gpu_train.py"]
 

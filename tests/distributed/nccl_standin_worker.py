@@ -35,7 +35,9 @@ def main(out: Path) -> None:
     from gpudense.training import TrainConfig, fit
 
     comm = distributed.init("nccl", backend="cupy")
-    found: dict[str, object] = {"kind": comm.kind, "device": comm.device}
+    found: dict[str, object] = {"kind": comm.kind, "device": comm.device, "describe": comm.describe(),
+                                "root_says": comm.broadcast_object(f"rank {comm.rank}", root=1)}
+    comm.barrier()
     for dtype in ("float32", "bfloat16"):
         t = float_dtype(dtype)
         a = cp.asarray((np.arange(12) * (comm.rank + 1) / 8).astype(t))

@@ -25,6 +25,9 @@ def test_nccl_on_two_ranks_sums_and_broadcasts_float32_and_bfloat16_and_trains(m
     assert done.returncode == 0, done.stderr[-3000:]
     got = np.load(tmp_path / "nccl.npz")
     assert str(got["kind"]) == "nccl"
+    assert str(got["describe"]).startswith("NCCL 2.27.7 (started through MPI: ")
+    assert str(got["describe"]).endswith("2 ranks, one GPU each")
+    assert str(got["root_says"]) == "rank 1"
     for dtype in ("float32", "bfloat16"):
         # rank r holds arange(12) * (r + 1) / 8: the sum is arange(12) * 3 / 8, exact in both types
         np.testing.assert_array_equal(got[f"sum/{dtype}"], np.arange(12) * 3 / 8)
