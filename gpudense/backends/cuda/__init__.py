@@ -11,7 +11,7 @@ One module per idea:
   (:func:`module_code`), their compiler options (:func:`kernel_defines`)
   and the NVRTC modules, built once per process and device.
 * :mod:`~gpudense.backends.cuda.optim_kernels`: the optimizer steps as
-  ``ElementwiseKernel``\ s.
+  ``ElementwiseKernel`` objects.
 * :mod:`~gpudense.backends.cuda.backend`: :class:`CupyBackend` (the launch
   glue), the CuPy availability check and :func:`library_facts`.
 * :mod:`~gpudense.backends.cuda.nccl_engine`: the CuPy side of multi-GPU
