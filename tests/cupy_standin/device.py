@@ -508,7 +508,7 @@ class NcclCommunicator:
             raise NcclError("ncclInvalidUsage: the ranks were given different unique ids")
         if len({(d, h) for _, d, h in ids}) != ndev:
             raise NcclError("ncclInvalidUsage: two ranks share a GPU")
-        self._comm, self.rank_id, self.size = comm, rank, ndev
+        self._comm, self._rank, self.size = comm, rank, ndev
         CALLS.append(("nccl.init", ndev, rank))
 
     def _buffer(self, ptr: int, count: int, datatype: int) -> np.ndarray:
@@ -538,15 +538,15 @@ class NcclCommunicator:
 
     def broadcast(self, sendbuf: int, recvbuf: int, count: int, datatype: int, root: int, stream: int) -> None:
         send = self._buffer(sendbuf, count, datatype)
-        data = self._comm.bcast(send.copy() if self.rank_id == root else None, root=root)
+        data = self._comm.bcast(send.copy() if self._rank == root else None, root=root)
         self._buffer(recvbuf, count, datatype)[...] = data
         CALLS.append(("nccl.broadcast", _NCCL_ELEMENT[datatype], count, root))
 
     def bcast(self, buff: int, count: int, datatype: int, root: int, stream: int) -> None:
         self.broadcast(buff, buff, count, datatype, root, stream)
 
-    def rank_id(self) -> int:  # type: ignore[no-redef]
-        return self.rank_id
+    def rank_id(self) -> int:
+        return self._rank
 
     def destroy(self) -> None:
         CALLS.append(("nccl.destroy",))
