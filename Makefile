@@ -38,8 +38,11 @@ train:
 train-with: $(VENV)/.stamp-train$(if $(CUDA_EXTRA),+$(CUDA_EXTRA))
 	$(PY) -m gpudense train$(if $(CUDA_EXTRA), --backend cupy)
 
+# The tests, and the line coverage of the CUDA path (gpudense/backends/cuda/ and
+# the NCCL communicator; pyproject.toml's [tool.coverage.*]): printed after the
+# tests, and below 90% the run fails.
 test: $(VENV)/.stamp-$(subst $(comma),+,$(TEST_EXTRAS))
-	$(PY) -m pytest
+	$(PY) -m pytest --cov --cov-report=term
 
 info: $(VENV)/.stamp-train
 	$(PY) -m gpudense info

@@ -29,7 +29,7 @@ if [ "$GPUS" -lt 1 ]; then
     echo "distributed_gpu.sh: no usable GPU (CuPy cannot see one)" >&2
     exit 1
 fi
-"$PY" -c 'from gpudense.backends.cuda.nccl import nccl_unavailable_reason as r; import sys; m = r(); print(m or "NCCL: ok"); sys.exit(m is not None)' \
+"$PY" -c 'from gpudense.backends.cuda.nccl_engine import nccl_unavailable_reason as r; import sys; m = r(); print(m or "NCCL: ok"); sys.exit(m is not None)' \
     || { echo "distributed_gpu.sh: install NCCL first (above)" >&2; exit 1; }
 ranks=1; r=2
 while [ "$r" -le "$GPUS" ]; do ranks="$ranks,$r"; r=$((r * 2)); done

@@ -20,7 +20,7 @@ derivative is not a function of ``y``.
 Precision: float16 and bfloat16 are computed in float32 and rounded once at
 the end; float32 and float64 in their own type. The operations are written
 out one at a time, in place where NumPy allows, in a fixed order; the CUDA
-kernels (``kernels/bias_grad.cu``, given :data:`GELU_C`, :data:`GELU_A` and
+kernels (``kernels/activations.cuh``, given :data:`GELU_C`, :data:`GELU_A` and
 :data:`GELU_CLIP` as ``-D`` options) perform the same roundings in the same
 order, so on float32 they give the same bits wherever ``tanh`` does.
 

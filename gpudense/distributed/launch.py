@@ -94,7 +94,7 @@ def init(kind: str = "auto", *, backend: Any = "auto") -> Communicator:
         be = get_backend(backend)
         report["backend"] = be.name
         if be.name == "cupy":
-            from gpudense.backends.cuda.nccl import nccl_unavailable_reason, use_device
+            from gpudense.backends.cuda.nccl_engine import nccl_unavailable_reason, use_device
 
             report["gpus"] = use_device(mpi.local_rank)[1]
             if kind != "mpi":

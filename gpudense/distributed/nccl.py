@@ -1,7 +1,7 @@
 """The NCCL communicator: CuPy arrays on one GPU per rank, NCCL collectives, MPI for the rest.
 
-NCCL (CuPy's ``cupyx.distributed.NCCLBackend``, whose CuPy-side code is
-:mod:`gpudense.backends.cuda.nccl`) sums and broadcasts the arrays, enqueued
+NCCL (``cupy.cuda.nccl``, whose CuPy-side code is
+:mod:`gpudense.backends.cuda.nccl_engine`) sums and broadcasts the arrays, enqueued
 on CuPy's current stream: the optimizer step that follows on that stream
 sees the result without the host waiting. MPI (an
 :class:`~gpudense.distributed.mpi.MPICommunicator`) starts NCCL, carries the
@@ -37,11 +37,11 @@ class NCCLCommunicator(Communicator):
     array_kinds = ("cupy",)
 
     def __init__(self, mpi: MPICommunicator) -> None:
-        from gpudense.backends.cuda.nccl import NcclEngine
+        from gpudense.backends.cuda.nccl_engine import NcclEngine
 
         self.mpi = mpi
         self.rank, self.size = mpi.rank, mpi.size
-        self.engine = NcclEngine(self.rank, self.size)
+        self.engine = NcclEngine(self.rank, self.size, mpi.broadcast_object)
         self.device = self.engine.device
 
     def _allreduce_sum(self, a: Any) -> None:

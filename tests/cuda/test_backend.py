@@ -105,12 +105,12 @@ def test_the_package_imports_without_cupy(hide_cupy):
         "print(sys.modules.get('cupy', 'absent'))\n"
         "plan = c.bias_grad_plan(10, 3, itemsize=4, ld=3, ptr=0, n_sm=2)\n"
         "import numpy as np\n"
-        "print(c.emulate_bias_grad(np.ones((10, 3), np.float32), plan).tolist())\n"
-        "print(c.kernel_source()[1].endswith('bias_grad.cu'))\n"
+        "print(plan.grid1[0] >= 1)\n"
+        "print(c.module_code('bias_grad.cu')[1].endswith('bias_grad.cu'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:3] == ["None" if hide_cupy else "absent", "[10.0, 10.0, 10.0]", "True"]
+    assert out.stdout.split("\n")[:3] == ["None" if hide_cupy else "absent", "True", "True"]
 
 
 # -- why CuPy cannot be used: no driver at all, or one too old ------------------------------------

@@ -16,7 +16,7 @@ float32 and rounds once:
 (u the unit roundoff; acc = float32 for float16, else the dtype itself).
 
 Besides, the kernel's db is compared bit for bit with
-``gpudense.backends.cuda.emulate_bias_grad``, the NumPy model of the kernel's
+``kernel_emulation.emulate_bias_grad``, the NumPy model of the kernel's
 summation order (tested on the CPU against a thread-by-thread simulation of
 the .cu file, tests/cuda/test_emulation.py).
 """
@@ -31,7 +31,8 @@ import pytest
 import reference as ref
 from gpudense import Dense, dense_backward, dense_forward
 from gpudense.backends import get_backend
-from gpudense.backends.cuda import bias_grad_plan, emulate_bias_grad, library_facts
+from gpudense.backends.cuda import bias_grad_plan, library_facts
+from kernel_emulation import emulate_bias_grad
 
 try:
     import cupy as cp

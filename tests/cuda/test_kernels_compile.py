@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kernel_build import parse_ptxas
+from kernel_build import HostBuildUnavailable, build_host_kernels, parse_ptxas
 from gpudense._checks import float_dtype
-from gpudense.backends.cuda.loader import ENTRY_POINTS, NVRTC_OPTIONS, SUFFIX, KernelCache, kernel_defines
+from gpudense.backends.cuda.loader import ENTRY_POINTS, KERNEL_FILES, NVRTC_OPTIONS, SUFFIX, KernelCache, kernel_defines
 
 KERNELS = sorted((Path(__file__).resolve().parents[2] / "kernels").glob("*.cu"))
 ARCHS = ["sm_80", "sm_90"]
@@ -30,8 +30,8 @@ NVCC = shutil.which("nvcc") or next(
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (not on PATH or in /usr/local/cuda/bin)")
 
 
-def test_there_are_kernels():
-    assert "bias_grad.cu" in [p.name for p in KERNELS]
+def test_the_kernel_files_are_the_loaders():
+    assert sorted(p.name for p in KERNELS) == sorted(KERNEL_FILES)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -48,8 +48,7 @@ def test_kernel_compiles_without_spills(tmp_path, path, arch):
     assert report, f"no entry function reported for {path.name}:\n{log}"
     bad = {n: r for n, r in report.items() if r["spill_stores"] or r["spill_loads"] or r["stack"]}
     assert not bad, f"{path.name} ({arch}) spills or uses a stack frame: {bad}"
-    if path.name == "bias_grad.cu":
-        assert sorted(report) == sorted(ENTRY_POINTS), report
+    assert sorted(report) == sorted(KERNEL_FILES[path.name]), report
 
 
 def _ptx_entries(text):
@@ -65,14 +64,15 @@ def test_float32_sums_keep_subnormals_under_cupys_ftz_flag(tmp_path):
     test is unaffected by flushing). The tanh and gelu kernels call tanhf, whose
     own code follows -ftz; their own additions and products are add.rn/mul.rn.
     """
-    path = next(p for p in KERNELS if p.name == "bias_grad.cu")
-    ptx = tmp_path / "k.ptx"
-    res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-ftz=true", *kernel_defines(), "-o", str(ptx), str(path)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    text = ptx.read_text()
-    assert "add.rn.f32" in text
-    entries = _ptx_entries(text)
+    entries = {}
+    for path in KERNELS:
+        ptx = tmp_path / f"{path.stem}.ptx"
+        res = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-ftz=true", *kernel_defines(), "-o", str(ptx), str(path)],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stdout + res.stderr
+        text = ptx.read_text()
+        assert "add.rn.f32" in text, path.name
+        entries.update(_ptx_entries(text))
     assert sorted(entries) == sorted(ENTRY_POINTS)
     for name, body in entries.items():
         if "tanh" in name or "gelu" in name:
@@ -95,8 +95,8 @@ def test_parse_ptxas_reads_spills():
 
 @pytest.mark.parametrize("missing", range(len(kernel_defines())), ids=lambda i: kernel_defines()[i].split("=")[0])
 def test_a_missing_define_stops_the_build_naming_it(tmp_path, missing):
-    """The kernel mirrors none of the plan's constants: leave one out and nvcc says which."""
-    path = next(p for p in KERNELS if p.name == "bias_grad.cu")
+    """The kernels mirror none of the plan's constants: leave one out and nvcc says which."""
+    path = next(p for p in KERNELS if p.name == "act_bias_grad.cu")  # the file that uses all of them
     defines = list(kernel_defines())
     name = defines.pop(missing)[2:].split("=")[0]
     res = subprocess.run([NVCC, "-E", *defines, "-o", str(tmp_path / "k.ii"), str(path)],
@@ -115,154 +115,12 @@ def test_a_vector_width_other_than_the_vector_types_is_refused(tmp_path):
     assert "GPUDENSE_VECTOR_BYTES must be the size of" in res.stdout + res.stderr
 
 
-# --------------------------------------------------------------------------
-# Host emulation: the .cu file itself, compiled with g++ and run thread by thread
-# --------------------------------------------------------------------------
-#
-# A prelude defines the CUDA built-ins the kernel uses (threadIdx, blockIdx,
-# blockDim, __syncthreads, __ldcs, vector types, __shared__ as a static shared
-# by a block's threads) and the file is #included unchanged, built with the
-# -D options of kernel_defines(). Each block runs as one std::thread per
-# thread of the block, meeting at a std::barrier, blocks one after another.
-# __ldcs checks every dY read: inside the buffer, 16-byte aligned for 16-byte
-# loads, and counted per element: each dY element must be read exactly once and
-# nothing else at all (padding, bytes past a row's end). The result must equal
-# emulate_bias_grad bit for bit.
-
-HARNESS = r"""
-#include <atomic>
-#include <cmath>
-#include <cstddef>
-#include <barrier>
-#include <cstdint>
-#include <cstring>
-#include <thread>
-#include <vector>
-
-struct dim3 { unsigned x = 1, y = 1, z = 1; };
-struct float4 { float x, y, z, w; };
-struct double2 { double x, y; };
-struct uint4 { unsigned x, y, z, w; };
-thread_local dim3 threadIdx;
-static dim3 blockIdx, blockDim, gridDim;
-static std::barrier<>* g_barrier = nullptr;
-static uintptr_t g_lo = 0, g_hi = 0, g_item = 1;
-static int* g_counts = nullptr;  // reads per element of [g_lo, g_hi)
-static std::atomic<long long> g_bad_reads{0}, g_misaligned{0};
-
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __restrict__
-#define __shared__ static
-
-static inline void __syncthreads() { g_barrier->arrive_and_wait(); }
-static inline long long min(long long a, long long b) { return a < b ? a : b; }
-
-template <class T> static inline T __ldcs(const T* p) {
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (a < g_lo || a + sizeof(T) > g_hi) { g_bad_reads++; T z; std::memset(&z, 0, sizeof z); return z; }
-    if (sizeof(T) == 16 && a % 16 != 0) g_misaligned++;
-    for (uintptr_t k = 0; k < sizeof(T) / g_item; ++k)
-        std::atomic_ref<int>(g_counts[(a - g_lo) / g_item + k]).fetch_add(1);
-    T v; std::memcpy(&v, p, sizeof v); return v;
-}
-
-static inline float gpudense_h2f(unsigned short h) { _Float16 v; std::memcpy(&v, &h, 2); return (float)v; }
-static inline unsigned short gpudense_f2h(float f) { _Float16 v = (_Float16)f; unsigned short h; std::memcpy(&h, &v, 2); return h; }
-static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
-static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
-static inline float gpudense_tanh(float a) { return std::tanh(a); }
-static inline double gpudense_tanh(double a) { return std::tanh(a); }
-
-#define GPUDENSE_HOST_EMULATION 1
-#include KERNEL_PATH
-
-template <class F> static void launch(dim3 grid, dim3 block, F body) {
-    gridDim = grid; blockDim = block;
-    for (unsigned by = 0; by < grid.y; ++by) {
-        for (unsigned bx = 0; bx < grid.x; ++bx) {
-            blockIdx = dim3{bx, by, 1};
-            std::barrier<> bar(block.x * block.y);
-            g_barrier = &bar;
-            std::vector<std::thread> ts;
-            for (unsigned ty = 0; ty < block.y; ++ty)
-                for (unsigned tx = 0; tx < block.x; ++tx)
-                    ts.emplace_back([=] { threadIdx = dim3{tx, ty, 1}; body(); });
-            for (auto& t : ts) t.join();
-        }
-    }
-}
-
-extern "C" void emu_set_bounds(uintptr_t lo, uintptr_t hi, uintptr_t item, int* counts) {
-    g_lo = lo; g_hi = hi; g_item = item; g_counts = counts; g_bad_reads = 0; g_misaligned = 0;
-}
-extern "C" long long emu_bad_reads() { return g_bad_reads; }
-extern "C" long long emu_misaligned() { return g_misaligned; }
-
-#define EMU(SUF, T, ACC)                                                                                   \
-extern "C" void emu_pass1_##SUF(const T* dy, long long batch, long long m, long long ld, long long chunk_rows, \
-                                int head, int vec_path, ACC* ws, T* out, int final_pass, int accumulate,    \
-                                unsigned gx, unsigned gy, unsigned bx, unsigned by) {                      \
-    launch(dim3{gx, gy, 1}, dim3{bx, by, 1}, [=] {                                                         \
-        bias_grad_pass1_##SUF(dy, batch, m, ld, chunk_rows, head, vec_path, ws, out, final_pass, accumulate); }); \
-}                                                                                                          \
-extern "C" void emu_pass2_##SUF(const ACC* ws, long long n_chunks, long long m, T* out, int accumulate,   \
-                                unsigned gx, unsigned bx, unsigned by) {                                   \
-    launch(dim3{gx, 1, 1}, dim3{bx, by, 1}, [=] { bias_grad_pass2_##SUF(ws, n_chunks, m, out, accumulate); }); \
-}
-EMU(f64, double, double)
-EMU(f32, float, float)
-EMU(f16, unsigned short, float)
-EMU(bf16, unsigned short, float)
-
-#define EMU_ACT(A, SUF, T, ACC)                                                                              \
-extern "C" void emu_act_##A##_##SUF(const T* dy, const T* sv, T* dz, long long batch, long long m,          \
-                                    long long ld, long long chunk_rows, int head, int vec_path, ACC* ws,    \
-                                    T* out, int final_pass, int accumulate,                                 \
-                                    unsigned gx, unsigned gy, unsigned bx, unsigned by) {                   \
-    launch(dim3{gx, gy, 1}, dim3{bx, by, 1}, [=] {                                                         \
-        act_bias_grad_##A##_##SUF(dy, sv, dz, batch, m, ld, chunk_rows, head, vec_path, ws, out, final_pass, \
-                                  accumulate); });                                                          \
-}                                                                                                          \
-extern "C" void emu_fwd_##A##_##SUF(T* z, const T* b, T* y, long long n, long long m, int has_bias, int vec, \
-                                    int write_z, unsigned gx, unsigned bx) {                                \
-    launch(dim3{gx, 1, 1}, dim3{bx, 1, 1}, [=] { bias_act_##A##_##SUF(z, b, y, n, m, has_bias, vec, write_z); }); \
-}
-#define EMU_ACTS(SUF, T, ACC) EMU_ACT(relu, SUF, T, ACC) EMU_ACT(gelu, SUF, T, ACC) EMU_ACT(tanh, SUF, T, ACC)
-EMU_ACTS(f64, double, double)
-EMU_ACTS(f32, float, float)
-EMU_ACTS(f16, unsigned short, float)
-EMU_ACTS(bf16, unsigned short, float)
-
-// The tanh the emulated kernels call, for the NumPy model of their gelu and tanh.
-extern "C" void emu_tanhf(const float* in, float* out, long long n) { for (long long i = 0; i < n; ++i) out[i] = gpudense_tanh(in[i]); }
-extern "C" void emu_tanh(const double* in, double* out, long long n) { for (long long i = 0; i < n; ++i) out[i] = gpudense_tanh(in[i]); }
-"""
-
-GXX = shutil.which("g++")
-
-
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
-    import ctypes
-
-    if GXX is None:
-        pytest.skip("g++ is not installed: the host emulation of the kernel needs it")
-    kernel = next(p for p in KERNELS if p.name == "bias_grad.cu")
-    work = tmp_path_factory.mktemp("emu")
-    (work / "harness.cpp").write_text(HARNESS, encoding="utf-8")
-    lib = work / "libemu.so"
-    res = subprocess.run(
-        [GXX, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-Wno-unknown-pragmas",
-         *kernel_defines(), f'-DKERNEL_PATH="{kernel}"', "-o", str(lib), str(work / "harness.cpp")],
-        capture_output=True, text=True, timeout=300,
-    )
-    if res.returncode != 0 and ("barrier" in res.stderr or "_Float16" in res.stderr):
-        pytest.skip(f"g++ lacks C++20 <barrier> or _Float16: {res.stderr[:300]}")
-    assert res.returncode == 0, f"the kernel does not compile as host C++:\n{res.stderr}"
-    return ctypes.CDLL(str(lib))
+    try:
+        return build_host_kernels(tmp_path_factory.mktemp("emu"))
+    except HostBuildUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 EMU_CASES = [
@@ -295,7 +153,8 @@ def test_kernel_source_run_on_the_host_matches_the_emulation(emulated, batch, m,
 
     import numpy as np
 
-    from gpudense.backends.cuda import bias_grad_plan, emulate_bias_grad
+    from gpudense.backends.cuda import bias_grad_plan
+    from kernel_emulation import emulate_bias_grad
 
     rng = np.random.default_rng(batch * 1000 + m)
     t = float_dtype(dtype)
@@ -402,7 +261,8 @@ def test_fused_activation_gradient_on_the_host_matches_the_formula_and_the_sum_o
     import numpy as np
 
     from gpudense.activation_math import activation_forward
-    from gpudense.backends.cuda import bias_grad_plan, emulate_act_bias_grad
+    from gpudense.backends.cuda import bias_grad_plan
+    from kernel_emulation import emulate_act_bias_grad
 
     rng = np.random.default_rng(batch * 31 + m)
     t = float_dtype(dtype)
@@ -464,7 +324,7 @@ def test_forward_bias_and_activation_on_the_host_match_the_formula(emulated, act
 
     import numpy as np
 
-    from gpudense.backends.cuda import emulate_bias_act
+    from kernel_emulation import emulate_bias_act
     from gpudense.backends.cuda.plan import VECTOR_BYTES
 
     rng = np.random.default_rng(batch + 100 * m)
@@ -570,6 +430,8 @@ def _fake_cupy(lib, launches):
     def ctype_of(a):
         if isinstance(a, _FakeArray):
             return "ptr", ctypes.c_void_p(a.data.ptr)
+        if a is None:  # CuPy passes None as a null pointer
+            return "ptr", ctypes.c_void_p(0)
         if type(a) is np.int64:
             return "i64", ctypes.c_longlong(int(a))
         if type(a) is np.int32:
@@ -637,7 +499,7 @@ def _fake_cupy(lib, launches):
 
     class Module:
         def __init__(self, code, options=()):
-            assert code.startswith('#line 1 "') and "bias_grad_pass1_f32" in code
+            assert code.startswith('#line 1 "') and "#include" not in code
             assert tuple(options) == NVRTC_OPTIONS and set(kernel_defines()) <= set(options), options
             self.options = options
 
@@ -684,7 +546,8 @@ GLUE_CASES = [
 def test_cupy_backend_bias_grad_glue_on_emulated_kernels(emulated, batch, m, dtype, offset, ld, cs, accumulate):
     import numpy as np
 
-    from gpudense.backends.cuda import CupyBackend, emulate_bias_grad
+    from gpudense.backends.cuda import CupyBackend
+    from kernel_emulation import emulate_bias_grad
 
     rng = np.random.default_rng(7 + batch + m)
     t = np.dtype(dtype)
@@ -742,7 +605,7 @@ def test_cupy_backend_fused_launches_on_emulated_kernels(emulated, activation, b
     import numpy as np
 
     from gpudense.backends.cuda import CupyBackend, bias_grad_plan, blocks_per_sm
-    from gpudense.backends.cuda import emulate_act_bias_grad, emulate_bias_act
+    from kernel_emulation import emulate_act_bias_grad, emulate_bias_act
 
     rng = np.random.default_rng(batch + 3 * m)
     t = float_dtype(dtype)

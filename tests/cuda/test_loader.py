@@ -21,23 +21,61 @@ from gpudense import activation_math
 from gpudense.backends.cuda import plan
 from gpudense.backends.cuda.loader import (
     ENTRY_POINTS,
+    KERNEL_FILES,
     NVRTC_OPTIONS,
     _with_line_directive,
     kernel_defines,
     kernel_source,
+    module_code,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_kernel_source_is_found_and_names_every_entry_point():
-    source, path = kernel_source("bias_grad.cu")
-    assert Path(path).name == "bias_grad.cu" and Path(path).is_file()
-    for name in ENTRY_POINTS:
+@pytest.mark.parametrize("file", list(KERNEL_FILES))
+def test_kernel_source_is_found_and_names_every_entry_point(file):
+    source, path = kernel_source(file)
+    assert Path(path).name == file and Path(path).is_file()
+    for name in KERNEL_FILES[file]:
         assert f"{name}" in source
     code = _with_line_directive(source, path)
-    assert code.startswith('#line 1 "') and code.splitlines()[0].endswith('bias_grad.cu"')
+    assert code.startswith('#line 1 "') and code.splitlines()[0].endswith(f'{file}"')
     assert code.endswith(source)
+
+
+def test_every_entry_point_belongs_to_one_file():
+    assert len(ENTRY_POINTS) == len(set(ENTRY_POINTS)) == sum(len(v) for v in KERNEL_FILES.values())
+
+
+@pytest.mark.parametrize("file", list(KERNEL_FILES))
+def test_module_code_holds_each_header_once_with_line_directives(file):
+    """What NVRTC compiles: every line of the file and its headers, no #include left, each header once."""
+    code, path = module_code(file)
+    source, _ = kernel_source(file)
+    headers = re.findall(r'^#include "([^"]+)"$', source, re.M)
+    assert headers, f"{file} includes no header"
+    assert "#include" not in code and "#pragma once" not in code
+    assert code.count('element_types.cuh"\n') == 1  # once, although column_sums.cuh includes it too
+    for header in headers:
+        text, hpath = kernel_source(header)
+        assert f'#line 1 "{Path(hpath).as_posix()}"' in code
+        for line in text.splitlines():
+            if line.strip() and not line.startswith(("#include", "#pragma once")):
+                assert line in code, f"{header}: {line!r} missing"
+    # After a header, the file goes on at the line after its #include.
+    first = headers[0]
+    after = source.splitlines().index(f'#include "{first}"') + 2
+    assert f'#line {after} "{Path(path).as_posix()}"' in code
+
+
+def test_module_code_names_a_missing_header(monkeypatch):
+    from gpudense.backends.cuda import loader
+
+    real = loader.kernel_source
+    monkeypatch.setattr(loader, "kernel_source",
+                        lambda name: ('#include "nope.cuh"\n', "/x/k.cu") if name == "k.cu" else real(name))
+    with pytest.raises(loader.KernelBuildError, match="nope.cuh"):
+        module_code("k.cu")
 
 
 def test_kernel_source_missing_file_names_where_it_looked():
@@ -67,7 +105,9 @@ def test_wheel_ships_the_kernels_and_an_installed_gpudense_finds_them(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(wheel).namelist()
-    assert "gpudense/kernels/bias_grad.cu" in names, names
+    shipped = sorted(n.removeprefix("gpudense/kernels/") for n in names if n.startswith("gpudense/kernels/"))
+    want = sorted(p.name for p in (REPO / "kernels").iterdir() if p.suffix in (".cu", ".cuh"))
+    assert set(want) <= set(shipped) and "optim_update.cuh" in want, shipped
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -119,17 +159,20 @@ def test_kernel_defines_are_the_plans_constants():
     assert _defines()["GPUDENSE_GELU_C"] == (2 / 3.141592653589793) ** 0.5
 
 
-def test_kernel_file_defines_none_of_them_and_stops_without_them():
-    source, _ = kernel_source("bias_grad.cu")
-    for name in _defines():
-        assert not re.search(rf"^\s*#\s*define\s+{name}\b", source, re.M), f"{name} is mirrored in the .cu file"
-        guard = re.search(rf"^#ifndef {name}\n#error \"{name} is not defined[^\n]*\"\n#endif$", source, re.M)
-        assert guard, f"no #error for a missing {name}"
+@pytest.mark.parametrize("file", list(KERNEL_FILES))
+def test_kernel_file_defines_none_of_them_and_stops_without_them(file):
+    code, _ = module_code(file)
+    used = set(re.findall(r"\bGPUDENSE_[A-Z0-9_]+\b", code)) & set(_defines())
+    assert used, file
+    for name in used:
+        assert not re.search(rf"^\s*#\s*define\s+{name}\b", code, re.M), f"{name} is mirrored in {file}"
+        guard = re.search(rf"^#ifndef {name}\n#error \"{name} is not defined[^\n]*\"\n#endif$", code, re.M)
+        assert guard, f"no #error for a missing {name} in {file}"
 
 
 def test_every_constant_the_kernel_expects_is_passed():
-    """A GPUDENSE_ macro the file uses but does not define must come from kernel_defines()."""
-    source, _ = kernel_source("bias_grad.cu")
+    """A GPUDENSE_ macro the files use but do not define must come from kernel_defines()."""
+    source = "".join(module_code(file)[0] for file in KERNEL_FILES)
     used = set(re.findall(r"\bGPUDENSE_[A-Z0-9_]+\b", source))
     defined_here = set(re.findall(r"^\s*#\s*define\s+(GPUDENSE_[A-Z0-9_]+)", source, re.M))
     optional = {"GPUDENSE_HOST_EMULATION"}  # set by the host emulation in the tests only

@@ -1,7 +1,7 @@
 """Every kernels/*.cu compiles through NVRTC exactly as CuPy's RawModule compiles it, for sm_80 and sm_90.
 
 NVRTC needs no GPU and no driver. The source is what the loader hands to
-``cupy.RawModule`` (the file after a ``#line`` directive) and the options
+``cupy.RawModule`` (``module_code``: the file and its headers, after ``#line`` directives) and the options
 are the loader's ``NVRTC_OPTIONS`` as CuPy completes them: the test calls
 CuPy's own ``compile_with_cache`` with the arguments ``RawModule`` passes
 (no CuPy headers prepended, the NVRTC backend), so CuPy adds its include
@@ -37,7 +37,7 @@ cupy = pytest.importorskip("cupy", reason="CuPy is not installed: the NVRTC buil
 
 from cupy.cuda import compiler  # noqa: E402
 
-from gpudense.backends.cuda.loader import ENTRY_POINTS, NVRTC_OPTIONS, _with_line_directive, kernel_source  # noqa: E402
+from gpudense.backends.cuda.loader import KERNEL_FILES, NVRTC_OPTIONS, module_code  # noqa: E402
 
 KERNELS = sorted((Path(__file__).resolve().parents[2] / "kernels").glob("*.cu"))
 _NVRTC_PROGRAM = compiler._NVRTCProgram  # CuPy's NVRTC program, before any test replaces it
@@ -68,11 +68,14 @@ class _Compiled(Exception):
 
 
 def build_as_cupy_does(monkeypatch, name, arch):
-    """``(options, cubin)``: NVRTC's build of kernel file ``name`` through CuPy's RawModule path."""
+    """``(options, cubin, code)``: NVRTC's build of kernel file ``name`` through CuPy's RawModule path.
+
+    ``code`` is the source CuPy was given: the file with its headers inlined (``module_code``).
+    """
     import cupy._core.core as core
 
-    source, path = kernel_source(name)
-    code = _with_line_directive(source, path)
+    code, _ = module_code(name)
+
     class Recording(_NVRTC_PROGRAM):
         def compile(self, options=(), log_stream=None):
             result = super().compile(options, log_stream)
@@ -110,8 +113,7 @@ def test_kernel_compiles_with_nvrtc_as_cupy_builds_it(monkeypatch, path, arch):
     program = _NVRTC_PROGRAM(code, path.name)
     program.compile(options + ("--ptxas-options=-v",))
     report = parse_ptxas(nvrtc.getProgramLog(program.ptr))
-    if path.name == "bias_grad.cu":
-        assert sorted(report) == sorted(ENTRY_POINTS), sorted(report)
+    assert sorted(report) == sorted(KERNEL_FILES[path.name]), sorted(report)
     bad = {n: r for n, r in report.items() if r["spill_stores"] or r["spill_loads"] or r["stack"]}
     assert not bad, f"{path.name} (sm_{arch}, NVRTC) spills or uses a stack frame: {bad}"
     assert all(r["registers"] <= 128 for r in report.values()), report  # __launch_bounds__(256): 2+ blocks/SM
@@ -119,8 +121,8 @@ def test_kernel_compiles_with_nvrtc_as_cupy_builds_it(monkeypatch, path, arch):
 
 def test_a_broken_kernel_fails_the_nvrtc_build(monkeypatch):
     """The same path reports a compile error, with NVRTC's log naming the file."""
-    broken = ('extern "C" __global__ void k( { oops', "/x/broken.cu")
-    monkeypatch.setitem(globals(), "kernel_source", lambda name: broken)
+    broken = ('#line 1 "/x/broken.cu"\nextern "C" __global__ void k( { oops', "/x/broken.cu")
+    monkeypatch.setitem(globals(), "module_code", lambda name: broken)
     with pytest.raises(compiler.CompileException) as info:
         build_as_cupy_does(monkeypatch, "broken.cu", "90")
     assert "broken.cu" in str(info.value)
@@ -169,3 +171,87 @@ def test_kernel_compiles_with_nvrtc_12_as_cupy_for_cuda_12_builds_it(monkeypatch
     bad = {n: r for n, r in report_12.items() if r["spill_stores"] or r["spill_loads"] or r["stack"]}
     assert not bad, f"{path.name} (sm_{arch}, NVRTC 12) spills or uses a stack frame: {bad}"
     assert all(r["registers"] <= 128 for r in report_12.values()), report_12
+
+
+# --------------------------------------------------------------------------
+# The optimizer kernels: CuPy's own ElementwiseKernel source, through NVRTC
+# --------------------------------------------------------------------------
+
+
+def elementwise_source(spec, t, g):
+    """The CUDA source CuPy 14 generates for ``spec`` called as OptimizerKernels.update calls it.
+
+    ``ElementwiseKernel.__call__`` needs a device, so its steps are taken one by
+    one with CuPy's own functions: ``_decide_params_type`` binds T, G (and P)
+    from the arrays' dtypes (the scalars give none), the argument infos are
+    those ``_get_arginfos`` makes for 1-D C-contiguous arrays, CScalars of the
+    decided types and the indexer, and ``_get_elementwise_kernel_code`` writes
+    the source (cupy/_core/_kernel.pyx). Reading these private functions is
+    for this test only.
+    """
+    import numpy as np
+    from cupy._core import _carray, _kernel, _scalar
+
+    from gpudense.backends.cuda.optim_kernels import preamble
+
+    kernel = cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.operation, spec.name,
+                                    preamble=preamble())
+    n_in = len(spec.in_params.split(","))
+    outs = tuple({"T": t, "P": g}[p.split()[0]] for p in spec.out_params.split(","))
+    in_types, out_types, type_map = kernel._decide_params_type((g,) + (None,) * (n_in - 1), outs)
+    nd, indexer, scalar = 1, 2, 3  # cupy/_core/_kernel.pxd: _ArgKind
+    infos = [_kernel._ArgInfo(nd, cupy.ndarray, in_types[0], 1, True, True)]
+    infos += [_kernel._ArgInfo(scalar, _scalar.CScalar, d, 0, True, True) for d in in_types[1:]]
+    infos += [_kernel._ArgInfo(nd, cupy.ndarray, d, 1, True, True) for d in out_types]
+    infos.append(_kernel._ArgInfo(indexer, _carray.Indexer, None, 1, True, True))
+    assert np.dtype(in_types[0]) == g and np.dtype(out_types[0]) == t
+    return _kernel._get_elementwise_kernel_code(tuple(infos), type_map, kernel.params, kernel.operation,
+                                                kernel.name, kernel.preamble)
+
+
+def _optimizer_cases():
+    import numpy as np
+
+    cases = []
+    for (rule, slots, master), spec in sorted(SPECS.items()):
+        for t in ("float32", "float64"):
+            lows = ("float16", "bfloat16") if master else (t,)
+            for g in lows:
+                cases.append(pytest.param(spec, np.dtype(t), _dtype(g), id=f"{spec.name}-{t}-{g}"))
+    return cases
+
+
+def _dtype(name):
+    import numpy as np
+
+    if name == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes")
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+from gpudense.backends.cuda.optim_kernels import SPECS  # noqa: E402
+
+
+@pytest.mark.parametrize("spec, t, g", _optimizer_cases())
+def test_cupys_own_source_of_every_optimizer_kernel_compiles_with_nvrtc(monkeypatch, spec, t, g):
+    """CuPy's generated source, compiled as ElementwiseKernel compiles it (compile_with_cache, CuPy's headers)."""
+    import cupy._core.core as core
+
+    code = elementwise_source(spec, t, g)
+    assert spec.operation.strip().splitlines()[0] in code and "mul_rn" in code
+
+    class Recording(_NVRTC_PROGRAM):
+        def compile(self, options=(), log_stream=None):
+            result = super().compile(options, log_stream)
+            if self.src:
+                raise _Compiled(tuple(options), result[0])
+            return result
+
+    monkeypatch.setattr(compiler, "_NVRTCProgram", Recording)
+    monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc",
+                        compiler._get_arch_for_options_for_nvrtc.__wrapped__)
+    monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "1")
+    with pytest.raises(_Compiled) as done:
+        core.compile_with_cache(code, (), arch="90")  # _get_simple_elementwise_kernel_from_code's call
+    assert "-ftz=true" in done.value.options and len(done.value.cubin) > 0

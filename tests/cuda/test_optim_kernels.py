@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpudense.backends.cuda.optim_kernels import PREAMBLE, SPECS
+from gpudense.backends.cuda.optim_kernels import SPECS, preamble
 from gpudense.optim import SGD, Adam, AdamW
 from gpudense.optim.flatstate import FLUSH_PERIOD
 
+from kernel_build import elementwise_params, elementwise_wrapper
 from small_models import Params
 
 NVCC = shutil.which("nvcc") or next(
@@ -31,63 +32,27 @@ NVCC = shutil.which("nvcc") or next(
 )
 GXX = shutil.which("g++")
 
-HOST_PREAMBLE = r"""
-#include <cmath>
-#include <cstring>
-inline float mul_rn(float a, float b) { return a * b; }
-inline float add_rn(float a, float b) { return a + b; }
-inline float sub_rn(float a, float b) { return a - b; }
-inline float div_rn(float a, float b) { return a / b; }
-inline float sqrt_rn(float a) { return std::sqrt(a); }
-inline float abs_of(float a) { return std::fabs(a); }
-inline double mul_rn(double a, double b) { return a * b; }
-inline double add_rn(double a, double b) { return a + b; }
-inline double sub_rn(double a, double b) { return a - b; }
-inline double div_rn(double a, double b) { return a / b; }
-inline double sqrt_rn(double a) { return std::sqrt(a); }
-inline double abs_of(double a) { return std::fabs(a); }
-"""
-
-
 def _params(text):
-    return [tuple(p.split()) for p in text.split(",")]
+    return elementwise_params(text)
 
 
 def wrapper(spec, t, g, p, *, device):
     """C++ source running ``spec``'s body once per element, as CuPy's ElementwiseKernel does."""
-    types = {"T": t, "G": g, "P": p, "int32": "int"}
-    args, binds = ["long n"], []
-    for kind, name in _params(spec.in_params):
-        if name == "g":
-            args.append(f"const {types[kind]}* arr_g")
-            binds.append(f"const {types[kind]} g = arr_g[i];")
-        else:
-            args.append(f"{types[kind]} {name}")
-    for kind, name in _params(spec.out_params):
-        args.append(f"{types[kind]}* arr_{name}")
-        binds.append(f"{types[kind]}& {name} = arr_{name}[i];")
-    head = f"typedef {t} T; typedef {g} G; typedef {p} P;\n"
-    body = "\n".join(binds) + "\n" + spec.operation
-    if device:
-        return ("#include <cuda_fp16.h>\n" + head + PREAMBLE
-                + f'extern "C" __global__ void {spec.name}({", ".join(args)}) {{\n'
-                "long i = blockIdx.x * (long)blockDim.x + threadIdx.x;\nif (i >= n) return;\n"
-                + body + "\n}\n")
-    return (head + HOST_PREAMBLE + f'extern "C" void {spec.name}({", ".join(args)}) {{\n'
-            "for (long i = 0; i < n; ++i) {\n" + body + "\n}\n}\n")
+    return elementwise_wrapper(spec.in_params, spec.out_params, spec.operation, spec.name, t, g, p, device=device,
+                               preamble=preamble())
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (not on PATH or in /usr/local/cuda/bin)")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_every_optimizer_kernel_compiles_without_spills(tmp_path, arch):
     # one translation unit, each kernel in a namespace with its own T, G and P (CuPy binds them per call)
-    unit, names = ["#include <cuda_fp16.h>", PREAMBLE], []
+    unit, names = ["#include <cuda_fp16.h>", preamble()], []
     for (_, _, master), spec in SPECS.items():
         for t in ("float", "double"):
             g = "__half" if master else t
             head = f"typedef {t} T; typedef {g} G; typedef __half P;\n"
             src = wrapper(spec, t, g, "__half", device=True)
-            src = src.replace("#include <cuda_fp16.h>\n", "").replace(PREAMBLE, "").replace(head, "")
+            src = src.replace("#include <cuda_fp16.h>\n", "").replace(preamble(), "").replace(head, "")
             src = src.replace(f'extern "C" __global__ void {spec.name}(', f"__global__ void {spec.name}_{t}(")
             unit.append(f"namespace n_{spec.name}_{t} {{\n{head}{src}}}\n")
             names.append(f"{spec.name}_{t}")

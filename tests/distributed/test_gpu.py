@@ -27,7 +27,7 @@ RTOL = 1e-10
 
 
 def _nccl_or_skip(gpus: int = 1) -> None:
-    from gpudense.backends.cuda.nccl import nccl_unavailable_reason
+    from gpudense.backends.cuda.nccl_engine import nccl_unavailable_reason
 
     reason = nccl_unavailable_reason()
     if reason is not None:

@@ -197,7 +197,7 @@ def test_nccl_on_numpy_is_an_error():
 
 def test_nccl_unavailable_reason_names_the_install_command():
     pytest.importorskip("cupy", reason="needs CuPy installed")
-    from gpudense.backends.cuda.nccl import nccl_unavailable_reason
+    from gpudense.backends.cuda.nccl_engine import nccl_unavailable_reason
 
     reason = nccl_unavailable_reason()
     from cupy.cuda import nccl

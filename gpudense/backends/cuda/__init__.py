@@ -5,31 +5,32 @@ One module per idea:
 * :mod:`~gpudense.backends.cuda.plan`: the kernel's launch plan (grid,
   block, chunks, workspace) and the constants it shares with the kernel;
   pure Python.
-* :mod:`~gpudense.backends.cuda.emulate`: :func:`emulate_bias_grad`, a NumPy
-  model of the kernel's exact order of additions (the GPU tests' bitwise
-  reference), and the same for the fused activation kernels.
 * :mod:`~gpudense.backends.cuda.launch`: the launches (layouts, workspaces,
   argument lists built once per plan).
-* :mod:`~gpudense.backends.cuda.loader`: the kernel source, its compiler
-  options (:func:`kernel_defines`) and the NVRTC module, built once per
-  process and device.
+* :mod:`~gpudense.backends.cuda.loader`: the kernel files and their source
+  (:func:`module_code`), their compiler options (:func:`kernel_defines`)
+  and the NVRTC modules, built once per process and device.
+* :mod:`~gpudense.backends.cuda.optim_kernels`: the optimizer steps as
+  ``ElementwiseKernel`` objects.
 * :mod:`~gpudense.backends.cuda.backend`: :class:`CupyBackend` (the launch
   glue), the CuPy availability check and :func:`library_facts`.
+* :mod:`~gpudense.backends.cuda.nccl_engine`: the CuPy side of multi-GPU
+  training (the rank's device, NCCL through ``cupy.cuda.nccl``).
 
 The registry imports this package only when asked for (``get_backend("cupy")``
-or ``"auto"``). Importing it imports no CuPy, so the plan, the emulation and
-the loader can be used and tested on a machine without CuPy or a GPU.
+or ``"auto"``). Importing it imports no CuPy, so the plan and the loader can
+be used and tested on a machine without CuPy or a GPU.
 """
 
 from gpudense.backends.cuda.backend import CupyBackend, library_facts
-from gpudense.backends.cuda.emulate import emulate_act_bias_grad, emulate_bias_act, emulate_bias_grad
 from gpudense.backends.cuda.loader import (
     ENTRY_POINTS,
-    KERNEL_FILE,
+    KERNEL_FILES,
     NVRTC_OPTIONS,
     KernelBuildError,
     kernel_defines,
     kernel_source,
+    module_code,
 )
 from gpudense.backends.cuda.plan import (
     BLOCK,
@@ -48,7 +49,7 @@ from gpudense.backends.cuda.plan import (
 __all__ = [
     "BLOCK",
     "ENTRY_POINTS",
-    "KERNEL_FILE",
+    "KERNEL_FILES",
     "MAX_GRID_Y",
     "MIN_ROWS_PER_THREAD",
     "NVRTC_OPTIONS",
@@ -61,11 +62,9 @@ __all__ = [
     "KernelBuildError",
     "bias_grad_plan",
     "blocks_per_sm",
-    "emulate_act_bias_grad",
-    "emulate_bias_act",
-    "emulate_bias_grad",
     "kernel_defines",
     "kernel_source",
+    "module_code",
     "library_facts",
     "worst_case_tiles",
 ]

@@ -4,7 +4,7 @@
 the products through cuBLAS (:meth:`~CupyBackend.matmul`,
 :meth:`~CupyBackend.matmul_acc`), and the bias gradient, the forward pass's
 bias and activation and the fused activation gradient through the kernels of
-``kernels/bias_grad.cu`` (:meth:`~CupyBackend.bias_grad`,
+``kernels/*.cu`` (:meth:`~CupyBackend.bias_grad`,
 :meth:`~CupyBackend.bias_act`, :meth:`~CupyBackend.act_bias_grad`), launched
 by :mod:`gpudense.backends.cuda.launch` as :mod:`gpudense.backends.cuda.plan`
 says, with the module :mod:`gpudense.backends.cuda.loader` builds.
@@ -216,7 +216,7 @@ class CupyBackend(Backend):
         product of one run must be computed alike.
         """
         cp = self.xp
-        if a.shape[1] == 0:  # empty batch: nothing to add
+        if a.shape[1] == 0 or out.size == 0:  # empty batch, or nothing to write (cuBLAS refuses ld = 0)
             return out
         limit = 2**31 - 1
         if (

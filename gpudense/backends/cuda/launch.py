@@ -1,4 +1,4 @@
-"""Launching the kernels of ``kernels/bias_grad.cu``: layouts, workspaces and argument lists.
+"""Launching the kernels of ``kernels/*.cu``: layouts, workspaces and argument lists.
 
 Three launches, each on CuPy's current stream:
 
@@ -74,8 +74,8 @@ def _run(cp: Any, k: DeviceKernels, pass1: str, plan: BiasGradPlan, head: tuple[
          accumulate: bool) -> None:
     """Pass 1 (``head`` its leading arguments), then pass 2 unless pass 1 wrote ``db`` itself."""
     acc = _I32[bool(accumulate)]
-    if plan.final_in_pass1:
-        k.functions[pass1](plan.grid1, plan.block1, (*head, *plan.pass1_scalars, out, out, plan.final_flag, acc))
+    if plan.final_in_pass1:  # no workspace: a null pointer in its place (the kernel does not touch it)
+        k.functions[pass1](plan.grid1, plan.block1, (*head, *plan.pass1_scalars, None, out, plan.final_flag, acc))
         return
     ws = cp.empty(plan.workspace_shape, accumulator_dtype(out.dtype))
     k.functions[pass1](plan.grid1, plan.block1, (*head, *plan.pass1_scalars, ws, out, plan.final_flag, acc))

@@ -6,42 +6,44 @@ master) is one kernel that reads the gradient and the state once and writes
 the parameter and the state once. The arithmetic is the same sequence of
 correctly rounded operations as the CPU path (each product, sum, quotient and
 square root rounded on its own, never fused into an FMA, subnormal numbers
-kept: see :data:`PREAMBLE`), so a GPU step gives the CPU step's bits. The
+kept: see ``kernels/optim_update.cuh``, :func:`preamble`), so a GPU step gives the CPU step's bits. The
 subnormal flush is the CPU path's too: an entry below ``tiny`` is multiplied
 by zero, which keeps its sign.
 
-This module only describes the kernels (:data:`SPECS`, pure text): it imports
-no CuPy. :class:`OptimizerKernels` builds them with the CuPy module it is
+This module only describes the kernels (:data:`SPECS`, pure text, and the
+preamble in ``kernels/optim_update.cuh``): it imports no CuPy. :class:`OptimizerKernels` builds them with the CuPy module it is
 given, once per process, on first use.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PREAMBLE", "SPECS", "KernelSpec", "OptimizerKernels", "spec_key"]
+from gpudense.backends.cuda.loader import kernel_source
 
-#: Correctly rounded float and double arithmetic, never contracted into FMAs. CuPy compiles
-#: every kernel with -ftz=true, under which float32 operations flush subnormal inputs and
-#: results to zero; the float32 operations are therefore written in PTX without .ftz, so
-#: that they round as the CPU does and the explicit flush of the update decides alike.
-PREAMBLE = r"""
-__device__ inline float mul_rn(float a, float b) { float c; asm("mul.rn.f32 %0, %1, %2;" : "=f"(c) : "f"(a), "f"(b)); return c; }
-__device__ inline float add_rn(float a, float b) { float c; asm("add.rn.f32 %0, %1, %2;" : "=f"(c) : "f"(a), "f"(b)); return c; }
-__device__ inline float sub_rn(float a, float b) { float c; asm("sub.rn.f32 %0, %1, %2;" : "=f"(c) : "f"(a), "f"(b)); return c; }
-__device__ inline float div_rn(float a, float b) { float c; asm("div.rn.f32 %0, %1, %2;" : "=f"(c) : "f"(a), "f"(b)); return c; }
-__device__ inline float sqrt_rn(float a) { float c; asm("sqrt.rn.f32 %0, %1;" : "=f"(c) : "f"(a)); return c; }
-__device__ inline float abs_of(float a) { return __int_as_float(__float_as_int(a) & 0x7fffffff); }
-__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
-__device__ inline double add_rn(double a, double b) { return __dadd_rn(a, b); }
-__device__ inline double sub_rn(double a, double b) { return __dsub_rn(a, b); }
-__device__ inline double div_rn(double a, double b) { return __ddiv_rn(a, b); }
-__device__ inline double sqrt_rn(double a) { return __dsqrt_rn(a); }
-__device__ inline double abs_of(double a) { return fabs(a); }
-"""
+__all__ = ["PREAMBLE_FILE", "SPECS", "KernelSpec", "OptimizerKernels", "preamble", "spec_key"]
+
+#: The kernel file whose text is every optimizer kernel's preamble: correctly rounded
+#: float and double arithmetic, never contracted into FMAs, subnormal numbers kept.
+PREAMBLE_FILE = "optim_update.cuh"
+
+
+@functools.lru_cache(maxsize=1)
+def preamble() -> str:
+    """The optimizer kernels' preamble: the text of ``kernels/optim_update.cuh``, read once.
+
+    Raises:
+        KernelBuildError: the file is missing.
+
+    Example:
+        >>> "mul_rn" in preamble()
+        True
+    """
+    return kernel_source(PREAMBLE_FILE)[0]
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class OptimizerKernels:
         kernel = self._built.get(key)
         if kernel is None:
             kernel = self._built[key] = self.cp.ElementwiseKernel(
-                spec.in_params, spec.out_params, spec.operation, spec.name, preamble=PREAMBLE)
+                spec.in_params, spec.out_params, spec.operation, spec.name, preamble=preamble())
         arrays = {"w": w, "p_low": p_low, **state}
         kernel(g, *(scalars[n] for n in spec.scalar_names()), *(arrays[n] for n in spec.array_names()))
         return True

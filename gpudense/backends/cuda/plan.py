@@ -3,8 +3,8 @@
 :func:`bias_grad_plan` turns a ``(batch, m)`` array, its layout and the
 device's size into the grid, block, chunk size and workspace of the two
 passes of ``kernels/bias_grad.cu``. The plan fixes the order in which the
-kernel adds, so it is what :func:`gpudense.backends.cuda.emulate_bias_grad`
-follows to predict the kernel's result bit for bit.
+kernel adds, so it is what the tests' NumPy model of the kernel
+(``tests/kernel_emulation.py``) follows to predict its result bit for bit.
 
 The constants the kernel shares with the plan (:data:`BLOCK`, :data:`UNROLL`,
 :data:`VECTOR_BYTES`) are defined here only; the kernel receives them as

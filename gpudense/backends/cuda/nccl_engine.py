@@ -1,11 +1,15 @@
-"""The CuPy side of multi-GPU training: one GPU per rank, and NCCL through ``cupyx.distributed``.
+"""The CuPy side of multi-GPU training: one GPU per rank, and NCCL through ``cupy.cuda.nccl``.
 
 :func:`use_device` makes the rank's GPU CuPy's current device (the rank's
 index among the ranks of its node, modulo the node's device count), before
-anything is allocated. :class:`NcclEngine` wraps CuPy's
-``cupyx.distributed.NCCLBackend``, bootstrapped through MPI (``use_mpi=True``:
-rank 0 makes NCCL's unique id and MPI broadcasts it); its collectives are
-enqueued on CuPy's current stream and return without waiting.
+anything is allocated. :class:`NcclEngine` holds a
+``cupy.cuda.nccl.NcclCommunicator``, bootstrapped through MPI (rank 0 makes
+NCCL's unique id and MPI broadcasts it, as ``cupyx.distributed.NCCLBackend``
+does with ``use_mpi=True``); its collectives are enqueued on CuPy's current
+stream and return without waiting. It passes NCCL's own datatype for each
+dtype (:data:`NCCL_TYPES`), bfloat16 (``ncclBfloat16``) included: CuPy's
+``NCCLBackend`` maps dtypes through a table without bfloat16 and refuses
+bfloat16 arrays.
 :class:`gpudense.distributed.nccl.NCCLCommunicator` is the communicator
 built on it.
 
@@ -15,11 +19,16 @@ CuPy is imported by these functions, not by importing this module.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from gpudense.backends import BackendUnavailableError
 
-__all__ = ["NcclEngine", "nccl_unavailable_reason", "use_device"]
+__all__ = ["NCCL_TYPES", "NcclEngine", "nccl_unavailable_reason", "use_device"]
+
+#: NCCL's datatype (the name of its ``cupy.cuda.nccl`` constant) for each dtype a collective takes.
+NCCL_TYPES = {"float16": "NCCL_FLOAT16", "bfloat16": "NCCL_BFLOAT16", "float32": "NCCL_FLOAT32",
+              "float64": "NCCL_FLOAT64", "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8",
+              "int8": "NCCL_INT8"}
 
 
 def nccl_unavailable_reason() -> str | None:
@@ -78,34 +87,46 @@ def use_device(local_rank: int) -> tuple[int, int]:
 class NcclEngine:
     """A NCCL communicator over the MPI world: ``size`` ranks, this one ``rank``, one GPU each.
 
-    Creating it is collective over ``MPI.COMM_WORLD`` (CuPy's
-    ``NCCLBackend(size, rank, use_mpi=True)``); the current CuPy device must
-    already be this rank's (:func:`use_device`).
+    Creating it is collective over the ranks: ``broadcast_object(obj, root)``
+    (the MPI communicator's) carries NCCL's unique id from rank 0 to all. The
+    current CuPy device must already be this rank's (:func:`use_device`).
 
     Raises:
         BackendUnavailableError: NCCL cannot be loaded.
     """
 
-    def __init__(self, rank: int, size: int) -> None:
+    def __init__(self, rank: int, size: int, broadcast_object: Callable[[Any, int], Any]) -> None:
         reason = nccl_unavailable_reason()
         if reason is not None:
             raise BackendUnavailableError(reason)
         import cupy
         from cupy.cuda import nccl
-        from cupyx.distributed import NCCLBackend
 
         self._cupy = cupy
         self._nccl = nccl
         self.device = int(cupy.cuda.runtime.getDevice())
-        self._comm = NCCLBackend(int(size), int(rank), use_mpi=True)
+        unique_id = broadcast_object(nccl.get_unique_id() if rank == 0 else None, 0)
+        self._comm = nccl.NcclCommunicator(int(size), unique_id, int(rank))
+
+    def _datatype(self, a: Any) -> int:
+        name = NCCL_TYPES.get(a.dtype.name)
+        if name is None:
+            raise TypeError(f"NCCL collectives take {', '.join(NCCL_TYPES)} arrays; got {a.dtype.name}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"NCCL collectives take C-contiguous arrays; got strides {a.strides}")
+        return int(getattr(self._nccl, name))
 
     def all_reduce(self, a: Any) -> None:
         """Sum the C-contiguous CuPy array ``a`` over all ranks, in place, on the current stream."""
-        self._comm.all_reduce(a, a, op="sum")
+        datatype = self._datatype(a)
+        stream = self._cupy.cuda.get_current_stream().ptr
+        self._comm.allReduce(a.data.ptr, a.data.ptr, a.size, datatype, self._nccl.NCCL_SUM, stream)
 
     def broadcast(self, a: Any, root: int) -> None:
         """Copy ``a`` of rank ``root`` into ``a`` everywhere, on the current stream."""
-        self._comm.broadcast(a, root=root)
+        datatype = self._datatype(a)
+        stream = self._cupy.cuda.get_current_stream().ptr
+        self._comm.broadcast(a.data.ptr, a.data.ptr, a.size, datatype, int(root), stream)
 
     def synchronize(self) -> None:
         """Wait for the work queued on the current stream (the collectives included)."""

@@ -1,4 +1,4 @@
-"""A NumPy model of the kernels' exact order of operations.
+"""A NumPy model of the kernels' exact order of operations (the GPU tests' bitwise reference).
 
 :func:`emulate_bias_grad` computes on the host what ``kernels/bias_grad.cu``
 computes on the device for a given :class:`~gpudense.backends.cuda.plan.BiasGradPlan`,
