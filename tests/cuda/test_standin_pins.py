@@ -107,6 +107,12 @@ def test_every_name_of_the_stand_in_is_cupys():
     assert not missing, f"the stand-in's cupy.cuda has names CuPy lacks: {missing}"
     runtime = [n for n in dir(device.runtime) if not n.startswith("_")]
     assert [n for n in runtime if not hasattr(cupy.cuda.runtime, n)] == []
+    import cupyx
+
+    assert [n for n in dir(device.cupyx) if not n.startswith("_") and not hasattr(cupyx, n)
+            and importlib.util.find_spec(f"cupyx.{n}") is None] == []
+    stream = [n for n in dir(device.Stream) if not n.startswith("_") and callable(getattr(device.Stream, n))]
+    assert [n for n in stream if not hasattr(cupy.cuda.Stream, n)] == []
 
 
 def test_cublas_gemm_takes_cupys_parameters():

@@ -80,13 +80,17 @@ def uninstall() -> None:
 
 @contextlib.contextmanager
 def installed() -> Iterator[Any]:
-    """The stand-in as ``cupy`` inside the block, the backend registry reset before and after."""
-    from gpudense.backends import _reset_for_tests
+    """The stand-in as ``cupy`` inside the block; the backend registry starts empty in it and is as before after it."""
+    import gpudense.backends as registry
 
+    saved = dict(registry._instances), registry._auto
     install()
-    _reset_for_tests()
+    registry._instances.clear()
+    registry._auto = None
     try:
         yield arrays.cupy
     finally:
         uninstall()
-        _reset_for_tests()
+        registry._instances.clear()
+        registry._instances.update(saved[0])
+        registry._auto = saved[1]

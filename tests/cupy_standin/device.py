@@ -92,6 +92,18 @@ class Stream:
     def synchronize(self) -> None:
         CALLS.append(("stream.synchronize",))
 
+    def record(self, event: Any = None) -> Event:
+        # cupy/cuda/stream.pyx: _BaseStream.record makes an Event when given none, records it, returns it.
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event: Any) -> None:
+        # cupy/cuda/stream.pyx: _BaseStream.wait_event passes event.ptr to cudaStreamWaitEvent: an Event only.
+        if not isinstance(event, Event):
+            raise TypeError(f"wait_event needs a cupy.cuda.Event; got {type(event).__name__}")
+        CALLS.append(("stream.wait_event",))
+
     def __enter__(self) -> Stream:
         return self
 
@@ -614,6 +626,15 @@ distributed = types.ModuleType("cupyx.distributed")
 distributed.NCCLBackend = NCCLBackend
 cupyx = types.ModuleType("cupyx")
 cupyx.distributed = distributed
+
+
+def empty_pinned(shape: Any, dtype: Any = float, order: str = "C") -> np.ndarray:
+    # cupyx/_pinned_array.py: empty_pinned returns a NumPy array over pinned host memory (here: plain memory).
+    CALLS.append(("empty_pinned",))
+    return np.empty(shape, dtype=dtype, order=order)
+
+
+cupyx.empty_pinned = empty_pinned
 
 
 # -- cupy.cuda and the names on cupy ------------------------------------------------------------
