@@ -71,3 +71,18 @@ def test_an_out_array_within_an_inputs_bounds_but_on_none_of_its_elements_passes
     g = dense_backward(dy, x, w, out=DenseGrads(None, np.empty((4, 1)), buf[0, 1:]))
     np.testing.assert_allclose(g.db, dy.sum(0))
     np.testing.assert_allclose(g.dw, x.T @ dy)
+
+
+def test_overlap_through_memory_no_array_owns_is_refused_on_the_as_usual_path(layer):
+    """x and out.dx as two arrays over one bytearray (as two DLPack views of one tensor are): neither owns the
+    memory, so only the memory test tells; the call before passes the same checks with apart arrays."""
+    x, w, dy = layer
+    memory = bytearray(x.nbytes)
+    x_view = np.frombuffer(memory, dtype=x.dtype).reshape(x.shape)
+    x_view[...] = x
+    dx_view = np.frombuffer(memory, dtype=x.dtype).reshape(x.shape)
+    assert x_view.base is not dx_view.base
+    good = dense_backward(dy, x_view, w, out=DenseGrads(np.empty_like(x), np.empty_like(w), np.empty(4)))
+    np.testing.assert_allclose(good.dw, x.T @ dy)
+    with pytest.raises(ValueError, match="^out.dx shares memory with x;"):
+        dense_backward(dy, x_view, w, out=DenseGrads(dx_view, np.empty_like(w), np.empty(4)))

@@ -59,10 +59,19 @@ def _allocate(shape: Any, dtype: Any, order: str = "C") -> np.ndarray:
 _POOL_MEMORY: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
+#: The stand-in array that owns each allocation (by the id of the NumPy array at its root), while it lives.
+_OWNERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    """The NumPy array at the root of ``a``'s bases: the allocation itself."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
 def _from_pool(a: np.ndarray) -> bool:
-    root = a
-    while isinstance(root.base, np.ndarray):
-        root = root.base
+    root = _root(a)
     return _POOL_MEMORY.get(id(root)) is root
 
 
@@ -135,6 +144,15 @@ class ndarray:  # noqa: N801  (CuPy's name)
     def __init__(self, a: np.ndarray) -> None:
         check_dtype(a.dtype)
         self._a = a
+        # cupy/_core/core.pyx: _ndarray_base.base is the array that owns a view's memory (None for the owner),
+        # the same object for every view of it. Here: the first wrapper of an allocation owns it.
+        root = _root(a)
+        owner = _OWNERS.get(id(root))
+        if owner is None:
+            _OWNERS[id(root)] = self
+        self._base = owner
+
+    base = property(lambda self: self._base)
 
     # -- what CuPy's ndarray exposes ---------------------------------------------------
     shape = property(lambda self: self._a.shape)
