@@ -31,8 +31,6 @@ from gpudense._checks import bfloat16_dtype, check_finite
 from gpudense._files import FileRefused
 from gpudense._npz import NpzReader
 
-__all__ = ["FORMAT", "MAX_META", "VERSION", "read_checkpoint", "read_meta"]
-
 FORMAT = "gpudense-checkpoint"
 VERSION = 2  # per-parameter step counts, float32 master copies of float16 parameters
 BF16 = "bfloat16"

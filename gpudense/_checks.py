@@ -246,6 +246,22 @@ def check_finite(what: str, a: Any, xp: Any = np) -> None:
         raise ValueError(f"{what} holds {bad} of {a.size} values that are not finite (NaN or inf)")
 
 
+def memory_owner(a: Any) -> Any:
+    """The array that owns the memory ``a`` views (``a`` itself, or its base); None where another kind of object
+    holds it (a DLPack producer, a buffer), so that only a memory test tells whether two such arrays overlap.
+
+    Example:
+        >>> buf = np.zeros(8); memory_owner(buf[2:].reshape(2, 3)) is buf, memory_owner(np.frombuffer(b"12345678"))
+        (True, None)
+    """
+    base = a.base
+    while base is not None:
+        if type(base) is not type(a):
+            return None
+        a, base = base, base.base
+    return a
+
+
 def check_no_overlap(xp: Any, outs: dict[str, Any], inputs: dict[str, Any]) -> None:
     """Refuse an output array that shares memory with an input or with another output array.
 

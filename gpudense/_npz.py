@@ -20,8 +20,6 @@ import numpy as np
 
 from gpudense._files import FileRefused
 
-__all__ = ["NpzReader", "read_npz"]
-
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
 _MAX_DEFLATE_RATIO = 1032  # the most deflate can shrink data

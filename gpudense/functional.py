@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gpudense._checks import (FLOAT_DTYPES, check_bool, check_float_array, check_layer, check_no_overlap,
-                              describe_array)
+                              describe_array, memory_owner)
 from gpudense._nvtx import is_profiling
 from gpudense.activation_math import ACTIVATION_NAMES, check_activation
 from gpudense.backends import _load, backend_of, from_dlpack
@@ -390,26 +390,16 @@ def _check_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: 
 def _check_apart(backend: Any, outs: DenseGrads, dy: Any, x: Any, w: Any, saved: Any) -> None:
     """Refuse out arrays that share memory with an input or each other (``dx`` is written before ``dw = x.T @ dy``
     reads ``x``); arrays of different owners are apart untested, others go through ``may_share_memory``."""
-    apart = [(a, _owner(a)) for a in (dy, x, w, saved) if a is not None]  # what the next out must stay apart from
+    apart = [(a, memory_owner(a)) for a in (dy, x, w, saved) if a is not None]  # what the next out must stay apart from
     may_share = backend.xp.may_share_memory
     for a in outs:
         if a is not None:
-            root = _owner(a)
+            root = memory_owner(a)
             for b, other in apart:
                 if (root is None or other is None or root is other) and may_share(a, b):
                     check_no_overlap(backend.xp, {"out.dx": outs.dx, "out.dw": outs.dw, "out.db": outs.db},
                                      {"dy": dy, "x": x, "w": w, "saved": saved})
             apart.append((a, root))
-
-
-def _owner(a: Any) -> Any:
-    """The array owning the memory ``a`` views; None where another kind of object holds it (a DLPack producer)."""
-    base = a.base
-    while base is not None:
-        if type(base) is not type(a):
-            return None
-        a, base = base, base.base
-    return a
 
 
 def _checked_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: Any, out: Any,

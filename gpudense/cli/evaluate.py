@@ -15,8 +15,6 @@ import sys
 from gpudense.backends import BACKEND_NAMES
 from gpudense.cli._common import int_at_least, path_value
 
-__all__ = ["add_arguments", "run"]
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense evaluate``'s arguments on ``parser``."""

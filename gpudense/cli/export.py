@@ -12,8 +12,6 @@ import argparse
 
 from gpudense.cli._common import check_output_path, path_value
 
-__all__ = ["add_arguments", "run"]
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense export``'s arguments on ``parser``."""

@@ -14,8 +14,6 @@ import argparse
 
 from gpudense.cli._common import check_output_path, path_value
 
-__all__ = ["add_arguments", "run"]
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense import``'s arguments on ``parser``."""

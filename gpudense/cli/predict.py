@@ -19,8 +19,6 @@ import numpy as np
 from gpudense.backends import BACKEND_NAMES
 from gpudense.cli._common import check_distinct_paths, check_output_path, int_at_least, path_value
 
-__all__ = ["add_arguments", "run"]
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``gpudense predict``'s arguments on ``parser``."""

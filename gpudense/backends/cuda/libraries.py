@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CudaLibrary", "cuda_libraries", "missing_libraries"]
-
 #: The headers CuPy's kernels include, from the CUDA runtime's include directory.
 HEADERS = ("cuda_fp16.h", "cuda_bf16.h")
 

@@ -23,8 +23,6 @@ from typing import Any, Callable
 
 from gpudense.backends import BackendUnavailableError
 
-__all__ = ["NCCL_TYPES", "NcclEngine", "nccl_unavailable_reason", "use_device"]
-
 #: NCCL's datatype (the name of its ``cupy.cuda.nccl`` constant) for each dtype a collective takes.
 NCCL_TYPES = {"float16": "NCCL_FLOAT16", "bfloat16": "NCCL_BFLOAT16", "float32": "NCCL_FLOAT32",
               "float64": "NCCL_FLOAT64", "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8",

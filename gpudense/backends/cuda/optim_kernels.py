@@ -25,8 +25,6 @@ import numpy as np
 
 from gpudense.backends.cuda.loader import kernel_source
 
-__all__ = ["PREAMBLE_FILE", "SPECS", "KernelSpec", "OptimizerKernels", "preamble", "spec_key"]
-
 #: The kernel file whose text is every optimizer kernel's preamble: correctly rounded
 #: float and double arithmetic, never contracted into FMAs, subnormal numbers kept.
 PREAMBLE_FILE = "optim_update.cuh"

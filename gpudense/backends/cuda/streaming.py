@@ -19,8 +19,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["stream_batches"]
-
 
 def stream_batches(cp: Any, x: Any, y: Any, order: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
     """Batches ``(xb, yb)`` of host rows as CuPy arrays, each upload overlapped with the previous batch's compute.
