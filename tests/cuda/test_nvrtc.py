@@ -67,14 +67,8 @@ class _Compiled(Exception):
         self.options, self.cubin = options, cubin
 
 
-def build_as_cupy_does(monkeypatch, name, arch):
-    """``(options, cubin, code)``: NVRTC's build of kernel file ``name`` through CuPy's RawModule path.
-
-    ``code`` is the source CuPy was given: the file with its headers inlined (``module_code``).
-    """
-    import cupy._core.core as core
-
-    code, _ = module_code(name)
+def stop_after_nvrtc(monkeypatch):
+    """CuPy's compile path as it is, up to NVRTC's build, which raises _Compiled with the options and the cubin."""
 
     class Recording(_NVRTC_PROGRAM):
         def compile(self, options=(), log_stream=None):
@@ -88,6 +82,17 @@ def build_as_cupy_does(monkeypatch, name, arch):
     monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc",
                         compiler._get_arch_for_options_for_nvrtc.__wrapped__)
     monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "1")
+
+
+def build_as_cupy_does(monkeypatch, name, arch):
+    """``(options, cubin, code)``: NVRTC's build of kernel file ``name`` through CuPy's RawModule path.
+
+    ``code`` is the source CuPy was given: the file with its headers inlined (``module_code``).
+    """
+    import cupy._core.core as core
+
+    code, _ = module_code(name)
+    stop_after_nvrtc(monkeypatch)
     try:
         # The arguments cupy.RawModule(code=..., options=...) passes, plus the architecture.
         core.compile_with_cache(code, NVRTC_OPTIONS, arch=arch, prepend_cupy_headers=False, backend="nvrtc",
@@ -241,17 +246,7 @@ def test_cupys_own_source_of_every_optimizer_kernel_compiles_with_nvrtc(monkeypa
     code = elementwise_source(spec, t, g)
     assert spec.operation.strip().splitlines()[0] in code and "mul_rn" in code
 
-    class Recording(_NVRTC_PROGRAM):
-        def compile(self, options=(), log_stream=None):
-            result = super().compile(options, log_stream)
-            if self.src:
-                raise _Compiled(tuple(options), result[0])
-            return result
-
-    monkeypatch.setattr(compiler, "_NVRTCProgram", Recording)
-    monkeypatch.setattr(compiler, "_get_arch_for_options_for_nvrtc",
-                        compiler._get_arch_for_options_for_nvrtc.__wrapped__)
-    monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "1")
+    stop_after_nvrtc(monkeypatch)
     with pytest.raises(_Compiled) as done:
         core.compile_with_cache(code, (), arch="90")  # _get_simple_elementwise_kernel_from_code's call
     assert "-ftz=true" in done.value.options and len(done.value.cubin) > 0
