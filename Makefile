@@ -77,4 +77,4 @@ bench-compare: $(VENV)/.stamp-bench+train
 	  PY=$(PY) bash bench/cpu_train_compare.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .coverage .coverage.*

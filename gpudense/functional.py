@@ -390,11 +390,13 @@ def _check_backward(dy: Any, x: Any, w: Any, saved: Any, bias: Any, input_grad: 
 def _check_apart(backend: Any, outs: DenseGrads, dy: Any, x: Any, w: Any, saved: Any) -> None:
     """Refuse out arrays that share memory with an input or each other (``dx`` is written before ``dw = x.T @ dy``
     reads ``x``); arrays of different owners are apart untested, others go through ``may_share_memory``."""
-    apart = [(a, memory_owner(a)) for a in (dy, x, w, saved) if a is not None]  # what the next out must stay apart from
+    # CuPy arrays made on one memory pointer each have base None: only NumPy's owners can be trusted.
+    owner = memory_owner if backend.name == "numpy" else (lambda a: None)
+    apart = [(a, owner(a)) for a in (dy, x, w, saved) if a is not None]  # what the next out must stay apart from
     may_share = backend.xp.may_share_memory
     for a in outs:
         if a is not None:
-            root = memory_owner(a)
+            root = owner(a)
             for b, other in apart:
                 if (root is None or other is None or root is other) and may_share(a, b):
                     check_no_overlap(backend.xp, {"out.dx": outs.dx, "out.dw": outs.dw, "out.db": outs.db},

@@ -378,6 +378,7 @@ class Dense:
         if bias is not None:
             self.b[...] = bias
         self.dw = self.db = self._x = self._saved = self._copies = None
+        self._spent = False
         return self
 
     @classmethod

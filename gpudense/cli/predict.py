@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_path("--out", args.out, suffix=".npy")
     for part in args.data.split(","):  # the predictions never replace the data they are made from
-        inputs = [part, os.path.join(part, "x.npy")] if os.path.isdir(part) else [part]
+        inputs = [part, *(os.path.join(part, n) for n in ("x.npy", "y.npy"))] if os.path.isdir(part) else [part]
         for path in inputs:
             check_distinct_paths({"--out": args.out, "--data": path, "CHECKPOINT": args.checkpoint}, outputs=["--out"])
     try:

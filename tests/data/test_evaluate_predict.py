@@ -131,3 +131,11 @@ def test_cupy_scores_as_numpy(trained):
     assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=1e-4)
     probs = predict(load_model(ckpt, backend="cupy"), x, proba=True, batch_size=64)
     np.testing.assert_allclose(probs, predict(load_model(ckpt, backend="numpy"), x, proba=True), rtol=1e-4, atol=1e-6)
+
+
+def test_predict_refuses_an_out_over_the_labels_of_its_data_folder(trained, capsys):
+    folder, ckpt, _, y = trained
+    status, _, err = run_cli(["predict", str(ckpt), "--data", str(folder), "--out", str(folder / "y.npy"),
+                              "--backend", "numpy"], capsys)
+    assert status == 1 and err.count("\n") == 1
+    np.testing.assert_array_equal(np.load(folder / "y.npy"), y)  # the labels are kept

@@ -91,3 +91,12 @@ def test_from_torch_state_errors():
         Dense.from_torch_state({"bias": np.zeros(3)})
     with pytest.raises(ValueError, match="2-D"):
         Dense.from_torch_state({"weight": np.zeros(3)})
+
+
+def test_backward_after_load_torch_state_says_no_forward_ran():
+    layer = Dense(3, 2, backend="numpy", rng=0)
+    x = np.ones((4, 3), np.float32)
+    layer.backward(np.ones_like(layer(x)))
+    layer.load_torch_state(layer.torch_state())
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((4, 2), np.float32))
